@@ -1,0 +1,136 @@
+//! Built-in conformance cases: ballots every policy must decide without faulting.
+//!
+//! They do not judge *what* a policy decides (that is the operator's choice), only that it
+//! answers every shape of ballot eb can send: 0 to 64 votes, every status and outcome, FINAL and
+//! not, with and without do-not-use nodes. Run at every load, so a module that traps on a
+//! corner case is refused before it decides a real block.
+
+use super::{Ballot, Policy};
+use crate::policy::Fault;
+use policy_sdk::abi::MAX_VOTES;
+use policy_sdk::{ClientCode, Context, Method, Outcome, Status, Vote, VoteFlags};
+
+/// The outcome of running the conformance cases.
+#[derive(Clone, Debug, Default)]
+pub struct ConformanceReport {
+    /// Cases run.
+    pub cases: usize,
+    /// Most fuel one case used.
+    pub max_fuel: u64,
+    /// Cases that faulted, with the fault.
+    pub faults: Vec<(String, Fault)>,
+}
+
+const KINDS: [(Status, Outcome); 9] = [
+    (Status::Valid, Outcome::Answered),
+    (Status::Invalid, Outcome::Answered),
+    (Status::Syncing, Outcome::Answered),
+    (Status::Accepted, Outcome::Answered),
+    (Status::InvalidBlockHash, Outcome::Answered),
+    (Status::None, Outcome::Timeout),
+    (Status::None, Outcome::Unreachable),
+    (Status::None, Outcome::RpcError),
+    (Status::None, Outcome::Malformed),
+];
+
+fn vote(node: usize, kind: usize) -> Vote {
+    let (status, outcome) = KINDS[kind % KINDS.len()];
+    let clients = ["GE", "NM", "BU", "EG", "RH"];
+    Vote {
+        node: node as u16,
+        status,
+        outcome,
+        flags: VoteFlags((node % 7 == 6) as u8 * VoteFlags::DO_NOT_USE),
+        lvh_group: (status == Status::Invalid) as u8 * (1 + (node % 2) as u8),
+        client: ClientCode::from_letters(clients[node % clients.len()]).unwrap_or_default(),
+        latency_us: 1000 + 37 * node as u32,
+        rpc_error_code: if outcome == Outcome::RpcError {
+            -32603
+        } else {
+            0
+        },
+    }
+}
+
+/// The built-in cases, named.
+pub fn conformance_cases(config: &str) -> Vec<(String, Ballot)> {
+    let mut cases = Vec::new();
+    let methods = [
+        Method::NewPayload,
+        Method::ForkchoiceUpdated,
+        Method::ForkchoiceUpdatedWithAttributes,
+    ];
+    let mut push = |name: String, votes: Vec<Vote>, pending: usize, method: Method| {
+        let context = Context {
+            method,
+            method_version: if method == Method::NewPayload { 4 } else { 3 },
+            nodes_configured: (votes.len() + pending) as u16,
+            pending: pending as u16,
+            is_final: pending == 0,
+            elapsed_ms: 5,
+        };
+        cases.push((
+            name,
+            Ballot {
+                context,
+                votes,
+                config: config.to_owned(),
+            },
+        ));
+    };
+    for (m, &method) in methods.iter().enumerate() {
+        push(
+            format!("{} with no votes", method.name()),
+            Vec::new(),
+            0,
+            method,
+        );
+        for kind in 0..KINDS.len() {
+            let (status, outcome) = KINDS[kind];
+            let label = if outcome == Outcome::Answered {
+                status.name()
+            } else {
+                "failed"
+            };
+            for n in 1..=5 {
+                let all: Vec<Vote> = (0..n).map(|i| vote(i, kind)).collect();
+                push(
+                    format!("{} {n}x {label} ({kind})", method.name()),
+                    all,
+                    0,
+                    method,
+                );
+            }
+            let mixed: Vec<Vote> = (0..7).map(|i| vote(i, kind + i + m)).collect();
+            push(
+                format!("{} 7 mixed from {kind}", method.name()),
+                mixed.clone(),
+                0,
+                method,
+            );
+            push(
+                format!("{} 4 of 7 in, {kind}", method.name()),
+                mixed[..4].to_vec(),
+                3,
+                method,
+            );
+        }
+    }
+    let full: Vec<Vote> = (0..MAX_VOTES).map(|i| vote(i, i % 3)).collect();
+    push(format!("{MAX_VOTES} votes"), full, 0, Method::NewPayload);
+    cases
+}
+
+/// Runs the conformance cases (with the policy's own config) and reports faults and fuel.
+pub fn check_conformance(policy: &dyn Policy) -> ConformanceReport {
+    let mut report = ConformanceReport::default();
+    for (name, ballot) in conformance_cases(&policy.info().config) {
+        let decision = policy.decide(&ballot);
+        report.cases += 1;
+        report.max_fuel = report.max_fuel.max(decision.fuel);
+        if let Some(fault) = decision.fault {
+            report.faults.push((name, fault));
+        }
+    }
+    report
+}

@@ -1,0 +1,1 @@
+//! Shared helpers for eb's end-to-end tests.
