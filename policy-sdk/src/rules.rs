@@ -11,6 +11,9 @@
 //! | any INVALID beside another majority | Syncing |
 //! | otherwise | Follow the fastest vote of the majority status |
 //!
+//! With `quorum=N` (default 1) fewer than `N` counted votes is Syncing too, so a single live EL
+//! cannot decide alone.
+//!
 //! Before all votes are in it answers early only when no pending vote can change the outcome:
 //! an INVALID majority that is already certain, or an INVALID vote while an INVALID majority is
 //! already impossible (then the answer can only be Syncing). Otherwise it waits.
@@ -30,9 +33,29 @@ pub const REASON_NO_MAJORITY: u32 = 11;
 pub const REASON_INVALID_DISSENT: u32 = 12;
 /// Reason: the config string could not be read (the host checks this at load, so rare).
 pub const REASON_BAD_CONFIG: u32 = 13;
+/// Reason: fewer counted votes than the configured quorum.
+pub const REASON_NO_QUORUM: u32 = 14;
 
 /// Majority in permille when not configured.
 pub const DEFAULT_PERMILLE: u32 = 600;
+
+/// The majority rule's parameters: `majority=F` (as permille) and `quorum=N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Share of the counted votes a status needs, in permille (500 to 1000).
+    pub permille: u32,
+    /// Counted votes needed for any verdict but Syncing (1 to 64).
+    pub quorum: u32,
+}
+
+impl Default for Rule {
+    fn default() -> Rule {
+        Rule {
+            permille: DEFAULT_PERMILLE,
+            quorum: 1,
+        }
+    }
+}
 
 /// Splits a config string `key=value,key=value` into pairs with ASCII whitespace trimmed;
 /// `Err` for an item without `=`. Works on bytes so policies stay free of UTF-8 machinery.
@@ -63,16 +86,42 @@ fn trim(mut bytes: &[u8]) -> &[u8] {
     bytes
 }
 
-/// Reads `majority=F` (F in [0.5, 1], up to three decimals) into permille; empty → 600.
-pub fn parse_config(config: &[u8]) -> Result<u32, ()> {
-    let mut permille = DEFAULT_PERMILLE;
-    for pair in config_pairs(config) {
-        match pair? {
-            (b"majority", value) => permille = parse_permille(value)?,
-            _ => return Err(()),
+impl Rule {
+    /// Applies one config pair if it is this rule's (`majority`, `quorum`): `Ok(true)` when
+    /// applied, `Ok(false)` for another key, `Err` for a bad value.
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<bool, ()> {
+        match key {
+            b"majority" => self.permille = parse_permille(value)?,
+            b"quorum" => {
+                self.quorum = parse_small(value)?;
+                if !(1..=64).contains(&self.quorum) {
+                    return Err(());
+                }
+            }
+            _ => return Ok(false),
         }
+        Ok(true)
     }
-    Ok(permille)
+
+    /// Reads a config that holds only this rule's keys; empty → the default rule.
+    pub fn parse(config: &[u8]) -> Result<Rule, ()> {
+        let mut rule = Rule::default();
+        for pair in config_pairs(config) {
+            let (key, value) = pair?;
+            if !rule.set(key, value)? {
+                return Err(());
+            }
+        }
+        Ok(rule)
+    }
+}
+
+/// Parses a decimal integer of at most two digits.
+fn parse_small(text: &[u8]) -> Result<u32, ()> {
+    if text.is_empty() || text.len() > 2 || !text.iter().all(u8::is_ascii_digit) {
+        return Err(());
+    }
+    Ok(text.iter().fold(0, |n, &d| n * 10 + u32::from(d - b'0')))
 }
 
 /// Parses a decimal in [0.5, 1] with at most three decimals (`0.6`, `.75`, `1`) into permille.
@@ -84,13 +133,13 @@ pub fn parse_permille(text: &[u8]) -> Result<u32, ()> {
     if whole.len() > 1 || fraction.len() > 3 || whole.is_empty() && fraction.is_empty() {
         return Err(());
     }
-    let mut permille = 0;
-    let mut scale = 1000;
-    for &b in whole.iter().chain(fraction) {
-        if !b.is_ascii_digit() {
-            return Err(());
-        }
-        permille += u32::from(b - b'0') * scale;
+    if !whole.iter().chain(fraction).all(u8::is_ascii_digit) {
+        return Err(());
+    }
+    let mut permille = whole.first().map_or(0, |&d| u32::from(d - b'0') * 1000);
+    let mut scale = 100;
+    for &d in fraction {
+        permille += u32::from(d - b'0') * scale;
         scale /= 10;
     }
     if (500..=1000).contains(&permille) {
@@ -114,13 +163,14 @@ pub fn best_invalid(input: &Input<'_>) -> Option<u16> {
     })
 }
 
-/// The majority rule with a majority of `permille` / 1000 (see the module docs).
-pub fn majority(input: &Input<'_>, permille: u32) -> Verdict {
+/// The majority rule (see the module docs).
+pub fn majority(input: &Input<'_>, rule: Rule) -> Verdict {
+    let Rule { permille, quorum } = rule;
     let tally = Tally::of(input);
     let invalid = tally.count(Status::Invalid);
     if !input.is_final() {
         let pending = u32::from(input.pending());
-        if tally.majority_certain(Status::Invalid, permille, pending) {
+        if tally.total() >= quorum && tally.majority_certain(Status::Invalid, permille, pending) {
             return follow_invalid(input);
         }
         if invalid > 0 && !tally.majority_possible(Status::Invalid, permille, pending) {
@@ -133,6 +183,9 @@ pub fn majority(input: &Input<'_>, permille: u32) -> Verdict {
     match tally.majority(permille) {
         None if tally.total() == 0 => Verdict::Syncing {
             reason: REASON_NO_VOTES,
+        },
+        _ if tally.total() < quorum => Verdict::Syncing {
+            reason: REASON_NO_QUORUM,
         },
         None => Verdict::Syncing {
             reason: REASON_NO_MAJORITY,
@@ -169,13 +222,17 @@ fn follow_invalid(input: &Input<'_>) -> Verdict {
 mod tests {
     use super::*;
 
+    fn permille(config: &[u8]) -> Result<u32, ()> {
+        Rule::parse(config).map(|r| r.permille)
+    }
+
     #[test]
     fn reads_majority_config() {
-        assert_eq!(parse_config(b""), Ok(600));
-        assert_eq!(parse_config(b" majority = 0.67 ,"), Ok(670));
-        assert_eq!(parse_config(b"majority=1"), Ok(1000));
-        assert_eq!(parse_config(b"majority=1.0"), Ok(1000));
-        assert_eq!(parse_config(b"majority=.5"), Ok(500));
+        assert_eq!(permille(b""), Ok(600));
+        assert_eq!(permille(b" majority = 0.67 ,"), Ok(670));
+        assert_eq!(permille(b"majority=1"), Ok(1000));
+        assert_eq!(permille(b"majority=1.0"), Ok(1000));
+        assert_eq!(permille(b"majority=.5"), Ok(500));
         for bad in [
             "majority=0.4",
             "majority=1.01",
@@ -186,8 +243,18 @@ mod tests {
             "majority=10",
             "quorum=0.6",
             "majority",
+            "quorum=0",
+            "quorum=65",
+            "quorum=x",
         ] {
-            assert_eq!(parse_config(bad.as_bytes()), Err(()), "{bad}");
+            assert_eq!(Rule::parse(bad.as_bytes()), Err(()), "{bad}");
         }
+        assert_eq!(
+            Rule::parse(b"quorum=2,majority=0.75"),
+            Ok(Rule {
+                permille: 750,
+                quorum: 2
+            })
+        );
     }
 }

@@ -1,1 +1,18 @@
-//! Shared helpers for eb's end-to-end tests.
+//! Shared helpers for eb's end-to-end tests: paths to fixtures and proptest strategies.
+
+pub mod arb;
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
+}
+
+/// `tests/fixtures/<rest>`.
+pub fn fixture(rest: &str) -> PathBuf {
+    workspace().join("tests/fixtures").join(rest)
+}

@@ -74,8 +74,8 @@ pub enum LoadError {
         /// The error.
         source: std::io::Error,
     },
-    /// The file is neither a valid module nor valid WAT.
-    #[error("not a valid WebAssembly module: {0}")]
+    /// The file is not a valid module or WAT text, or breaks a sandbox limit at compile time.
+    #[error("cannot compile: {0}")]
     Compile(String),
     /// The module imports something; policies must be self-contained.
     #[error("imports {module}::{name}; a policy may not import anything")]

@@ -151,7 +151,7 @@ impl WasmPolicy {
         let has_configure = check_func(&module, CONFIGURE)?;
         let pre = Linker::new(sandbox.engine())
             .instantiate_pre(&module)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+            .map_err(|e| LoadError::Instantiate(Fault::Limit(format!("{e:#}"))))?;
 
         let _running = sandbox.running();
         let mut store = sandbox

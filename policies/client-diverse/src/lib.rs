@@ -5,29 +5,30 @@
 //! only when the VALID votes come from at least `clients` distinct client codes (from
 //! `engine_getClientVersionV1`; unknown clients do not count) and no counted vote is INVALID.
 //!
-//! Config: `majority=F` as for the default policy, `clients=N` (2 to 8, default 2).
+//! Config: `majority=F` and `quorum=N` as for the default policy, `clients=N` (2 to 8,
+//! default 2).
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use policy_sdk::rules::{self, REASON_BAD_CONFIG};
+use policy_sdk::rules::{self, Rule, REASON_BAD_CONFIG};
 use policy_sdk::{ClientCode, Input, Status, Verdict};
 
 /// Reason: VALID majority, but from too few distinct clients.
 pub const REASON_TOO_FEW_CLIENTS: u32 = 30;
 
-/// Parsed config: (majority permille, distinct clients required).
-pub fn parse_config(config: &[u8]) -> Result<(u32, usize), ()> {
-    let mut permille = rules::DEFAULT_PERMILLE;
+/// Parsed config: (majority rule, distinct clients required).
+pub fn parse_config(config: &[u8]) -> Result<(Rule, usize), ()> {
+    let mut rule = Rule::default();
     let mut clients = 2;
     for pair in rules::config_pairs(config) {
         match pair? {
-            (b"majority", value) => permille = rules::parse_permille(value)?,
             (b"clients", &[digit]) if (b'2'..=b'8').contains(&digit) => {
                 clients = usize::from(digit - b'0');
             }
+            (key, value) if rule.set(key, value)? => {}
             _ => return Err(()),
         }
     }
-    Ok((permille, clients))
+    Ok((rule, clients))
 }
 
 /// Checks the config at load time.
@@ -37,7 +38,7 @@ pub fn configure(config: &[u8]) -> Result<(), ()> {
 
 /// The verdict for `input`.
 pub fn decide(input: &Input<'_>) -> Verdict {
-    let (permille, required) = match parse_config(input.config()) {
+    let (rule, required) = match parse_config(input.config()) {
         Ok(parsed) => parsed,
         Err(()) => {
             return Verdict::Syncing {
@@ -45,7 +46,7 @@ pub fn decide(input: &Input<'_>) -> Verdict {
             }
         }
     };
-    let verdict = rules::majority(input, permille);
+    let verdict = rules::majority(input, rule);
     let follows_valid = matches!(verdict, Verdict::Follow { vote, .. }
         if input.vote(usize::from(vote)).is_some_and(|v| v.status == Status::Valid));
     if follows_valid && distinct_valid_clients(input, required) < required {
@@ -96,8 +97,9 @@ mod tests {
 
     #[test]
     fn reads_config() {
-        assert_eq!(parse_config(b""), Ok((600, 2)));
-        assert_eq!(parse_config(b"clients=3, majority=0.75"), Ok((750, 3)));
+        assert_eq!(parse_config(b""), Ok((Rule::default(), 2)));
+        let (rule, clients) = parse_config(b"clients=3, majority=0.75").expect("valid");
+        assert_eq!((rule.permille, clients), (750, 3));
         assert_eq!(parse_config(b"clients=1"), Err(()));
         assert_eq!(parse_config(b"clients=9"), Err(()));
         assert_eq!(parse_config(b"clients=22"), Err(()));

@@ -1,0 +1,89 @@
+//! The `eb policy` subcommands as an operator runs them.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn eb(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_eb"))
+        .current_dir(root())
+        .args(args)
+        .output()
+        .expect("eb runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn policy_test_replays_fixtures_and_closes_with_counts() {
+    let out = eb(&["policy", "test", "tests/fixtures/votes"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(last.ends_with(" passed, 0 failed"), "{stdout}");
+}
+
+#[test]
+fn policy_test_prints_each_mismatch_and_fails() {
+    // The unanimous policy disagrees with the default rule's fixtures where votes are split.
+    let dir = std::env::temp_dir().join(format!("eb-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let case = dir.join("split.json");
+    std::fs::write(
+        &case,
+        r#"{"name": "split", "votes": [{"node": 0, "status": "VALID"}, {"node": 1, "status": "VALID"},
+            {"node": 2, "status": "SYNCING"}], "expect": {"action": "follow", "status": "VALID"}}"#,
+    )
+    .expect("write fixture");
+    let wat = "policies/examples/majority-of-configured.wat";
+    let ok = eb(&["policy", "test", "--policy", wat, case.to_str().unwrap_or_default()]);
+    assert!(ok.status.success(), "{}", text(&ok.stdout));
+    let config = "majority=1";
+    let out = eb(&["policy", "test", "--policy-config", config, case.to_str().unwrap_or_default()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL \"split\""), "{stdout}");
+    assert!(stdout.contains("votes: 0:VALID 1:VALID 2:SYNCING"), "{stdout}");
+    assert!(stdout.contains("expected follow VALID, got syncing reason 11"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("0 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn policy_check_reports_and_refuses() {
+    let out = eb(&["policy", "check"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("conformance:") && stdout.contains("no faults"), "{stdout}");
+    assert!(stdout.contains("sha256:"), "{stdout}");
+
+    let out = eb(&["policy", "check", "tests/fixtures/hostile/import.wat"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("imports env::now; a policy may not import anything"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = eb(&["policy", "check", "tests/fixtures/hostile/always-trap.wat"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("fails conformance case"), "{}", text(&out.stderr));
+    let out = eb(&["policy", "check", "no/such/policy.wasm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("cannot read no/such/policy.wasm"));
+}
+
+#[test]
+fn bad_fixture_files_are_reported_with_their_line() {
+    let dir = std::env::temp_dir().join(format!("eb-cli-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("bad.jsonl");
+    std::fs::write(&file, "\n{\"name\": \"x\", \"votes\": []}\n").expect("write");
+    let out = eb(&["policy", "test", file.to_str().unwrap_or_default()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("bad.jsonl:2:") && stderr.contains("expect"), "{stderr}");
+}

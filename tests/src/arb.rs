@@ -1,0 +1,75 @@
+//! Proptest strategies for ballots.
+
+use policy_sdk::ballot::Ballot;
+use policy_sdk::{ClientCode, Context, Method, Outcome, Status, Vote, VoteFlags};
+use proptest::prelude::*;
+
+/// Every kind of vote a node can cast.
+pub const KINDS: [(Status, Outcome); 9] = [
+    (Status::Valid, Outcome::Answered),
+    (Status::Invalid, Outcome::Answered),
+    (Status::Syncing, Outcome::Answered),
+    (Status::Accepted, Outcome::Answered),
+    (Status::InvalidBlockHash, Outcome::Answered),
+    (Status::None, Outcome::Timeout),
+    (Status::None, Outcome::Unreachable),
+    (Status::None, Outcome::RpcError),
+    (Status::None, Outcome::Malformed),
+];
+
+/// A vote of any kind from `node`; VALID and INVALID weighted up, as they decide most.
+pub fn vote(node: u16) -> impl Strategy<Value = Vote> {
+    (
+        prop_oneof![3 => 0usize..2, 2 => 2usize..KINDS.len()],
+        prop::bool::weighted(0.1),
+        0u8..3,
+        0usize..4,
+        0u32..5_000,
+    )
+        .prop_map(move |(kind, do_not_use, group, client, latency_us)| {
+            let (status, outcome) = KINDS[kind];
+            let invalid = status.normalized() == Status::Invalid;
+            let lvh_group = if invalid { group } else { 0 };
+            Vote {
+                node,
+                status,
+                outcome,
+                flags: VoteFlags::default()
+                    .with(VoteFlags::DO_NOT_USE, do_not_use)
+                    .with(VoteFlags::LVH_PRESENT, lvh_group != 0),
+                lvh_group,
+                client: ClientCode::from_letters(["GE", "NM", "BU", "RH"][client])
+                    .unwrap_or_default(),
+                latency_us,
+                rpc_error_code: if outcome == Outcome::RpcError { -32603 } else { 0 },
+            }
+        })
+}
+
+/// `n` votes from nodes `0..n`.
+pub fn votes(n: usize) -> impl Strategy<Value = Vec<Vote>> {
+    (0..n as u16).map(vote).collect::<Vec<_>>()
+}
+
+/// A FINAL ballot of 0 to `max` votes.
+pub fn final_ballot(max: usize) -> impl Strategy<Value = Ballot> {
+    (0..=max)
+        .prop_flat_map(votes)
+        .prop_map(|votes| ballot(votes, 0))
+}
+
+/// A ballot over `votes` with `pending` more to come (FINAL when none).
+pub fn ballot(votes: Vec<Vote>, pending: u16) -> Ballot {
+    Ballot {
+        context: Context {
+            method: Method::NewPayload,
+            method_version: 4,
+            nodes_configured: votes.len() as u16 + pending,
+            pending,
+            is_final: pending == 0,
+            elapsed_ms: 0,
+        },
+        votes,
+        config: String::new(),
+    }
+}
