@@ -10,7 +10,14 @@ use std::time::{Duration, Instant};
 fn ballot(n: u16) -> Ballot {
     let votes = (0..n)
         .map(|i| {
-            let mut vote = Vote::answered(i, if i % 5 == 4 { Status::Syncing } else { Status::Valid });
+            let mut vote = Vote::answered(
+                i,
+                if i % 5 == 4 {
+                    Status::Syncing
+                } else {
+                    Status::Valid
+                },
+            );
             vote.latency_us = 1000 + u32::from(i) * 10;
             vote
         })
@@ -55,21 +62,40 @@ fn main() {
     for n in [3u16, 16] {
         let ballot = ballot(n);
         let bytes = ballot.to_bytes().expect("encodes");
-        row(&format!("native decide, {n} votes (pre-encoded)"), measure(200_000, || {
-            let input = Input::parse(black_box(&bytes)).expect("parses");
-            black_box(eb_policy_default::decide(&input));
-        }));
-        row(&format!("native decide, {n} votes (incl. encoding)"), measure(200_000, || {
-            black_box(black_box(&ballot).decide_native(eb_policy_default::decide).ok());
-        }));
-        row(&format!("wasm fresh instance, {n} votes (incl. encoding)"), measure(50_000, || {
-            black_box(wasm.decide(black_box(&ballot)));
-        }));
+        row(
+            &format!("native decide, {n} votes (pre-encoded)"),
+            measure(200_000, || {
+                let input = Input::parse(black_box(&bytes)).expect("parses");
+                black_box(eb_policy_default::decide(&input));
+            }),
+        );
+        row(
+            &format!("native decide, {n} votes (incl. encoding)"),
+            measure(200_000, || {
+                black_box(
+                    black_box(&ballot)
+                        .decide_native(eb_policy_default::decide)
+                        .ok(),
+                );
+            }),
+        );
+        row(
+            &format!("wasm fresh instance, {n} votes (incl. encoding)"),
+            measure(50_000, || {
+                black_box(wasm.decide(black_box(&ballot)));
+            }),
+        );
     }
     let hostile = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/hostile");
     let mut trigger = ballot(3);
     trigger.context.method_version = 99;
-    for name in ["loop-decide", "memory-bomb", "table-bomb", "deep-recursion", "unreachable"] {
+    for name in [
+        "loop-decide",
+        "memory-bomb",
+        "table-bomb",
+        "deep-recursion",
+        "unreachable",
+    ] {
         let source = PolicySource::File(hostile.join(format!("{name}.wat")));
         let policy = WasmPolicy::load(&source, "").expect("hostile module loads");
         let mut fault = None;
@@ -79,8 +105,11 @@ fn main() {
     }
     for name in ["loop-start", "huge-memory"] {
         let source = PolicySource::File(hostile.join(format!("{name}.wat")));
-        row(&format!("hostile {name} refused at load"), measure(20, || {
-            assert!(WasmPolicy::load(&source, "").is_err());
-        }));
+        row(
+            &format!("hostile {name} refused at load"),
+            measure(20, || {
+                assert!(WasmPolicy::load(&source, "").is_err());
+            }),
+        );
     }
 }

@@ -41,16 +41,37 @@ fn policy_test_prints_each_mismatch_and_fails() {
     )
     .expect("write fixture");
     let wat = "policies/examples/majority-of-configured.wat";
-    let ok = eb(&["policy", "test", "--policy", wat, case.to_str().unwrap_or_default()]);
+    let ok = eb(&[
+        "policy",
+        "test",
+        "--policy",
+        wat,
+        case.to_str().unwrap_or_default(),
+    ]);
     assert!(ok.status.success(), "{}", text(&ok.stdout));
     let config = "majority=1";
-    let out = eb(&["policy", "test", "--policy-config", config, case.to_str().unwrap_or_default()]);
+    let out = eb(&[
+        "policy",
+        "test",
+        "--policy-config",
+        config,
+        case.to_str().unwrap_or_default(),
+    ]);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("FAIL \"split\""), "{stdout}");
-    assert!(stdout.contains("votes: 0:VALID 1:VALID 2:SYNCING"), "{stdout}");
-    assert!(stdout.contains("expected follow VALID, got syncing reason 11"), "{stdout}");
-    assert!(stdout.trim_end().ends_with("0 passed, 1 failed"), "{stdout}");
+    assert!(
+        stdout.contains("votes: 0:VALID 1:VALID 2:SYNCING"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("expected follow VALID, got syncing reason 11"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("0 passed, 1 failed"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -58,7 +79,10 @@ fn policy_check_reports_and_refuses() {
     let out = eb(&["policy", "check"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("conformance:") && stdout.contains("no faults"), "{stdout}");
+    assert!(
+        stdout.contains("conformance:") && stdout.contains("no faults"),
+        "{stdout}"
+    );
     assert!(stdout.contains("sha256:"), "{stdout}");
 
     let out = eb(&["policy", "check", "tests/fixtures/hostile/import.wat"]);
@@ -70,7 +94,11 @@ fn policy_check_reports_and_refuses() {
     );
     let out = eb(&["policy", "check", "tests/fixtures/hostile/always-trap.wat"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("fails conformance case"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("fails conformance case"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = eb(&["policy", "check", "no/such/policy.wasm"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read no/such/policy.wasm"));
@@ -85,5 +113,8 @@ fn bad_fixture_files_are_reported_with_their_line() {
     let out = eb(&["policy", "test", file.to_str().unwrap_or_default()]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("bad.jsonl:2:") && stderr.contains("expect"), "{stderr}");
+    assert!(
+        stderr.contains("bad.jsonl:2:") && stderr.contains("expect"),
+        "{stderr}"
+    );
 }

@@ -137,6 +137,19 @@ impl Outcome {
     }
 }
 
+/// Every (status, outcome) pair a vote can carry: the five answers, then the four failures.
+pub const VOTE_KINDS: [(Status, Outcome); 9] = [
+    (Status::Valid, Outcome::Answered),
+    (Status::Invalid, Outcome::Answered),
+    (Status::Syncing, Outcome::Answered),
+    (Status::Accepted, Outcome::Answered),
+    (Status::InvalidBlockHash, Outcome::Answered),
+    (Status::None, Outcome::Timeout),
+    (Status::None, Outcome::Unreachable),
+    (Status::None, Outcome::RpcError),
+    (Status::None, Outcome::Malformed),
+];
+
 /// Per-vote flag bits.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct VoteFlags(pub u8);

@@ -53,7 +53,7 @@ pub fn decide_entry(len: i32, decide: fn(&Input<'_>) -> Verdict) -> i64 {
 }
 
 /// Body of `eb_configure`: the buffer holds the config string; 0 when `configure` accepts it.
-pub fn configure_entry(len: i32, configure: fn(&[u8]) -> Result<(), ()>) -> i32 {
+pub fn configure_entry<E>(len: i32, configure: fn(&[u8]) -> Result<(), E>) -> i32 {
     let len = usize::try_from(len).unwrap_or(usize::MAX);
     // SAFETY: as in `with_input`.
     let buffer: &[u8; INPUT_CAP] = unsafe { &*INPUT.0.get() };
@@ -67,7 +67,7 @@ pub fn configure_entry(len: i32, configure: fn(&[u8]) -> Result<(), ()>) -> i32 
 ///
 /// ```ignore
 /// fn decide(input: &policy_sdk::Input) -> policy_sdk::Verdict { /* … */ }
-/// fn configure(config: &[u8]) -> Result<(), ()> { /* … */ }
+/// fn configure(config: &[u8]) -> Result<(), policy_sdk::rules::ConfigError> { /* … */ }
 /// policy_sdk::export_policy!(decide, configure);
 /// ```
 ///

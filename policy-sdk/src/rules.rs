@@ -36,6 +36,10 @@ pub const REASON_BAD_CONFIG: u32 = 13;
 /// Reason: fewer counted votes than the configured quorum.
 pub const REASON_NO_QUORUM: u32 = 14;
 
+/// A config string the rule cannot read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConfigError;
+
 /// Majority in permille when not configured.
 pub const DEFAULT_PERMILLE: u32 = 600;
 
@@ -59,14 +63,14 @@ impl Default for Rule {
 
 /// Splits a config string `key=value,key=value` into pairs with ASCII whitespace trimmed;
 /// `Err` for an item without `=`. Works on bytes so policies stay free of UTF-8 machinery.
-pub fn config_pairs(config: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8]), ()>> {
+pub fn config_pairs(config: &[u8]) -> impl Iterator<Item = Result<(&[u8], &[u8]), ConfigError>> {
     config
         .split(|&b| b == b',')
         .map(trim)
         .filter(|item| !item.is_empty())
         .map(|item| match item.iter().position(|&b| b == b'=') {
             Some(at) => Ok((trim(&item[..at]), trim(&item[at + 1..]))),
-            None => Err(()),
+            None => Err(ConfigError),
         })
 }
 
@@ -89,13 +93,13 @@ fn trim(mut bytes: &[u8]) -> &[u8] {
 impl Rule {
     /// Applies one config pair if it is this rule's (`majority`, `quorum`): `Ok(true)` when
     /// applied, `Ok(false)` for another key, `Err` for a bad value.
-    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<bool, ()> {
+    pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<bool, ConfigError> {
         match key {
             b"majority" => self.permille = parse_permille(value)?,
             b"quorum" => {
                 self.quorum = parse_small(value)?;
                 if !(1..=64).contains(&self.quorum) {
-                    return Err(());
+                    return Err(ConfigError);
                 }
             }
             _ => return Ok(false),
@@ -104,12 +108,12 @@ impl Rule {
     }
 
     /// Reads a config that holds only this rule's keys; empty → the default rule.
-    pub fn parse(config: &[u8]) -> Result<Rule, ()> {
+    pub fn parse(config: &[u8]) -> Result<Rule, ConfigError> {
         let mut rule = Rule::default();
         for pair in config_pairs(config) {
             let (key, value) = pair?;
             if !rule.set(key, value)? {
-                return Err(());
+                return Err(ConfigError);
             }
         }
         Ok(rule)
@@ -117,24 +121,24 @@ impl Rule {
 }
 
 /// Parses a decimal integer of at most two digits.
-fn parse_small(text: &[u8]) -> Result<u32, ()> {
+fn parse_small(text: &[u8]) -> Result<u32, ConfigError> {
     if text.is_empty() || text.len() > 2 || !text.iter().all(u8::is_ascii_digit) {
-        return Err(());
+        return Err(ConfigError);
     }
     Ok(text.iter().fold(0, |n, &d| n * 10 + u32::from(d - b'0')))
 }
 
 /// Parses a decimal in [0.5, 1] with at most three decimals (`0.6`, `.75`, `1`) into permille.
-pub fn parse_permille(text: &[u8]) -> Result<u32, ()> {
+pub fn parse_permille(text: &[u8]) -> Result<u32, ConfigError> {
     let (whole, fraction) = match text.iter().position(|&b| b == b'.') {
         Some(at) => (&text[..at], &text[at + 1..]),
         None => (text, &[][..]),
     };
     if whole.len() > 1 || fraction.len() > 3 || whole.is_empty() && fraction.is_empty() {
-        return Err(());
+        return Err(ConfigError);
     }
     if !whole.iter().chain(fraction).all(u8::is_ascii_digit) {
-        return Err(());
+        return Err(ConfigError);
     }
     let mut permille = whole.first().map_or(0, |&d| u32::from(d - b'0') * 1000);
     let mut scale = 100;
@@ -145,7 +149,7 @@ pub fn parse_permille(text: &[u8]) -> Result<u32, ()> {
     if (500..=1000).contains(&permille) {
         Ok(permille)
     } else {
-        Err(())
+        Err(ConfigError)
     }
 }
 
@@ -222,7 +226,7 @@ fn follow_invalid(input: &Input<'_>) -> Verdict {
 mod tests {
     use super::*;
 
-    fn permille(config: &[u8]) -> Result<u32, ()> {
+    fn permille(config: &[u8]) -> Result<u32, ConfigError> {
         Rule::parse(config).map(|r| r.permille)
     }
 
@@ -247,7 +251,7 @@ mod tests {
             "quorum=65",
             "quorum=x",
         ] {
-            assert_eq!(Rule::parse(bad.as_bytes()), Err(()), "{bad}");
+            assert_eq!(Rule::parse(bad.as_bytes()), Err(ConfigError), "{bad}");
         }
         assert_eq!(
             Rule::parse(b"quorum=2,majority=0.75"),

@@ -176,7 +176,7 @@ mod tests {
             );
             prop_assert_eq!(
                 now.majority_possible(status, permille, pending),
-                outcomes.iter().any(|&m| m == Some(status))
+                outcomes.contains(&Some(status))
             );
         }
     }

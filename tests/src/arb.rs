@@ -1,21 +1,10 @@
 //! Proptest strategies for ballots.
 
 use policy_sdk::ballot::Ballot;
+use policy_sdk::abi::VOTE_KINDS as KINDS;
 use policy_sdk::{ClientCode, Context, Method, Outcome, Status, Vote, VoteFlags};
 use proptest::prelude::*;
 
-/// Every kind of vote a node can cast.
-pub const KINDS: [(Status, Outcome); 9] = [
-    (Status::Valid, Outcome::Answered),
-    (Status::Invalid, Outcome::Answered),
-    (Status::Syncing, Outcome::Answered),
-    (Status::Accepted, Outcome::Answered),
-    (Status::InvalidBlockHash, Outcome::Answered),
-    (Status::None, Outcome::Timeout),
-    (Status::None, Outcome::Unreachable),
-    (Status::None, Outcome::RpcError),
-    (Status::None, Outcome::Malformed),
-];
 
 /// A vote of any kind from `node`; VALID and INVALID weighted up, as they decide most.
 pub fn vote(node: u16) -> impl Strategy<Value = Vote> {
@@ -41,7 +30,11 @@ pub fn vote(node: u16) -> impl Strategy<Value = Vote> {
                 client: ClientCode::from_letters(["GE", "NM", "BU", "RH"][client])
                     .unwrap_or_default(),
                 latency_us,
-                rpc_error_code: if outcome == Outcome::RpcError { -32603 } else { 0 },
+                rpc_error_code: if outcome == Outcome::RpcError {
+                    -32603
+                } else {
+                    0
+                },
             }
         })
 }

@@ -69,7 +69,10 @@ fn fixtures_cover_one_to_seven_nodes_and_every_branch() {
     let reasons: std::collections::BTreeSet<u32> =
         ballots.iter().map(|b| native(b).reason()).collect();
     for reason in [1, 2, 10, 11, 12, 14] {
-        assert!(reasons.contains(&reason), "no fixture reaches reason {reason}");
+        assert!(
+            reasons.contains(&reason),
+            "no fixture reaches reason {reason}"
+        );
     }
     assert!(ballots.iter().any(|b| native(b) == Verdict::Wait));
 }

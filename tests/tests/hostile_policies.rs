@@ -6,13 +6,19 @@ use eb_tests::{arb, fixture};
 use policy_sdk::{Status, Verdict, Vote};
 
 fn load(name: &str) -> Result<WasmPolicy, LoadError> {
-    WasmPolicy::load(&PolicySource::File(fixture(&format!("hostile/{name}.wat"))), "")
+    WasmPolicy::load(
+        &PolicySource::File(fixture(&format!("hostile/{name}.wat"))),
+        "",
+    )
 }
 
 /// A ballot with method_version 99, which the triggered modules misbehave on.
 fn trigger() -> Ballot {
     let mut ballot = arb::ballot(
-        vec![Vote::answered(0, Status::Valid), Vote::answered(1, Status::Valid)],
+        vec![
+            Vote::answered(0, Status::Valid),
+            Vote::answered(1, Status::Valid),
+        ],
         0,
     );
     ballot.context.method_version = 99;
@@ -29,20 +35,32 @@ fn assert_good_policy_still_decides() {
 
 #[test]
 fn misbehaving_decisions_end_as_syncing() {
-    let cases: [(&str, fn(&Fault) -> bool); 8] = [
-        ("loop-decide", |f| matches!(f, Fault::OutOfFuel | Fault::Deadline)),
-        ("memory-bomb", |f| matches!(f, Fault::Trap(_) | Fault::Limit(_))),
-        ("table-bomb", |f| matches!(f, Fault::Trap(_) | Fault::Limit(_))),
+    type Expect = fn(&Fault) -> bool;
+    let cases: [(&str, Expect); 8] = [
+        ("loop-decide", |f| {
+            matches!(f, Fault::OutOfFuel | Fault::Deadline)
+        }),
+        ("memory-bomb", |f| {
+            matches!(f, Fault::Trap(_) | Fault::Limit(_))
+        }),
+        ("table-bomb", |f| {
+            matches!(f, Fault::Trap(_) | Fault::Limit(_))
+        }),
         ("deep-recursion", |f| matches!(f, Fault::StackOverflow)),
         ("unreachable", |f| matches!(f, Fault::Trap(_))),
-        ("follow-out-of-range", |f| matches!(f, Fault::FollowUnanswered(200))),
+        ("follow-out-of-range", |f| {
+            matches!(f, Fault::FollowUnanswered(200))
+        }),
         ("wait-when-final", |f| matches!(f, Fault::WaitWhenFinal)),
         ("bad-verdict", |f| matches!(f, Fault::BadVerdict(7))),
     ];
     for (name, expected) in cases {
         let policy = load(name).unwrap_or_else(|e| panic!("{name} should load: {e}"));
         let decision = policy.decide(&trigger());
-        let fault = decision.fault.clone().unwrap_or_else(|| panic!("{name}: no fault"));
+        let fault = decision
+            .fault
+            .clone()
+            .unwrap_or_else(|| panic!("{name}: no fault"));
         assert!(expected(&fault), "{name}: unexpected fault {fault}");
         assert_eq!(
             decision.verdict,
@@ -68,17 +86,34 @@ fn hostile_modules_are_refused_at_load() {
         refused("loop-start"),
         LoadError::Instantiate(Fault::OutOfFuel | Fault::Deadline)
     ));
-    assert!(matches!(refused("huge-memory"), LoadError::Compile(m) if m.contains("exceeds the limit")));
+    assert!(
+        matches!(refused("huge-memory"), LoadError::Compile(m) if m.contains("exceeds the limit"))
+    );
     assert!(matches!(refused("import"), LoadError::Import { .. }));
-    assert!(matches!(refused("wrong-abi"), LoadError::AbiVersion { major: 2, .. }));
-    assert!(matches!(refused("missing-export"), LoadError::MissingExport("eb_decide")));
-    assert!(matches!(refused("small-buffer"), LoadError::InputBuffer { .. }));
+    assert!(matches!(
+        refused("wrong-abi"),
+        LoadError::AbiVersion { major: 2, .. }
+    ));
+    assert!(matches!(
+        refused("missing-export"),
+        LoadError::MissingExport("eb_decide")
+    ));
+    assert!(matches!(
+        refused("small-buffer"),
+        LoadError::InputBuffer { .. }
+    ));
     assert!(matches!(
         refused("always-trap"),
-        LoadError::Conformance { fault: Fault::Trap(_), .. }
+        LoadError::Conformance {
+            fault: Fault::Trap(_),
+            ..
+        }
     ));
     let message = refused("import").to_string();
-    assert_eq!(message, "imports env::now; a policy may not import anything");
+    assert_eq!(
+        message,
+        "imports env::now; a policy may not import anything"
+    );
     assert_good_policy_still_decides();
 }
 
@@ -86,8 +121,13 @@ fn hostile_modules_are_refused_at_load() {
 fn config_is_checked_at_load() {
     let bad = WasmPolicy::load(&PolicySource::Embedded, "majority=0.3");
     assert!(matches!(bad, Err(LoadError::Config(c)) if c == "majority=0.3"));
-    let wat = PolicySource::File(eb_tests::workspace().join("policies/examples/majority-of-configured.wat"));
-    assert!(matches!(WasmPolicy::load(&wat, "x=1"), Err(LoadError::NoConfig(_))));
+    let wat = PolicySource::File(
+        eb_tests::workspace().join("policies/examples/majority-of-configured.wat"),
+    );
+    assert!(matches!(
+        WasmPolicy::load(&wat, "x=1"),
+        Err(LoadError::NoConfig(_))
+    ));
     let good = WasmPolicy::load(&PolicySource::Embedded, "majority=0.75").expect("loads");
     assert_eq!(good.info().config, "majority=0.75");
 }

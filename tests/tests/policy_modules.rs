@@ -18,8 +18,22 @@ fn built() -> &'static PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
             .current_dir(workspace())
-            .args(["build", "--quiet", "--target", "wasm32-unknown-unknown", "--profile", "policy"])
-            .args(["-p", "eb-policy-default", "-p", "eb-policy-unanimous", "-p", "eb-policy-client-diverse"])
+            .args([
+                "build",
+                "--quiet",
+                "--target",
+                "wasm32-unknown-unknown",
+                "--profile",
+                "policy",
+            ])
+            .args([
+                "-p",
+                "eb-policy-default",
+                "-p",
+                "eb-policy-unanimous",
+                "-p",
+                "eb-policy-client-diverse",
+            ])
             .arg("--target-dir")
             .arg(&target)
             .status()
@@ -69,9 +83,18 @@ fn shipped_policies_pass_their_fixtures_in_wasm() {
     let policies = workspace().join("policies");
     for (module, fixtures_dir) in [
         (built().join("eb_policy_default.wasm"), fixture("votes")),
-        (built().join("eb_policy_unanimous.wasm"), policies.join("unanimous/fixtures")),
-        (built().join("eb_policy_client_diverse.wasm"), policies.join("client-diverse/fixtures")),
-        (policies.join("examples/majority-of-configured.wat"), policies.join("examples")),
+        (
+            built().join("eb_policy_unanimous.wasm"),
+            policies.join("unanimous/fixtures"),
+        ),
+        (
+            built().join("eb_policy_client_diverse.wasm"),
+            policies.join("client-diverse/fixtures"),
+        ),
+        (
+            policies.join("examples/majority-of-configured.wat"),
+            policies.join("examples"),
+        ),
     ] {
         let report = run(&load(module.clone()), fixtures_dir);
         assert!(report.failures.is_empty(), "{}: {report}", module.display());

@@ -7,7 +7,7 @@
 
 use super::{Ballot, Policy};
 use crate::policy::Fault;
-use policy_sdk::abi::MAX_VOTES;
+use policy_sdk::abi::{MAX_VOTES, VOTE_KINDS as KINDS};
 use policy_sdk::{ClientCode, Context, Method, Outcome, Status, Vote, VoteFlags};
 
 /// The outcome of running the conformance cases.
@@ -21,17 +21,6 @@ pub struct ConformanceReport {
     pub faults: Vec<(String, Fault)>,
 }
 
-const KINDS: [(Status, Outcome); 9] = [
-    (Status::Valid, Outcome::Answered),
-    (Status::Invalid, Outcome::Answered),
-    (Status::Syncing, Outcome::Answered),
-    (Status::Accepted, Outcome::Answered),
-    (Status::InvalidBlockHash, Outcome::Answered),
-    (Status::None, Outcome::Timeout),
-    (Status::None, Outcome::Unreachable),
-    (Status::None, Outcome::RpcError),
-    (Status::None, Outcome::Malformed),
-];
 
 fn vote(node: usize, kind: usize) -> Vote {
     let (status, outcome) = KINDS[kind % KINDS.len()];
@@ -85,8 +74,7 @@ pub fn conformance_cases(config: &str) -> Vec<(String, Ballot)> {
             0,
             method,
         );
-        for kind in 0..KINDS.len() {
-            let (status, outcome) = KINDS[kind];
+        for (kind, &(status, outcome)) in KINDS.iter().enumerate() {
             let label = if outcome == Outcome::Answered {
                 status.name()
             } else {

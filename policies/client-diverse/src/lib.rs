@@ -9,14 +9,14 @@
 //! default 2).
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use policy_sdk::rules::{self, Rule, REASON_BAD_CONFIG};
+use policy_sdk::rules::{self, ConfigError, Rule, REASON_BAD_CONFIG};
 use policy_sdk::{ClientCode, Input, Status, Verdict};
 
 /// Reason: VALID majority, but from too few distinct clients.
 pub const REASON_TOO_FEW_CLIENTS: u32 = 30;
 
 /// Parsed config: (majority rule, distinct clients required).
-pub fn parse_config(config: &[u8]) -> Result<(Rule, usize), ()> {
+pub fn parse_config(config: &[u8]) -> Result<(Rule, usize), ConfigError> {
     let mut rule = Rule::default();
     let mut clients = 2;
     for pair in rules::config_pairs(config) {
@@ -25,14 +25,14 @@ pub fn parse_config(config: &[u8]) -> Result<(Rule, usize), ()> {
                 clients = usize::from(digit - b'0');
             }
             (key, value) if rule.set(key, value)? => {}
-            _ => return Err(()),
+            _ => return Err(ConfigError),
         }
     }
     Ok((rule, clients))
 }
 
 /// Checks the config at load time.
-pub fn configure(config: &[u8]) -> Result<(), ()> {
+pub fn configure(config: &[u8]) -> Result<(), ConfigError> {
     parse_config(config).map(|_| ())
 }
 
@@ -40,7 +40,7 @@ pub fn configure(config: &[u8]) -> Result<(), ()> {
 pub fn decide(input: &Input<'_>) -> Verdict {
     let (rule, required) = match parse_config(input.config()) {
         Ok(parsed) => parsed,
-        Err(()) => {
+        Err(ConfigError) => {
             return Verdict::Syncing {
                 reason: REASON_BAD_CONFIG,
             }
@@ -100,9 +100,9 @@ mod tests {
         assert_eq!(parse_config(b""), Ok((Rule::default(), 2)));
         let (rule, clients) = parse_config(b"clients=3, majority=0.75").expect("valid");
         assert_eq!((rule.permille, clients), (750, 3));
-        assert_eq!(parse_config(b"clients=1"), Err(()));
-        assert_eq!(parse_config(b"clients=9"), Err(()));
-        assert_eq!(parse_config(b"clients=22"), Err(()));
-        assert_eq!(parse_config(b"colour=red"), Err(()));
+        assert_eq!(parse_config(b"clients=1"), Err(ConfigError));
+        assert_eq!(parse_config(b"clients=9"), Err(ConfigError));
+        assert_eq!(parse_config(b"clients=22"), Err(ConfigError));
+        assert_eq!(parse_config(b"colour=red"), Err(ConfigError));
     }
 }

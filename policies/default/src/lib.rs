@@ -5,21 +5,21 @@
 //! (default 1): fewer counted votes than that is Syncing.
 #![cfg_attr(target_arch = "wasm32", no_std)]
 
-use policy_sdk::rules::{self, Rule, REASON_BAD_CONFIG};
+use policy_sdk::rules::{self, ConfigError, Rule, REASON_BAD_CONFIG};
 use policy_sdk::{Input, Verdict};
 
 /// The verdict for `input`.
 pub fn decide(input: &Input<'_>) -> Verdict {
     match Rule::parse(input.config()) {
         Ok(rule) => rules::majority(input, rule),
-        Err(()) => Verdict::Syncing {
+        Err(ConfigError) => Verdict::Syncing {
             reason: REASON_BAD_CONFIG,
         },
     }
 }
 
 /// Checks the config at load time (`eb_configure`).
-pub fn configure(config: &[u8]) -> Result<(), ()> {
+pub fn configure(config: &[u8]) -> Result<(), ConfigError> {
     Rule::parse(config).map(|_| ())
 }
 
