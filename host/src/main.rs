@@ -1,46 +1,92 @@
-//! The `eb` binary: parse, dispatch, exit. Everything else lives in the library.
+//! The `eb` binary: parse → validate → (policy command | serve until a signal) → exit code.
 
 use clap::Parser;
-use eb::cli::{Cli, Command, PolicyCommand};
+use eb::cli::{Cli, Command, LogFormat, PolicyCommand, RunArgs};
+use eb::config::Config;
+use eb::run::{signal, Bound};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Some(Command::Policy(PolicyCommand::Test {
+        Some(Command::Policy(command)) => policy(command),
+        None => serve(&cli.run),
+    }
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    let outcome = match command {
+        PolicyCommand::Test {
             policy,
             policy_config,
             fixtures,
-        })) => match eb::cli::policy::test(policy.as_deref(), &policy_config, &fixtures) {
-            Ok((report, passed)) => {
-                println!("{report}");
-                if passed {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
-            Err(e) => {
-                eprintln!("eb: {e}");
-                ExitCode::from(2)
-            }
-        },
-        Some(Command::Policy(PolicyCommand::Check {
+        } => eb::cli::policy::test(policy.as_deref(), &policy_config, &fixtures)
+            .map(|(report, passed)| (report, passed)),
+        PolicyCommand::Check {
             policy,
             policy_config,
-        })) => match eb::cli::policy::check(policy.as_deref(), &policy_config) {
-            Ok(report) => {
-                println!("{report}");
+        } => eb::cli::policy::check(policy.as_deref(), &policy_config).map(|report| (report, true)),
+    };
+    match outcome {
+        Ok((report, passed)) => {
+            println!("{report}");
+            if passed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("eb: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(args: &RunArgs) {
+    let level = match i16::from(args.verbose) - i16::from(args.quiet) {
+        i16::MIN..=-1 => "warn",
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("eb={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn serve(args: &RunArgs) -> ExitCode {
+    let config = match Config::from_args(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("eb: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(args);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("eb: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match Bound::bind(config).await {
+            Ok(bound) => {
+                bound.run(signal()).await;
                 ExitCode::SUCCESS
             }
             Err(e) => {
                 eprintln!("eb: {e}");
                 ExitCode::FAILURE
             }
-        },
-        None => {
-            eprintln!("eb: the multiplexer is not built yet; see `eb policy --help`");
-            ExitCode::from(2)
         }
-    }
+    })
 }

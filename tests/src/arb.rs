@@ -1,10 +1,9 @@
 //! Proptest strategies for ballots.
 
-use policy_sdk::ballot::Ballot;
 use policy_sdk::abi::VOTE_KINDS as KINDS;
+use policy_sdk::ballot::Ballot;
 use policy_sdk::{ClientCode, Context, Method, Outcome, Status, Vote, VoteFlags};
 use proptest::prelude::*;
-
 
 /// A vote of any kind from `node`; VALID and INVALID weighted up, as they decide most.
 pub fn vote(node: u16) -> impl Strategy<Value = Vote> {

@@ -5,7 +5,8 @@
 
 pub mod policy;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 /// Engine API multiplexer: one consensus client, several execution clients, a Wasm policy decides.
@@ -15,6 +16,80 @@ pub struct Cli {
     /// What to do instead of running the multiplexer.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Options for running the multiplexer.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Options for running the multiplexer (executionbackup's flags keep their meaning).
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Execution clients, comma-separated: URL[#jwt-secret=PATH][#timeout=MS][#do-not-use].
+    #[arg(long, short = 'n', env = "EB_NODES", value_delimiter = ',')]
+    pub nodes: Vec<String>,
+    /// The CL's JWT secret file (hex); also the secret for nodes without #jwt-secret.
+    #[arg(long, short = 'j', env = "EB_JWT_SECRET")]
+    pub jwt_secret: Option<PathBuf>,
+    /// Address the Engine API listens on.
+    #[arg(long, env = "EB_LISTEN_ADDR", default_value = "127.0.0.1")]
+    pub listen_addr: IpAddr,
+    /// Port the Engine API listens on.
+    #[arg(long, short = 'p', env = "EB_PORT", default_value_t = 7000)]
+    pub port: u16,
+    /// Default per-EL timeout in milliseconds (capped per call below the CL's deadline).
+    #[arg(long, env = "EB_TIMEOUT", default_value_t = 7500)]
+    pub timeout: u64,
+    /// Policy module (.wasm or .wat); the embedded default policy when omitted.
+    #[arg(long, env = "EB_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Config string passed to the policy (e.g. `majority=0.67,quorum=2`).
+    #[arg(long, env = "EB_POLICY_CONFIG", default_value = "")]
+    pub policy_config: String,
+    /// executionbackup's majority flag: passed to the policy as `majority=F`.
+    #[arg(long, env = "EB_FCU_MAJORITY")]
+    pub fcu_majority: Option<String>,
+    /// Address of the admin API (status, metrics, node management).
+    #[arg(long, env = "EB_ADMIN_ADDR", default_value = "127.0.0.1:7001")]
+    pub admin_addr: SocketAddr,
+    /// File holding the bearer token required by mutating admin calls.
+    #[arg(long, env = "EB_ADMIN_TOKEN")]
+    pub admin_token: Option<PathBuf>,
+    /// Largest request body accepted from the CL, in MiB.
+    #[arg(long, env = "EB_MAX_BODY_MIB", default_value_t = 64)]
+    pub max_body_mib: usize,
+    /// How getPayload picks among the ELs that built a payload.
+    #[arg(long, env = "EB_GET_PAYLOAD", value_enum, default_value_t = GetPayloadMode::PrimaryFirst)]
+    pub get_payload: GetPayloadMode,
+    /// Seconds between health checks of each EL.
+    #[arg(long, env = "EB_HEALTH_INTERVAL", default_value_t = 5)]
+    pub health_interval: u64,
+    /// Log format.
+    #[arg(long, env = "EB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging (-q warnings and errors only).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+}
+
+/// `--get-payload`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GetPayloadMode {
+    /// The primary's build first, the other builders on failure, inside the 1 s budget.
+    PrimaryFirst,
+    /// Every builder at once; the highest blockValue built on the head the CL asked for.
+    BestValue,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Subcommands.

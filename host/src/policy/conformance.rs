@@ -21,7 +21,6 @@ pub struct ConformanceReport {
     pub faults: Vec<(String, Fault)>,
 }
 
-
 fn vote(node: usize, kind: usize) -> Vote {
     let (status, outcome) = KINDS[kind % KINDS.len()];
     let clients = ["GE", "NM", "BU", "EG", "RH"];

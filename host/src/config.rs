@@ -1,0 +1,412 @@
+//! Raw command-line values → a validated [`Config`]. Nothing here binds a port or starts a task,
+//! so tests build configs freely. Every error names the flag it is about.
+
+use crate::auth::{JwtSecret, SecretError};
+use crate::cli::{GetPayloadMode, RunArgs};
+use crate::policy::PolicySource;
+use crate::route::MAX_EL_TIMEOUT;
+use reqwest::Url;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Everything eb runs with.
+#[derive(Debug)]
+pub struct Config {
+    /// The ELs, in `--nodes` order.
+    pub nodes: Vec<NodeConfig>,
+    /// The CL's secret.
+    pub cl_secret: JwtSecret,
+    /// Engine API address.
+    pub listen: SocketAddr,
+    /// Admin API address.
+    pub admin: SocketAddr,
+    /// Token for mutating admin calls.
+    pub admin_token: Option<AdminToken>,
+    /// The policy module.
+    pub policy: PolicySource,
+    /// The policy's config string (with `--fcu-majority` folded in).
+    pub policy_config: String,
+    /// Largest CL request body, in bytes.
+    pub max_body: usize,
+    /// getPayload strategy.
+    pub get_payload: GetPayloadMode,
+    /// Health check period.
+    pub health_interval: Duration,
+}
+
+/// One EL.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// Its Engine API URL.
+    pub url: Url,
+    /// Its JWT secret.
+    pub secret: JwtSecret,
+    /// Its timeout (capped per call below the CL's deadline).
+    pub timeout: Duration,
+    /// Observed and voting, never counted by the default rule, never primary.
+    pub do_not_use: bool,
+}
+
+/// The admin bearer token, zeroized on drop.
+#[derive(Clone)]
+pub struct AdminToken(Zeroizing<String>);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
+}
+
+impl AdminToken {
+    /// Whether an `Authorization` header carries this token (constant-time comparison).
+    pub fn accepts(&self, authorization: Option<&str>) -> bool {
+        let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let (a, b) = (given.trim().as_bytes(), self.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// A configuration error: which flag, and what is wrong with it.
+#[derive(Debug, thiserror::Error)]
+#[error("--{flag}: {message}")]
+pub struct ConfigError {
+    /// The flag, without dashes.
+    pub flag: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn error(flag: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        flag,
+        message: message.into(),
+    }
+}
+
+/// A URL with credentials and query removed, for logs and `/status`.
+pub fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    let text = shown.to_string();
+    if url.username().is_empty() && url.password().is_none() {
+        text
+    } else {
+        text.replacen("://", "://***@", 1)
+    }
+}
+
+fn read_secret(flag: &'static str, path: &Path) -> Result<JwtSecret, ConfigError> {
+    JwtSecret::read(path).map_err(|e| match e {
+        SecretError::Read { .. } | SecretError::Malformed { .. } => error(flag, e.to_string()),
+    })
+}
+
+impl NodeConfig {
+    /// Parses `URL[#jwt-secret=PATH][#timeout=MS][#do-not-use]`.
+    pub fn parse(
+        spec: &str,
+        default_secret: &JwtSecret,
+        default_timeout: Duration,
+    ) -> Result<NodeConfig, String> {
+        let mut parts = spec.trim().split('#');
+        let url_text = parts.next().unwrap_or_default();
+        let url = Url::parse(url_text).map_err(|e| format!("{url_text:?} is not a URL: {e}"))?;
+        match url.scheme() {
+            "http" => {}
+            "https" => return Err(format!(
+                "{}: eb speaks plain HTTP to ELs (run it beside them, or terminate TLS in front)",
+                redact(&url)
+            )),
+            other => return Err(format!("{}: unsupported scheme {other:?}", redact(&url))),
+        }
+        let mut node = NodeConfig {
+            url,
+            secret: default_secret.clone(),
+            timeout: default_timeout,
+            do_not_use: false,
+        };
+        for option in parts {
+            let (key, value) = option.split_once('=').unwrap_or((option, ""));
+            match key {
+                "jwt-secret" => {
+                    node.secret = JwtSecret::read(Path::new(value)).map_err(|e| e.to_string())?;
+                }
+                "timeout" => {
+                    let ms: u64 = value.parse().map_err(|_| {
+                        format!("timeout {value:?} is not a number of milliseconds")
+                    })?;
+                    node.timeout = Duration::from_millis(ms);
+                }
+                "do-not-use" if value.is_empty() => node.do_not_use = true,
+                _ => return Err(format!("unknown node option {option:?}")),
+            }
+        }
+        if node.timeout.is_zero() || node.timeout > MAX_EL_TIMEOUT {
+            return Err(format!(
+                "{}: timeout {} ms must be between 1 and {} ms (below the CL's deadline)",
+                redact(&node.url),
+                node.timeout.as_millis(),
+                MAX_EL_TIMEOUT.as_millis()
+            ));
+        }
+        Ok(node)
+    }
+}
+
+impl Config {
+    /// Validates raw arguments.
+    pub fn from_args(args: &RunArgs) -> Result<Config, ConfigError> {
+        let secret_path = args
+            .jwt_secret
+            .as_deref()
+            .ok_or_else(|| error("jwt-secret", "required: the CL's JWT secret file"))?;
+        let cl_secret = read_secret("jwt-secret", secret_path)?;
+        let default_timeout = Duration::from_millis(args.timeout);
+        if default_timeout.is_zero() || default_timeout > MAX_EL_TIMEOUT {
+            return Err(error(
+                "timeout",
+                format!(
+                    "{} ms must be between 1 and {} ms (below the CL's deadline)",
+                    args.timeout,
+                    MAX_EL_TIMEOUT.as_millis()
+                ),
+            ));
+        }
+        let specs: Vec<&str> = args
+            .nodes
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if specs.is_empty() {
+            return Err(error(
+                "nodes",
+                "required: at least one execution client URL",
+            ));
+        }
+        let mut nodes: Vec<NodeConfig> = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let node = NodeConfig::parse(spec, &cl_secret, default_timeout)
+                .map_err(|m| error("nodes", format!("node {i}: {m}")))?;
+            if nodes.iter().any(|n| n.url == node.url) {
+                return Err(error(
+                    "nodes",
+                    format!("node {i}: {} is listed twice", redact(&node.url)),
+                ));
+            }
+            nodes.push(node);
+        }
+        let admin_token = match &args.admin_token {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    error(
+                        "admin-token",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let token = text.trim();
+                if token.len() < 16 {
+                    return Err(error(
+                        "admin-token",
+                        "the token must be at least 16 characters",
+                    ));
+                }
+                Some(AdminToken(Zeroizing::new(token.to_owned())))
+            }
+        };
+        if !args.admin_addr.ip().is_loopback() && admin_token.is_none() {
+            return Err(error(
+                "admin-addr",
+                format!(
+                    "{} is not a loopback address: set --admin-token too",
+                    args.admin_addr
+                ),
+            ));
+        }
+        let mut policy_config = args.policy_config.trim().to_owned();
+        if let Some(majority) = &args.fcu_majority {
+            if policy_config.contains("majority=") {
+                return Err(error(
+                    "fcu-majority",
+                    "the majority is also set in --policy-config",
+                ));
+            }
+            if !policy_config.is_empty() {
+                policy_config.push(',');
+            }
+            policy_config.push_str("majority=");
+            policy_config.push_str(majority.trim());
+        }
+        if args.max_body_mib == 0 || args.max_body_mib > 1024 {
+            return Err(error("max-body-mib", "must be between 1 and 1024"));
+        }
+        if args.health_interval == 0 || args.health_interval > 3600 {
+            return Err(error(
+                "health-interval",
+                "must be between 1 and 3600 seconds",
+            ));
+        }
+        Ok(Config {
+            nodes,
+            cl_secret,
+            listen: SocketAddr::new(args.listen_addr, args.port),
+            admin: args.admin_addr,
+            admin_token,
+            policy: args
+                .policy
+                .clone()
+                .map_or(PolicySource::Embedded, PolicySource::File),
+            policy_config,
+            max_body: args.max_body_mib << 20,
+            get_payload: args.get_payload,
+            health_interval: Duration::from_secs(args.health_interval),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::Parser;
+
+    fn temp(name: &str, content: &str) -> String {
+        let dir = std::env::temp_dir().join(format!("eb-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, content).expect("write");
+        path.display().to_string()
+    }
+
+    fn config(extra: &[&str]) -> Result<Config, ConfigError> {
+        let secret = temp("cl.hex", &"11".repeat(32));
+        let mut argv = vec!["eb", "--jwt-secret", &secret];
+        argv.extend_from_slice(extra);
+        Config::from_args(&Cli::try_parse_from(argv).expect("parses").run)
+    }
+
+    fn message(extra: &[&str]) -> String {
+        config(extra)
+            .map(|_| String::new())
+            .unwrap_or_else(|e| e.to_string())
+    }
+
+    #[test]
+    fn parses_executionbackup_node_specs() {
+        let el = temp("el.hex", &format!("0x{}", "22".repeat(32)));
+        let nodes = format!(
+            "http://127.0.0.1:8551,http://127.0.0.1:8552#jwt-secret={el}#timeout=2000#do-not-use"
+        );
+        let c = config(&["--nodes", &nodes, "--fcu-majority", "0.75"]).expect("valid");
+        assert_eq!(c.nodes.len(), 2);
+        assert!(!c.nodes[0].do_not_use && c.nodes[1].do_not_use);
+        assert_eq!(c.nodes[0].timeout, Duration::from_millis(7500));
+        assert_eq!(c.nodes[1].timeout, Duration::from_millis(2000));
+        assert_eq!(c.policy_config, "majority=0.75");
+        assert_eq!(c.listen, "127.0.0.1:7000".parse().expect("addr"));
+    }
+
+    #[test]
+    fn every_bad_flag_gets_a_one_line_error_naming_it() {
+        let n = ["--nodes", "http://127.0.0.1:8551"];
+        let cases: [(&[&str], &str); 10] = [
+            (&[], "--nodes: required"),
+            (
+                &["--nodes", "not a url"],
+                "--nodes: node 0: \"not a url\" is not a URL",
+            ),
+            (
+                &["--nodes", "http://a:1,http://a:1"],
+                "--nodes: node 1: http://a:1/ is listed twice",
+            ),
+            (
+                &["--nodes", "http://a:1#timeout=9000"],
+                "--nodes: node 0: http://a:1/: timeout 9000 ms",
+            ),
+            (
+                &["--nodes", "http://a:1#jwt-secret=/no/such"],
+                "--nodes: node 0: cannot read /no/such",
+            ),
+            (
+                &["--nodes", "http://a:1#colour=red"],
+                "--nodes: node 0: unknown node option",
+            ),
+            (
+                &["--nodes", "https://a:1"],
+                "--nodes: node 0: https://a:1/: eb speaks plain HTTP",
+            ),
+            (
+                &[n[0], n[1], "--timeout", "8000"],
+                "--timeout: 8000 ms must be between",
+            ),
+            (
+                &[n[0], n[1], "--admin-addr", "0.0.0.0:7001"],
+                "--admin-addr: 0.0.0.0:7001 is not a loopback",
+            ),
+            (
+                &[
+                    n[0],
+                    n[1],
+                    "--policy-config",
+                    "majority=0.7",
+                    "--fcu-majority",
+                    "0.6",
+                ],
+                "--fcu-majority:",
+            ),
+        ];
+        for (args, expected) in cases {
+            let got = message(args);
+            assert!(got.starts_with(expected), "{args:?}: {got}");
+            assert!(!got.contains('\n'), "{got}");
+        }
+        let bad_secret = temp("bad.hex", "0x1234");
+        let got = Config::from_args(
+            &Cli::try_parse_from(["eb", "--jwt-secret", &bad_secret, "--nodes", n[1]])
+                .expect("parses")
+                .run,
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+        assert!(
+            got.starts_with("--jwt-secret:") && got.contains("32-byte hex"),
+            "{got}"
+        );
+        let missing = Config::from_args(
+            &Cli::try_parse_from(["eb", "--nodes", n[1]])
+                .expect("parses")
+                .run,
+        );
+        assert!(missing
+            .unwrap_err()
+            .to_string()
+            .starts_with("--jwt-secret: required"));
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        let url = Url::parse("http://user:pw@10.0.0.1:8551/path?key=abc").expect("url");
+        assert_eq!(redact(&url), "http://***@10.0.0.1:8551/path");
+        let plain = Url::parse("http://127.0.0.1:8551").expect("url");
+        assert_eq!(redact(&plain), "http://127.0.0.1:8551/");
+    }
+
+    #[test]
+    fn admin_token_compares_exactly() {
+        let token = AdminToken(Zeroizing::new("0123456789abcdef".into()));
+        assert!(token.accepts(Some("Bearer 0123456789abcdef")));
+        assert!(!token.accepts(Some("Bearer 0123456789abcdeF")));
+        assert!(!token.accepts(Some("Bearer 0123456789abcde")));
+        assert!(!token.accepts(None));
+        assert_eq!(format!("{token:?}"), "AdminToken(..)");
+    }
+}

@@ -1,0 +1,82 @@
+//! Calls every EL answers for itself, merged into one answer: `engine_exchangeCapabilities`
+//! (the methods every answering EL supports) and `engine_getClientVersionV1` (every EL's
+//! entries in one flat array, as `identification.md` asks of multiplexers).
+
+use crate::app::App;
+use crate::health::record_client;
+use crate::nodes::Node;
+use crate::rpc::{self, code, Call};
+use crate::upstream::{Reply, Timed};
+use std::sync::Arc;
+
+/// Sends `call` to every EL at once and waits for all (each within the call's budget).
+async fn ask_all(app: &App, call: &Call<'_>) -> Vec<(Arc<Node>, Timed)> {
+    let budget = crate::route::budget(&call.method);
+    let nodes = app.nodes.snapshot();
+    futures_util::future::join_all(nodes.iter().map(|node| {
+        let body = call.bytes.clone();
+        async move {
+            let timed = node.call(body, budget).await;
+            node.observe(&timed);
+            (Arc::clone(node), timed)
+        }
+    }))
+    .await
+}
+
+/// The `result` of each reply that has one, as `T`.
+fn results<T: serde::de::DeserializeOwned>(replies: &[(Arc<Node>, Timed)]) -> Vec<(&Arc<Node>, T)> {
+    #[derive(serde::Deserialize)]
+    struct Answer<T> {
+        result: T,
+    }
+    replies
+        .iter()
+        .filter_map(|(node, timed)| match &timed.reply {
+            Reply::Body(body) => serde_json::from_slice::<Answer<T>>(body)
+                .ok()
+                .map(|a| (node, a.result)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn nobody(call: &Call<'_>) -> Vec<u8> {
+    rpc::error(call.id, code::SERVER_ERROR, "no execution client answered")
+}
+
+/// `engine_exchangeCapabilities`: the intersection of the answering ELs' lists, in the first
+/// list's order, never listing `engine_exchangeCapabilities` itself.
+pub async fn capabilities(app: &App, call: &Call<'_>) -> Vec<u8> {
+    let replies = ask_all(app, call).await;
+    let lists = results::<Vec<String>>(&replies);
+    let Some(((_, first), rest)) = lists.split_first() else {
+        return nobody(call);
+    };
+    let common: Vec<&String> = first
+        .iter()
+        .filter(|m| m.as_str() != "engine_exchangeCapabilities")
+        .filter(|m| rest.iter().all(|(_, list)| list.contains(m)))
+        .collect();
+    rpc::result(
+        call.id,
+        &serde_json::to_string(&common).unwrap_or_else(|_| "[]".into()),
+    )
+}
+
+/// `engine_getClientVersionV1`: every answering EL's entries, flattened, in node order.
+pub async fn client_versions(app: &App, call: &Call<'_>) -> Vec<u8> {
+    let replies = ask_all(app, call).await;
+    let lists = results::<Vec<serde_json::Value>>(&replies);
+    if lists.is_empty() {
+        return nobody(call);
+    }
+    for (node, entries) in &lists {
+        record_client(node, entries.first());
+    }
+    let all: Vec<&serde_json::Value> = lists.iter().flat_map(|(_, entries)| entries).collect();
+    rpc::result(
+        call.id,
+        &serde_json::to_string(&all).unwrap_or_else(|_| "[]".into()),
+    )
+}

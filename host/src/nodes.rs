@@ -1,0 +1,385 @@
+//! The ELs eb drives: each with its own secret, timeout, ordered call queue and health state,
+//! and the choice of the primary among them.
+
+use crate::auth::Minter;
+use crate::config::{redact, NodeConfig};
+use crate::upstream::{self, Reply, Timed};
+use bytes::Bytes;
+use policy_sdk::ClientCode;
+use reqwest::{Client, Url};
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+/// Calls waiting for one EL before new ones are refused (answered as unreachable).
+pub const QUEUE_DEPTH: usize = 256;
+
+/// An EL's health, as the health checks and live traffic see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeState {
+    /// Not checked yet.
+    Unknown,
+    /// `eth_syncing` answered `false`.
+    Synced,
+    /// `eth_syncing` answered a sync status.
+    Syncing,
+    /// No answer, or an unusable one.
+    Offline,
+    /// The EL refused eb's token: a wrong `#jwt-secret`, not a dead node.
+    AuthFailed,
+}
+
+/// What eb knows about one EL.
+#[derive(Clone, Debug)]
+pub struct Health {
+    /// Current state.
+    pub state: NodeState,
+    /// Latency EWMA over health checks and live calls, in milliseconds.
+    pub latency_ms: Option<f64>,
+    /// Client code from `engine_getClientVersionV1`.
+    pub client: ClientCode,
+    /// `name version` from `engine_getClientVersionV1`.
+    pub client_version: Option<String>,
+    /// The last failure, for `/status`.
+    pub last_error: Option<String>,
+}
+
+/// Weight of the newest sample in the latency EWMA.
+const EWMA_WEIGHT: f64 = 0.2;
+
+struct Job {
+    body: Bytes,
+    timeout: Duration,
+    reply: oneshot::Sender<Timed>,
+}
+
+/// What the ordered worker needs: the endpoint without the queue (so dropping the node stops
+/// the worker).
+struct Endpoint {
+    url: Url,
+    minter: Minter,
+    client: Client,
+}
+
+/// One EL.
+pub struct Node {
+    /// Stable id (indices shift when nodes are removed).
+    pub id: u64,
+    /// The URL, redacted for display.
+    pub name: String,
+    /// The configured timeout.
+    pub timeout: Duration,
+    /// `#do-not-use`.
+    pub do_not_use: bool,
+    endpoint: Arc<Endpoint>,
+    queue: mpsc::Sender<Job>,
+    health: Mutex<Health>,
+    /// Wakes the health loop for an early check.
+    pub recheck: Notify,
+    removed: AtomicBool,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Creates the node and starts its ordered worker (needs a tokio runtime).
+    pub fn spawn(id: u64, config: &NodeConfig, client: Client) -> Arc<Node> {
+        let endpoint = Arc::new(Endpoint {
+            url: config.url.clone(),
+            minter: Minter::new(&config.secret),
+            client,
+        });
+        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(deliver_in_order(Arc::clone(&endpoint), jobs));
+        Arc::new(Node {
+            id,
+            name: redact(&config.url),
+            timeout: config.timeout,
+            do_not_use: config.do_not_use,
+            endpoint,
+            queue,
+            health: Mutex::new(Health {
+                state: NodeState::Unknown,
+                latency_ms: None,
+                client: ClientCode::UNKNOWN,
+                client_version: None,
+                last_error: None,
+            }),
+            recheck: Notify::new(),
+            removed: AtomicBool::new(false),
+        })
+    }
+
+    /// Queues a state-changing call behind the ones already queued for this EL. The receiver
+    /// gets the reply; a full queue answers at once as unreachable.
+    pub fn enqueue(&self, body: Bytes, timeout: Duration) -> oneshot::Receiver<Timed> {
+        let (reply, receiver) = oneshot::channel();
+        if let Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) =
+            self.queue.try_send(Job {
+                body,
+                timeout,
+                reply,
+            })
+        {
+            let _ = job.reply.send(Timed {
+                reply: Reply::Unreachable("call queue full".to_owned()),
+                latency: Duration::ZERO,
+            });
+        }
+        receiver
+    }
+
+    /// Sends a call now, outside the ordered queue (reads, merges, health checks).
+    pub async fn call(&self, body: Bytes, timeout: Duration) -> Timed {
+        let e = &self.endpoint;
+        upstream::post(&e.client, &e.url, &e.minter, body, timeout).await
+    }
+
+    /// A copy of the current health.
+    pub fn health(&self) -> Health {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Feeds a live call's outcome into the health state: latency into the EWMA; a failure
+    /// asks the health loop for an early recheck.
+    pub fn observe(&self, timed: &Timed) {
+        let mut health = self.lock();
+        match &timed.reply {
+            Reply::Body(_) => {
+                let ms = timed.latency.as_secs_f64() * 1000.0;
+                health.latency_ms = Some(match health.latency_ms {
+                    Some(old) => old + EWMA_WEIGHT * (ms - old),
+                    None => ms,
+                });
+            }
+            Reply::AuthRejected(status) => {
+                health.state = NodeState::AuthFailed;
+                health.last_error = Some(format!("HTTP {status}: eb's token refused"));
+            }
+            Reply::Timeout | Reply::Unreachable(_) => {
+                drop(health);
+                self.recheck.notify_one();
+            }
+        }
+    }
+
+    /// Records a health check's verdict.
+    pub fn set_state(&self, state: NodeState, error: Option<String>) {
+        let mut health = self.lock();
+        health.state = state;
+        if error.is_some() || matches!(state, NodeState::Synced | NodeState::Syncing) {
+            health.last_error = error;
+        }
+    }
+
+    /// Records the client identity from `engine_getClientVersionV1`.
+    pub fn set_client(&self, client: ClientCode, version: String) {
+        let mut health = self.lock();
+        health.client = client;
+        health.client_version = Some(version);
+    }
+
+    /// Whether the node was removed (its health loop stops).
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    fn mark_removed(&self) {
+        self.removed.store(true, Ordering::Release);
+        self.recheck.notify_one();
+    }
+}
+
+/// The ordered worker: one call at a time, in the order they were queued.
+async fn deliver_in_order(endpoint: Arc<Endpoint>, mut jobs: mpsc::Receiver<Job>) {
+    while let Some(job) = jobs.recv().await {
+        let e = &endpoint;
+        let timed = upstream::post(&e.client, &e.url, &e.minter, job.body, job.timeout).await;
+        let _ = job.reply.send(timed);
+    }
+}
+
+/// The configured ELs, the primary among them, and the HTTP client they share.
+pub struct Nodes {
+    list: RwLock<Arc<Vec<Arc<Node>>>>,
+    primary: watch::Sender<Option<u64>>,
+    next_id: AtomicU64,
+    client: Client,
+}
+
+/// Why a node could not be added or removed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodesError {
+    /// The URL is configured already.
+    #[error("{0} is configured already")]
+    Duplicate(String),
+    /// No node at that index.
+    #[error("no node at index {0}")]
+    NoSuchIndex(usize),
+    /// eb cannot run without ELs.
+    #[error("cannot remove the last node")]
+    LastNode,
+}
+
+impl Nodes {
+    /// Starts a worker for each configured node.
+    pub fn new(configs: &[NodeConfig]) -> Nodes {
+        let client = upstream::client();
+        let list: Vec<Arc<Node>> = configs
+            .iter()
+            .enumerate()
+            .map(|(i, c)| Node::spawn(i as u64, c, client.clone()))
+            .collect();
+        Nodes {
+            next_id: AtomicU64::new(list.len() as u64),
+            list: RwLock::new(Arc::new(list)),
+            primary: watch::channel(None).0,
+            client,
+        }
+    }
+
+    /// The current nodes, in `--nodes` order (index = the vote's node number).
+    pub fn snapshot(&self) -> Arc<Vec<Arc<Node>>> {
+        Arc::clone(&self.list.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Adds a node; returns it so the caller can start its health loop.
+    pub fn add(&self, config: &NodeConfig) -> Result<Arc<Node>, NodesError> {
+        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        let name = redact(&config.url);
+        if list.iter().any(|n| n.endpoint.url == config.url) {
+            return Err(NodesError::Duplicate(name));
+        }
+        let node = Node::spawn(
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+            config,
+            self.client.clone(),
+        );
+        let mut next = list.as_ref().clone();
+        next.push(Arc::clone(&node));
+        *list = Arc::new(next);
+        Ok(node)
+    }
+
+    /// Removes the node at `index`; calls already queued for it still go out.
+    pub fn remove(&self, index: usize) -> Result<Arc<Node>, NodesError> {
+        let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
+        if index >= list.len() {
+            return Err(NodesError::NoSuchIndex(index));
+        }
+        if list.len() == 1 {
+            return Err(NodesError::LastNode);
+        }
+        let mut next = list.as_ref().clone();
+        let node = next.remove(index);
+        node.mark_removed();
+        *list = Arc::new(next);
+        drop(list);
+        self.update_primary();
+        Ok(node)
+    }
+
+    /// Watch the primary's node id.
+    pub fn primary(&self) -> watch::Receiver<Option<u64>> {
+        self.primary.subscribe()
+    }
+
+    /// The primary's id now.
+    pub fn primary_id(&self) -> Option<u64> {
+        *self.primary.borrow()
+    }
+
+    /// Re-chooses the primary from the current health states.
+    pub fn update_primary(&self) {
+        let nodes = self.snapshot();
+        let current = self.primary_id();
+        let chosen = choose_primary(&nodes, current);
+        if chosen != current {
+            let name = |id: Option<u64>| {
+                id.and_then(|id| nodes.iter().find(|n| n.id == id))
+                    .map_or_else(|| "none".to_owned(), |n| n.name.clone())
+            };
+            tracing::info!(from = %name(current), to = %name(chosen), "primary EL changed");
+            self.primary.send_replace(chosen);
+        }
+    }
+
+    /// Nodes to try for a read, best first: the primary, then Synced ones by latency, then
+    /// Syncing, Unknown, Offline; never `#do-not-use` nodes.
+    pub fn read_order(&self) -> Vec<Arc<Node>> {
+        let primary = self.primary_id();
+        let mut nodes: Vec<(u8, f64, Arc<Node>)> = self
+            .snapshot()
+            .iter()
+            .filter(|n| !n.do_not_use)
+            .map(|n| {
+                let h = n.health();
+                let rank = match (Some(n.id) == primary, h.state) {
+                    (true, _) => 0,
+                    (_, NodeState::Synced) => 1,
+                    (_, NodeState::Syncing) => 2,
+                    (_, NodeState::Unknown) => 3,
+                    (_, NodeState::Offline) => 4,
+                    (_, NodeState::AuthFailed) => 5,
+                };
+                (rank, h.latency_ms.unwrap_or(f64::MAX), Arc::clone(n))
+            })
+            .collect();
+        nodes.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        nodes.into_iter().map(|(_, _, n)| n).collect()
+    }
+}
+
+/// A challenger must be this many times faster than the primary to replace it.
+const HYSTERESIS: f64 = 2.0;
+
+/// The primary: a Synced, usable node with the lowest latency; the current one stays while it
+/// is Synced unless another is [`HYSTERESIS`] times faster. With no Synced node, a Syncing one.
+pub fn choose_primary(nodes: &[Arc<Node>], current: Option<u64>) -> Option<u64> {
+    let usable: Vec<(u64, NodeState, f64)> = nodes
+        .iter()
+        .filter(|n| !n.do_not_use)
+        .map(|n| {
+            let h = n.health();
+            (n.id, h.state, h.latency_ms.unwrap_or(f64::MAX))
+        })
+        .collect();
+    let fastest = |state| {
+        usable
+            .iter()
+            .filter(|(_, s, _)| *s == state)
+            .min_by(|a, b| a.2.total_cmp(&b.2))
+            .copied()
+    };
+    let best = fastest(NodeState::Synced);
+    let incumbent = usable
+        .iter()
+        .find(|(id, s, _)| Some(*id) == current && *s == NodeState::Synced);
+    match (incumbent, best) {
+        (Some(&(id, _, latency)), Some((best_id, _, best_latency))) => {
+            if best_latency * HYSTERESIS < latency {
+                Some(best_id)
+            } else {
+                Some(id)
+            }
+        }
+        (None, Some((id, _, _))) => Some(id),
+        (_, None) => fastest(NodeState::Syncing).map(|(id, _, _)| id),
+    }
+}

@@ -1,0 +1,351 @@
+//! payloadIds: on a build every EL starts its own and returns its own id; eb hands the CL one id
+//! of its own and remembers which EL built what. `getPayload` goes to the builders with their
+//! own ids: the primary's build first, the others on failure, inside the 1 s budget
+//! (`--get-payload best-value`: all at once, the highest `blockValue` built on the right head).
+
+use crate::app::App;
+use crate::cli::GetPayloadMode;
+use crate::nodes::Node;
+use crate::rpc::{self, code, Call, ElAnswer};
+use crate::upstream::Reply;
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use serde::Deserialize;
+use std::collections::VecDeque;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Builds remembered at most.
+pub const MAX_BUILDS: usize = 128;
+/// How long a build stays retrievable (builds stop improving after one slot anyway).
+pub const BUILD_TTL: Duration = Duration::from_secs(60);
+
+/// One build: eb's id → each builder's own id.
+#[derive(Clone, Debug)]
+pub struct Build {
+    /// eb's payloadId, `0x` + 16 hex digits.
+    pub id: String,
+    /// The head the CL asked to build on.
+    pub head: Option<String>,
+    /// (node id, that EL's payloadId), in answer order.
+    pub builders: Vec<(u64, String)>,
+    created: Instant,
+}
+
+/// The bounded, expiring map of builds.
+pub struct PayloadIds {
+    builds: Mutex<VecDeque<Build>>,
+    seed: u64,
+    counter: AtomicU64,
+}
+
+impl Default for PayloadIds {
+    fn default() -> Self {
+        PayloadIds {
+            builds: Mutex::new(VecDeque::with_capacity(MAX_BUILDS)),
+            seed: RandomState::new().hash_one(Instant::now()),
+            counter: AtomicU64::new(0),
+        }
+    }
+}
+
+/// A bijective 64-bit mix (splitmix64's finaliser): distinct counters give distinct ids.
+fn mix(mut x: u64) -> u64 {
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl PayloadIds {
+    /// Remembers a build and returns eb's id for it.
+    pub fn insert(&self, head: Option<String>, builders: Vec<(u64, String)>) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("0x{:016x}", mix(self.seed.wrapping_add(n)));
+        let mut builds = self.builds.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        builds.retain(|b| now.duration_since(b.created) < BUILD_TTL);
+        if builds.len() == MAX_BUILDS {
+            builds.pop_front();
+        }
+        builds.push_back(Build {
+            id: id.clone(),
+            head,
+            builders,
+            created: now,
+        });
+        id
+    }
+
+    /// The build eb called `id`, if remembered and not expired.
+    pub fn get(&self, id: &str) -> Option<Build> {
+        let builds = self.builds.lock().unwrap_or_else(|p| p.into_inner());
+        builds
+            .iter()
+            .find(|b| b.id.eq_ignore_ascii_case(id) && b.created.elapsed() < BUILD_TTL)
+            .cloned()
+    }
+
+    /// Builds remembered now.
+    pub fn len(&self) -> usize {
+        self.builds.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no build is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The request a builder gets: the CL's method and id with the builder's own payloadId.
+fn builder_request(call: &Call<'_>, el_id: &str) -> Bytes {
+    let mut out = Vec::with_capacity(96);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(call.id.get().as_bytes());
+    out.extend_from_slice(br#","method":"#);
+    out.extend_from_slice(
+        serde_json::Value::from(call.method.as_ref())
+            .to_string()
+            .as_bytes(),
+    );
+    out.extend_from_slice(br#","params":["#);
+    out.extend_from_slice(serde_json::Value::from(el_id).to_string().as_bytes());
+    out.extend_from_slice(b"]}");
+    Bytes::from(out)
+}
+
+/// What one builder answered.
+enum Got {
+    /// A result, with its raw text.
+    Result(String),
+    /// A JSON-RPC error object.
+    Error(String),
+    /// Nothing usable.
+    Nothing,
+}
+
+fn classify(reply: &Reply) -> Got {
+    let Reply::Body(body) = reply else {
+        return Got::Nothing;
+    };
+    match serde_json::from_slice::<ElAnswer<'_>>(body) {
+        Ok(ElAnswer {
+            result: Some(r),
+            error: None,
+        }) => Got::Result(r.get().to_owned()),
+        Ok(ElAnswer { error: Some(e), .. }) => Got::Error(e.get().to_owned()),
+        _ => Got::Nothing,
+    }
+}
+
+/// `engine_getPayloadV*`.
+pub async fn get_payload(app: &App, call: &Call<'_>) -> Vec<u8> {
+    let requested = call
+        .params
+        .and_then(|p| serde_json::from_str::<Vec<String>>(p.get()).ok())
+        .and_then(|p| p.into_iter().next());
+    let Some(build) = requested.as_deref().and_then(|id| app.payloads.get(id)) else {
+        return rpc::error(call.id, code::UNKNOWN_PAYLOAD, "Unknown payload");
+    };
+    let nodes = app.nodes.snapshot();
+    let primary = app.nodes.primary_id();
+    let mut builders: Vec<(Arc<Node>, String)> = build
+        .builders
+        .iter()
+        .filter_map(|(id, el_id)| {
+            nodes
+                .iter()
+                .find(|n| n.id == *id)
+                .map(|n| (Arc::clone(n), el_id.clone()))
+        })
+        .collect();
+    builders.sort_by_key(|(n, _)| Some(n.id) != primary);
+    if builders.is_empty() {
+        return rpc::error(
+            call.id,
+            code::UNKNOWN_PAYLOAD,
+            "Unknown payload: its builders are gone",
+        );
+    }
+    let budget = crate::route::budget(&call.method);
+    let answer = match app.get_payload {
+        GetPayloadMode::PrimaryFirst => first_success(call, builders, budget).await,
+        GetPayloadMode::BestValue => {
+            best_value(call, builders, budget, build.head.as_deref()).await
+        }
+    };
+    match answer {
+        Got::Result(result) => rpc::result(call.id, &result),
+        Got::Error(error) => rpc::error_raw(call.id, &error),
+        Got::Nothing => rpc::error(
+            call.id,
+            code::SERVER_ERROR,
+            "no builder answered getPayload in time",
+        ),
+    }
+}
+
+type Asked = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
+
+fn ask(call: &Call<'_>, node: Arc<Node>, el_id: &str, timeout: Duration) -> Asked {
+    let body = builder_request(call, el_id);
+    Box::pin(async move {
+        let timed = node.call(body, timeout).await;
+        node.observe(&timed);
+        timed.reply
+    })
+}
+
+/// Asks builders in order; the next one starts when the previous fails or after a third of the
+/// budget without an answer (hedging), and the first result wins.
+async fn first_success(
+    call: &Call<'_>,
+    builders: Vec<(Arc<Node>, String)>,
+    budget: Duration,
+) -> Got {
+    let deadline = tokio::time::Instant::now() + budget;
+    let hedge = budget / 3;
+    let mut waiting = builders.into_iter();
+    let mut asked: FuturesUnordered<Asked> = FuturesUnordered::new();
+    let mut last = Got::Nothing;
+    let mut next_hedge = tokio::time::Instant::now();
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= next_hedge || asked.is_empty() {
+            match waiting.next() {
+                Some((node, el_id)) => {
+                    asked.push(ask(
+                        call,
+                        node,
+                        &el_id,
+                        deadline.saturating_duration_since(now),
+                    ));
+                    next_hedge = now + hedge;
+                }
+                None if asked.is_empty() => return last,
+                None => next_hedge = deadline,
+            }
+        }
+        tokio::select! {
+            Some(reply) = asked.next() => match classify(&reply) {
+                Got::Result(r) => return Got::Result(r),
+                Got::Error(e) => { last = Got::Error(e); next_hedge = tokio::time::Instant::now(); }
+                Got::Nothing => next_hedge = tokio::time::Instant::now(),
+            },
+            () = tokio::time::sleep_until(next_hedge.min(deadline)) => {
+                if tokio::time::Instant::now() >= deadline {
+                    return last;
+                }
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Built {
+    #[serde(rename = "executionPayload", default)]
+    execution_payload: Option<Parent>,
+    #[serde(rename = "parentHash", default)]
+    parent_hash: Option<String>,
+    #[serde(rename = "blockValue", default)]
+    block_value: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Parent {
+    #[serde(rename = "parentHash")]
+    parent_hash: String,
+}
+
+/// A QUANTITY as a sortable key: (significant digits, lowercase digits).
+fn quantity_key(hex: &str) -> (usize, String) {
+    let digits = hex
+        .trim_start_matches("0x")
+        .trim_start_matches('0')
+        .to_ascii_lowercase();
+    (digits.len(), digits)
+}
+
+/// Asks every builder at once; keeps the highest `blockValue` among payloads whose parent is
+/// the head the CL asked to build on.
+async fn best_value(
+    call: &Call<'_>,
+    builders: Vec<(Arc<Node>, String)>,
+    budget: Duration,
+    head: Option<&str>,
+) -> Got {
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut asked: FuturesUnordered<Asked> = builders
+        .into_iter()
+        .map(|(node, el_id)| ask(call, node, &el_id, budget))
+        .collect();
+    let mut best: Option<((usize, String), String)> = None;
+    let mut last = Got::Nothing;
+    loop {
+        tokio::select! {
+            next = asked.next() => match next.map(|reply| classify(&reply)) {
+                None => break,
+                Some(Got::Result(result)) => {
+                    let Ok(built) = serde_json::from_str::<Built>(&result) else { continue };
+                    let parent = built.execution_payload.map(|p| p.parent_hash).or(built.parent_hash);
+                    let on_head = match (head, parent.as_deref()) {
+                        (Some(head), Some(parent)) => head.eq_ignore_ascii_case(parent),
+                        _ => false,
+                    };
+                    if !on_head {
+                        tracing::warn!("a builder returned a payload not built on the requested head");
+                        continue;
+                    }
+                    let key = quantity_key(built.block_value.as_deref().unwrap_or("0x0"));
+                    if best.as_ref().is_none_or(|(k, _)| key > *k) {
+                        best = Some((key, result));
+                    }
+                }
+                Some(other) => last = other,
+            },
+            () = tokio::time::sleep_until(deadline) => break,
+        }
+    }
+    best.map_or(last, |(_, result)| Got::Result(result))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_8_byte_data() {
+        let ids = PayloadIds::default();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..1000 {
+            let id = ids.insert(None, vec![(0, "0x01".into())]);
+            assert_eq!(id.len(), 18);
+            assert!(id.starts_with("0x") && id[2..].bytes().all(|b| b.is_ascii_hexdigit()));
+            assert!(seen.insert(id));
+        }
+        assert_eq!(ids.len(), MAX_BUILDS, "bounded");
+    }
+
+    #[test]
+    fn remembers_recent_builds_only() {
+        let ids = PayloadIds::default();
+        let first = ids.insert(Some("0xhead".into()), vec![(3, "0xel".into())]);
+        let got = ids
+            .get(&first.to_uppercase().replace("0X", "0x"))
+            .expect("remembered");
+        assert_eq!(got.builders, [(3, "0xel".to_owned())]);
+        for _ in 0..MAX_BUILDS {
+            ids.insert(None, Vec::new());
+        }
+        assert!(ids.get(&first).is_none(), "evicted");
+        assert!(ids.get("0x0000000000000000").is_none());
+    }
+
+    #[test]
+    fn block_values_compare_as_numbers() {
+        assert!(quantity_key("0x10") > quantity_key("0xf"));
+        assert!(quantity_key("0xA") == quantity_key("0xa"));
+        assert!(quantity_key("0x0") < quantity_key("0x1"));
+    }
+}

@@ -1,0 +1,318 @@
+//! JSON-RPC 2.0 framing: the CL's body → calls (single or batch), and answers back to bytes.
+//!
+//! Calls borrow from the request body: params are never re-serialised, and the bytes forwarded
+//! to the ELs are the CL's own bytes (a zero-copy slice of the body for batch elements).
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// Largest batch eb accepts; a larger one is refused whole with -32600.
+pub const MAX_BATCH: usize = 1024;
+
+/// JSON-RPC and Engine API error codes eb answers with.
+pub mod code {
+    /// Body is not JSON.
+    pub const PARSE_ERROR: i64 = -32700;
+    /// JSON is not a request.
+    pub const INVALID_REQUEST: i64 = -32600;
+    /// Internal error.
+    pub const INTERNAL_ERROR: i64 = -32603;
+    /// Generic server error (the only code that carries `data.err`).
+    pub const SERVER_ERROR: i64 = -32000;
+    /// getPayload with an unknown payloadId.
+    pub const UNKNOWN_PAYLOAD: i64 = -38001;
+}
+
+/// One request, borrowed from the body.
+#[derive(Debug)]
+pub struct Call<'a> {
+    /// The id as sent (number, string or null); `null` when absent.
+    pub id: &'a RawValue,
+    /// The method name.
+    pub method: Cow<'a, str>,
+    /// The params as sent.
+    pub params: Option<&'a RawValue>,
+    /// The request's own bytes, to forward unchanged.
+    pub bytes: Bytes,
+}
+
+/// A body element that is not a valid request; answered with -32600.
+#[derive(Debug)]
+pub struct Invalid<'a> {
+    /// The id, if one could be read.
+    pub id: &'a RawValue,
+    /// Why it is invalid.
+    pub reason: &'static str,
+}
+
+/// What the CL sent.
+#[derive(Debug)]
+pub enum Incoming<'a> {
+    /// One request object.
+    Single(Result<Call<'a>, Invalid<'a>>),
+    /// A batch (array) of request objects.
+    Batch(Vec<Result<Call<'a>, Invalid<'a>>>),
+}
+
+/// Why a body could not be read at all (answered once, with id null).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not JSON (-32700).
+    Parse,
+    /// Empty batch, too large a batch, or not an object or array (-32600).
+    Invalid(&'static str),
+}
+
+#[derive(Deserialize)]
+struct RawCall<'a> {
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    method: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    params: Option<&'a RawValue>,
+}
+
+/// The JSON `null`, as a raw value.
+pub fn null() -> &'static RawValue {
+    // A constant, valid JSON literal: the conversion cannot fail.
+    const NULL: &str = "null";
+    serde_json::from_str::<&RawValue>(NULL).unwrap_or_else(|_| unreachable!("null is JSON"))
+}
+
+fn call<'a>(raw: &'a RawValue, body: &Bytes, whole: bool) -> Result<Call<'a>, Invalid<'a>> {
+    let text = raw.get();
+    if !text.starts_with('{') {
+        return Err(Invalid {
+            id: null(),
+            reason: "request is not an object",
+        });
+    }
+    let parsed: RawCall<'a> = serde_json::from_str(text).map_err(|_| Invalid {
+        id: null(),
+        reason: "request object is malformed",
+    })?;
+    let id: &'a RawValue = match parsed.id {
+        Some(id) => id,
+        None => null(),
+    };
+    if !matches!(
+        id.get().as_bytes().first(),
+        Some(b'"' | b'n' | b'-' | b'0'..=b'9')
+    ) {
+        return Err(Invalid {
+            id: null(),
+            reason: "id must be a number, a string or null",
+        });
+    }
+    let method = parsed.method.ok_or(Invalid {
+        id,
+        reason: "no method",
+    })?;
+    if let Some(params) = parsed.params {
+        if !matches!(params.get().as_bytes().first(), Some(b'[' | b'{')) {
+            return Err(Invalid {
+                id,
+                reason: "params must be an array or an object",
+            });
+        }
+    }
+    let bytes = if whole {
+        body.clone()
+    } else {
+        body.slice_ref(text.as_bytes())
+    };
+    Ok(Call {
+        id,
+        method,
+        params: parsed.params,
+        bytes,
+    })
+}
+
+/// Reads a request body. `text` must be `body` as UTF-8 (the caller checks, once).
+pub fn parse<'a>(text: &'a str, body: &Bytes) -> Result<Incoming<'a>, BodyError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let elements: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| BodyError::Parse)?;
+        if elements.is_empty() {
+            return Err(BodyError::Invalid("empty batch"));
+        }
+        if elements.len() > MAX_BATCH {
+            return Err(BodyError::Invalid("batch larger than 1024 requests"));
+        }
+        Ok(Incoming::Batch(
+            elements
+                .into_iter()
+                .map(|raw| call(raw, body, false))
+                .collect(),
+        ))
+    } else {
+        let raw: &RawValue = serde_json::from_str(text).map_err(|_| BodyError::Parse)?;
+        Ok(Incoming::Single(call(raw, body, true)))
+    }
+}
+
+/// `{"jsonrpc":"2.0","id":<id>,"result":<result>}`.
+pub fn result(id: &RawValue, result: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + id.get().len() + result.len());
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id.get().as_bytes());
+    out.extend_from_slice(br#","result":"#);
+    out.extend_from_slice(result.as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// `{"jsonrpc":"2.0","id":<id>,"error":<error>}` with an error object given as JSON text.
+pub fn error_raw(id: &RawValue, error: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(40 + id.get().len() + error.len());
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id.get().as_bytes());
+    out.extend_from_slice(br#","error":"#);
+    out.extend_from_slice(error.as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// An error answer with `code` and `message` (and `data.err` for -32000, as the spec asks).
+pub fn error(id: &RawValue, code: i64, message: &str) -> Vec<u8> {
+    let object = if code == code::SERVER_ERROR {
+        serde_json::json!({"code": code, "message": message, "data": {"err": message}})
+    } else {
+        serde_json::json!({"code": code, "message": message})
+    };
+    error_raw(id, &object.to_string())
+}
+
+/// The parts of an EL's answer eb looks at.
+#[derive(Debug, Deserialize)]
+pub struct ElAnswer<'a> {
+    /// `result`, if present (a JSON `null` result is present, as `null`).
+    #[serde(borrow, default, deserialize_with = "present")]
+    pub result: Option<&'a RawValue>,
+    /// `error`, if present and not null.
+    #[serde(borrow, default)]
+    pub error: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// The code of a JSON-RPC error object.
+pub fn error_code(error: &RawValue) -> Option<i64> {
+    #[derive(Deserialize)]
+    struct Code {
+        code: i64,
+    }
+    serde_json::from_str::<Code>(error.get())
+        .ok()
+        .map(|c| c.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(text: &'static str) -> Result<Incoming<'static>, BodyError> {
+        let body = Bytes::from_static(text.as_bytes());
+        parse(text, &body)
+    }
+
+    #[test]
+    fn keeps_ids_of_every_type_as_sent() {
+        for (text, id) in [
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"eth_chainId","params":[]}"#,
+                "7",
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":"a-1","method":"eth_chainId"}"#,
+                r#""a-1""#,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"method":"eth_chainId"}"#,
+                "null",
+            ),
+            (r#"{"jsonrpc":"2.0","method":"eth_chainId"}"#, "null"),
+            (r#"{"id":1.5e3,"method":"x"}"#, "1.5e3"),
+        ] {
+            match parsed(text) {
+                Ok(Incoming::Single(Ok(call))) => {
+                    assert_eq!(call.id.get(), id);
+                    assert_eq!(call.bytes, text.as_bytes());
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn batch_elements_forward_their_own_bytes() {
+        let text = r#"[{"id":1,"method":"a","params":[1]} , {"id":2,"method":"b"}, 3, {"id":4}]"#;
+        let Ok(Incoming::Batch(calls)) = parsed(text) else {
+            panic!("a batch")
+        };
+        assert_eq!(calls.len(), 4);
+        let first = calls[0].as_ref().expect("valid");
+        assert_eq!(
+            first.bytes,
+            r#"{"id":1,"method":"a","params":[1]}"#.as_bytes()
+        );
+        assert_eq!(first.params.map(RawValue::get), Some("[1]"));
+        assert_eq!(calls[1].as_ref().map(|c| c.method.as_ref()).ok(), Some("b"));
+        assert_eq!(
+            calls[2].as_ref().err().map(|e| e.reason),
+            Some("request is not an object")
+        );
+        let missing = calls[3].as_ref().err().expect("invalid");
+        assert_eq!((missing.id.get(), missing.reason), ("4", "no method"));
+    }
+
+    #[test]
+    fn refuses_bodies_that_are_not_requests() {
+        assert_eq!(parsed("").err(), Some(BodyError::Parse));
+        assert_eq!(parsed("{").err(), Some(BodyError::Parse));
+        assert_eq!(parsed("[]").err(), Some(BodyError::Invalid("empty batch")));
+        assert!(matches!(parsed("42"), Ok(Incoming::Single(Err(_)))));
+        assert!(matches!(
+            parsed(r#"{"id":{},"method":"x"}"#),
+            Ok(Incoming::Single(Err(_)))
+        ));
+        assert!(matches!(
+            parsed(r#"{"id":1,"method":"x","params":3}"#),
+            Ok(Incoming::Single(Err(_)))
+        ));
+        let big = format!("[{}]", vec!["1"; MAX_BATCH + 1].join(","));
+        let body = Bytes::from(big.clone());
+        assert!(matches!(parse(&big, &body), Err(BodyError::Invalid(_))));
+    }
+
+    #[test]
+    fn null_results_are_results() {
+        let a: ElAnswer<'_> = serde_json::from_str(r#"{"id":1,"result":null}"#).expect("json");
+        assert_eq!(a.result.map(RawValue::get), Some("null"));
+        let a: ElAnswer<'_> =
+            serde_json::from_str(r#"{"id":1,"error":{"code":-1}}"#).expect("json");
+        assert!(a.result.is_none() && a.error.is_some());
+    }
+
+    #[test]
+    fn builds_answers() {
+        let id = serde_json::from_str::<&RawValue>(r#""x""#).expect("json");
+        assert_eq!(
+            result(id, "true"),
+            br#"{"jsonrpc":"2.0","id":"x","result":true}"#
+        );
+        let e: serde_json::Value =
+            serde_json::from_slice(&error(id, code::SERVER_ERROR, "boom")).expect("json");
+        assert_eq!(e["error"]["data"]["err"], "boom");
+        let e: serde_json::Value =
+            serde_json::from_slice(&error(null(), code::PARSE_ERROR, "bad")).expect("json");
+        assert_eq!(e["error"]["code"], -32700);
+        assert!(e["error"].get("data").is_none());
+    }
+}

@@ -1,0 +1,147 @@
+//! Start and stop: load the policy, bind both listeners, serve until a signal, then drain.
+
+use crate::app::App;
+use crate::config::Config;
+use crate::policy::{LoadError, WasmPolicy};
+use crate::{admin, server};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// How long in-flight calls may take to finish after a shutdown signal.
+pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// Why eb could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The policy was refused.
+    #[error("policy {name} refused: {source}")]
+    Policy {
+        /// The policy's name.
+        name: String,
+        /// Why.
+        source: LoadError,
+    },
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// eb with its listeners bound, ready to serve.
+pub struct Bound {
+    /// The application state.
+    pub app: Arc<App>,
+    engine: TcpListener,
+    admin: TcpListener,
+}
+
+impl Bound {
+    /// Loads the policy, builds the app, starts health checks and binds both listeners.
+    pub async fn bind(config: Config) -> Result<Bound, StartError> {
+        let policy = WasmPolicy::load(&config.policy, &config.policy_config).map_err(|source| {
+            StartError::Policy {
+                name: config.policy.name(),
+                source,
+            }
+        })?;
+        let (listen, admin_addr) = (config.listen, config.admin);
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { what, addr, source })
+        };
+        let engine = bind("engine API", listen).await?;
+        let admin = bind("admin API", admin_addr).await?;
+        let app = App::new(config, Arc::new(policy));
+        app.start_health();
+        Ok(Bound { app, engine, admin })
+    }
+
+    /// The engine API's address.
+    pub fn engine_addr(&self) -> SocketAddr {
+        self.engine
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The admin API's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets in-flight calls finish
+    /// (at most [`DRAIN`]).
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let (engine_addr, admin_addr) = (self.engine_addr(), self.admin_addr());
+        let policy = self.app.policy();
+        tracing::info!(
+            engine = %engine_addr,
+            admin = %admin_addr,
+            nodes = self.app.nodes.snapshot().len(),
+            policy = %policy.info().name,
+            policy_sha256 = %policy.info().sha256,
+            "eb listening"
+        );
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let engine = axum::serve(self.engine, server::router(Arc::clone(&self.app)))
+            .with_graceful_shutdown(signal(stopped.clone()));
+        let admin = axum::serve(self.admin, admin::router(Arc::clone(&self.app)))
+            .with_graceful_shutdown(signal(stopped));
+        let servers = async {
+            let (a, b) = tokio::join!(engine, admin);
+            for result in [a, b] {
+                if let Err(e) = result {
+                    tracing::error!(error = %e, "listener failed");
+                }
+            }
+        };
+        tokio::pin!(servers);
+        tokio::select! {
+            () = &mut servers => return,
+            () = shutdown => {}
+        }
+        tracing::info!("shutting down: no new requests, finishing in-flight calls");
+        let _ = stop.send(true);
+        if tokio::time::timeout(DRAIN, servers).await.is_err() {
+            tracing::warn!("in-flight calls still running after {DRAIN:?}; exiting");
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
