@@ -120,10 +120,12 @@ impl NodeConfig {
         let url = Url::parse(url_text).map_err(|e| format!("{url_text:?} is not a URL: {e}"))?;
         match url.scheme() {
             "http" => {}
-            "https" => return Err(format!(
+            "https" => {
+                return Err(format!(
                 "{}: eb speaks plain HTTP to ELs (run it beside them, or terminate TLS in front)",
                 redact(&url)
-            )),
+            ))
+            }
             other => return Err(format!("{}: unsupported scheme {other:?}", redact(&url))),
         }
         let mut node = NodeConfig {

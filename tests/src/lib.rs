@@ -1,6 +1,10 @@
-//! Shared helpers for eb's end-to-end tests: paths to fixtures and proptest strategies.
+//! Shared helpers for eb's end-to-end tests: mock ELs, eb on loopback, request builders,
+//! paths to fixtures and proptest strategies.
 
 pub mod arb;
+pub mod engine;
+pub mod mock_el;
+pub mod proxy;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,327 @@
+//! A mock execution client: a real HTTP server on `127.0.0.1:0` that checks its own JWT secret,
+//! answers each method as told (status, latestValidHash, error, delay, garbage, HTTP 500, hang),
+//! builds payloads under its own payloadIds, and records every call it receives, in order.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+use eb::auth::{JwtSecret, Verifier};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+
+/// How a mock answers the calls it is told to misbehave on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Fault {
+    /// Answer normally.
+    None,
+    /// A JSON-RPC error with this code.
+    RpcError(i64),
+    /// A body that is not JSON.
+    Garbage,
+    /// JSON cut in the middle.
+    Truncated,
+    /// HTTP 500.
+    Http500,
+    /// Never answer.
+    Hang,
+}
+
+/// What the mock does; change it at any time through [`MockEl::set`].
+#[derive(Clone, Debug)]
+pub struct Behaviour {
+    /// Status for newPayload and forkchoiceUpdated.
+    pub status: &'static str,
+    /// latestValidHash; default: the block's own hash when VALID, null otherwise.
+    pub lvh: Option<String>,
+    /// Delay before every answer.
+    pub delay: Duration,
+    /// Fault for engine vote methods (newPayload, forkchoiceUpdated).
+    pub vote_fault: Fault,
+    /// Fault for every other method.
+    pub read_fault: Fault,
+    /// `eth_syncing` answers a sync status instead of `false`.
+    pub syncing: bool,
+    /// Client code for `engine_getClientVersionV1`.
+    pub client: &'static str,
+    /// `engine_exchangeCapabilities` answer.
+    pub capabilities: Vec<&'static str>,
+    /// blockValue of built payloads.
+    pub block_value: &'static str,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            status: "VALID",
+            lvh: None,
+            delay: Duration::ZERO,
+            vote_fault: Fault::None,
+            read_fault: Fault::None,
+            syncing: false,
+            client: "GE",
+            capabilities: vec![
+                "engine_newPayloadV4",
+                "engine_forkchoiceUpdatedV3",
+                "engine_getPayloadV4",
+                "engine_getClientVersionV1",
+            ],
+            block_value: "0x10",
+        }
+    }
+}
+
+/// One call the mock received.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    /// The method.
+    pub method: String,
+    /// The params.
+    pub params: Value,
+    /// When it arrived.
+    pub at: Instant,
+}
+
+struct Shared {
+    name: String,
+    verifier: Verifier,
+    behaviour: Mutex<Behaviour>,
+    seen: Mutex<Vec<Seen>>,
+    builds: Mutex<HashMap<String, String>>,
+    refused_tokens: Mutex<usize>,
+}
+
+/// A running mock EL.
+pub struct MockEl {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Its JWT secret, hex.
+    pub secret_hex: String,
+    shared: Arc<Shared>,
+    server: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MockEl {
+    /// Starts a mock named `name` (used in its payloadIds) with secret `secret_hex`.
+    pub async fn start(name: &str, secret_hex: &str) -> MockEl {
+        let secret = JwtSecret::from_hex(secret_hex).expect("mock secret is hex");
+        let shared = Arc::new(Shared {
+            name: name.to_owned(),
+            verifier: Verifier::new(&secret),
+            behaviour: Mutex::new(Behaviour::default()),
+            seen: Mutex::new(Vec::new()),
+            builds: Mutex::new(HashMap::new()),
+            refused_tokens: Mutex::new(0),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mock = MockEl {
+            addr,
+            secret_hex: secret_hex.to_owned(),
+            shared,
+            server: Mutex::new(None),
+        };
+        mock.serve(listener);
+        mock
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let router = Router::new()
+            .route("/", post(handle))
+            .with_state(Arc::clone(&self.shared));
+        let handle = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        *lock(&self.server) = Some(handle);
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Changes its behaviour.
+    pub fn set(&self, change: impl FnOnce(&mut Behaviour)) {
+        change(&mut lock(&self.shared.behaviour));
+    }
+
+    /// Every call received with a valid token, in arrival order.
+    pub fn seen(&self) -> Vec<Seen> {
+        lock(&self.shared.seen).clone()
+    }
+
+    /// Methods received, in order, without health checks (`eth_syncing`, client version).
+    pub fn engine_calls(&self) -> Vec<String> {
+        self.seen()
+            .into_iter()
+            .map(|s| s.method)
+            .filter(|m| m != "eth_syncing" && m != "engine_getClientVersionV1")
+            .collect()
+    }
+
+    /// Requests refused for a bad token.
+    pub fn refused_tokens(&self) -> usize {
+        *lock(&self.shared.refused_tokens)
+    }
+
+    /// Stops serving: new connections are refused.
+    pub fn stop(&self) {
+        if let Some(server) = lock(&self.server).take() {
+            server.abort();
+        }
+    }
+
+    /// Serves again on the same port.
+    pub async fn restart(&self) {
+        self.stop();
+        let listener = tokio::net::TcpListener::bind(self.addr)
+            .await
+            .expect("rebind");
+        self.serve(listener);
+    }
+}
+
+impl Drop for MockEl {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn payload_status(b: &Behaviour, block_hash: Option<&str>) -> Value {
+    let lvh = match (&b.lvh, b.status) {
+        (Some(lvh), _) => json!(lvh),
+        (None, "VALID") => json!(block_hash),
+        _ => Value::Null,
+    };
+    let error = if b.status == "INVALID" {
+        json!("mock: invalid block")
+    } else {
+        Value::Null
+    };
+    json!({"status": b.status, "latestValidHash": lvh, "validationError": error})
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(e) = shared.verifier.verify(auth) {
+        *lock(&shared.refused_tokens) += 1;
+        return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "not json").into_response();
+    };
+    let method = request["method"].as_str().unwrap_or_default().to_owned();
+    let params = request["params"].clone();
+    let id = request["id"].clone();
+    lock(&shared.seen).push(Seen {
+        method: method.clone(),
+        params: params.clone(),
+        at: Instant::now(),
+    });
+    let b = lock(&shared.behaviour).clone();
+    if !b.delay.is_zero() {
+        tokio::time::sleep(b.delay).await;
+    }
+    let is_vote =
+        method.starts_with("engine_newPayload") || method.starts_with("engine_forkchoiceUpdated");
+    let health = method == "eth_syncing" || method == "engine_getClientVersionV1";
+    let fault = match (is_vote, health) {
+        (true, _) => b.vote_fault.clone(),
+        (false, true) => Fault::None,
+        (false, false) => b.read_fault.clone(),
+    };
+    let answer = |result: Value| json!({"jsonrpc": "2.0", "id": id, "result": result});
+    let error = |code: i64, message: &str| json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
+    let body = match fault {
+        Fault::Hang => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+        Fault::Http500 => return (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response(),
+        Fault::Garbage => return (StatusCode::OK, "<html>not json</html>").into_response(),
+        Fault::Truncated => {
+            return (StatusCode::OK, r#"{"jsonrpc":"2.0","id":1,"result":{"sta"#).into_response()
+        }
+        Fault::RpcError(code) => error(code, "mock error"),
+        Fault::None => respond(&shared, &b, &method, &params, answer, error),
+    };
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn respond(
+    shared: &Shared,
+    b: &Behaviour,
+    method: &str,
+    params: &Value,
+    answer: impl Fn(Value) -> Value,
+    error: impl Fn(i64, &str) -> Value,
+) -> Value {
+    if method.starts_with("engine_newPayload") {
+        return answer(payload_status(b, params[0]["blockHash"].as_str()));
+    }
+    if method.starts_with("engine_forkchoiceUpdated") {
+        let head = params[0]["headBlockHash"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let status = payload_status(b, Some(&head));
+        let builds = !params[1].is_null() && b.status == "VALID";
+        let payload_id = builds.then(|| {
+            let mut all = lock(&shared.builds);
+            let id = format!("0x{:0>8}{:08x}", hex_name(&shared.name), all.len() + 1);
+            all.insert(id.clone(), head);
+            id
+        });
+        return answer(json!({"payloadStatus": status, "payloadId": payload_id}));
+    }
+    if method.starts_with("engine_getPayload") && !method.starts_with("engine_getPayloadBodies") {
+        let id = params[0].as_str().unwrap_or_default();
+        return match lock(&shared.builds).get(id) {
+            Some(head) => answer(json!({
+                "executionPayload": {"parentHash": head, "blockHash": format!("0xbuilt-by-{}", shared.name)},
+                "blockValue": b.block_value,
+                "builder": shared.name,
+            })),
+            None => error(-38001, "Unknown payload"),
+        };
+    }
+    match method {
+        "eth_syncing" if b.syncing => {
+            answer(json!({"startingBlock": "0x0", "currentBlock": "0x1", "highestBlock": "0x9"}))
+        }
+        "eth_syncing" => answer(json!(false)),
+        "engine_exchangeCapabilities" => answer(json!(b.capabilities)),
+        "engine_getClientVersionV1" => answer(json!([{
+            "code": b.client, "name": format!("mock-{}", shared.name), "version": "1.0.0", "commit": "0x01020304"
+        }])),
+        "eth_chainId" => answer(json!("0x1")),
+        "eth_blockNumber" => answer(json!("0x2a")),
+        "eth_sendRawTransaction" => answer(json!("0xtxhash")),
+        "eth_getBlockByNumber" => answer(json!({"number": "0x2a", "servedBy": shared.name})),
+        "engine_getBlobsV2" => answer(Value::Null),
+        _ => error(-32601, "Method not found"),
+    }
+}
+
+/// Up to 8 hex digits derived from the mock's name, so payloadIds show who built them.
+fn hex_name(name: &str) -> String {
+    name.bytes().take(4).map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,214 @@
+//! eb itself in a test: real listeners on `127.0.0.1:0` in front of mock ELs, a CL-side client
+//! that signs its own tokens, and the admin API.
+
+use crate::mock_el::MockEl;
+use clap::Parser;
+use eb::app::App;
+use eb::auth::{JwtSecret, Minter};
+use eb::cli::Cli;
+use eb::config::Config;
+use eb::run::Bound;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// The CL's secret in every test.
+pub const CL_SECRET: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+
+/// A fresh temp directory for one proxy's secret files.
+fn temp_dir() -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "eb-tests-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A running eb.
+pub struct Proxy {
+    /// Engine API address.
+    pub engine: SocketAddr,
+    /// Admin API address.
+    pub admin: SocketAddr,
+    /// The app, for looking inside.
+    pub app: Arc<App>,
+    /// Where its secret files are.
+    pub dir: PathBuf,
+    minter: Minter,
+    client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Starts eb in front of `els`; `node_options[i]` is appended to EL i's spec (e.g.
+    /// `#timeout=200`); `extra` are more command-line flags.
+    pub async fn start(els: &[&MockEl], node_options: &[&str], extra: &[&str]) -> Proxy {
+        Self::try_start(els, node_options, extra)
+            .await
+            .expect("eb starts")
+    }
+
+    /// Like [`start`](Self::start), returning the start error instead of panicking.
+    pub async fn try_start(
+        els: &[&MockEl],
+        node_options: &[&str],
+        extra: &[&str],
+    ) -> Result<Proxy, String> {
+        let dir = temp_dir();
+        let cl = dir.join("cl.hex");
+        std::fs::write(&cl, CL_SECRET).expect("write secret");
+        let nodes: Vec<String> = els
+            .iter()
+            .enumerate()
+            .map(|(i, el)| {
+                let secret = dir.join(format!("el{i}.hex"));
+                std::fs::write(&secret, &el.secret_hex).expect("write secret");
+                let options = node_options.get(i).copied().unwrap_or("");
+                format!("{}#jwt-secret={}{options}", el.url(), secret.display())
+            })
+            .collect();
+        let nodes = nodes.join(",");
+        let cl_path = cl.display().to_string();
+        let mut argv = vec![
+            "eb",
+            "--jwt-secret",
+            &cl_path,
+            "--nodes",
+            &nodes,
+            "--port",
+            "0",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--health-interval",
+            "1",
+        ];
+        argv.extend_from_slice(extra);
+        let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+        let config = Config::from_args(&cli.run).map_err(|e| e.to_string())?;
+        let bound = Bound::bind(config).await.map_err(|e| e.to_string())?;
+        let (engine, admin, app) = (
+            bound.engine_addr(),
+            bound.admin_addr(),
+            Arc::clone(&bound.app),
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(bound.run(async move {
+            let _ = stopped.await;
+        }));
+        Ok(Proxy {
+            engine,
+            admin,
+            app,
+            dir,
+            minter: Minter::new(&JwtSecret::from_hex(CL_SECRET).expect("hex")),
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// A fresh CL token header value.
+    pub fn token(&self) -> String {
+        self.minter.bearer()
+    }
+
+    /// Sends raw bytes with an optional `Authorization` header; returns status and body text.
+    pub async fn send(
+        &self,
+        body: impl Into<reqwest::Body>,
+        authorization: Option<&str>,
+    ) -> (u16, String) {
+        let mut request = self
+            .client
+            .post(format!("http://{}/", self.engine))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(auth) = authorization {
+            request = request.header("authorization", auth);
+        }
+        let response = request.send().await.expect("eb answers");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("body"))
+    }
+
+    /// Sends one JSON-RPC request with a valid token; returns the parsed answer.
+    pub async fn call(&self, request: &Value) -> Value {
+        let (status, text) = self.send(request.to_string(), Some(&self.token())).await;
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    }
+
+    /// `GET` on the admin API.
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let response = self
+            .client
+            .get(format!("http://{}{path}", self.admin))
+            .send()
+            .await
+            .expect("admin answers");
+        serde_json::from_str(&response.text().await.expect("body")).expect("json")
+    }
+
+    /// A request to the admin API with an optional token; returns status and JSON.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method, format!("http://{}{path}", self.admin));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.expect("admin answers");
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Waits (at most 10 s, checking every 20 ms) until `done` holds.
+    pub async fn wait_until(&self, what: &str, mut done: impl FnMut(&App) -> bool) {
+        for _ in 0..500 {
+            if done(&self.app) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting until {what}");
+    }
+
+    /// Stops eb and waits for it to drain.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

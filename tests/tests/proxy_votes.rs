@@ -1,0 +1,278 @@
+//! State-changing calls through the real proxy: each verdict branch with 3 and 5 ELs, per-EL
+//! secrets, timeouts, faulty ELs and ordered delivery.
+
+use eb_tests::engine::{forkchoice, hash, new_payload};
+use eb_tests::mock_el::{Fault, MockEl};
+use eb_tests::proxy::Proxy;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// ELs with distinct secrets (`0x01…`, `0x02…`, …).
+async fn els(n: usize) -> Vec<MockEl> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let secret = format!("0x{}", format!("{:02x}", i + 1).repeat(32));
+        out.push(MockEl::start(&format!("el{i}"), &secret).await);
+    }
+    out
+}
+
+fn refs(els: &[MockEl]) -> Vec<&MockEl> {
+    els.iter().collect()
+}
+
+fn status(answer: &Value) -> &str {
+    answer["result"]["status"].as_str().unwrap_or("<none>")
+}
+
+async fn verdict(statuses: &[&'static str]) -> Value {
+    let els = els(statuses.len()).await;
+    for (el, status) in els.iter().zip(statuses) {
+        el.set(|b| b.status = status);
+    }
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let answer = proxy.call(&new_payload(7, 4, "B1")).await;
+    for el in &els {
+        assert_eq!(
+            el.engine_calls(),
+            ["engine_newPayloadV4"],
+            "every EL gets the call"
+        );
+    }
+    answer
+}
+
+#[tokio::test]
+async fn each_verdict_branch_with_three_and_five_els() {
+    let cases: [(&[&str], &str); 8] = [
+        (&["VALID", "VALID", "VALID"], "VALID"),
+        (&["VALID", "VALID", "INVALID"], "SYNCING"),
+        (&["INVALID", "INVALID", "VALID"], "INVALID"),
+        (&["SYNCING", "SYNCING", "VALID"], "SYNCING"),
+        (&["ACCEPTED", "ACCEPTED", "VALID"], "ACCEPTED"),
+        (&["VALID", "VALID", "VALID", "VALID", "SYNCING"], "VALID"),
+        (
+            &["VALID", "VALID", "SYNCING", "SYNCING", "ACCEPTED"],
+            "SYNCING",
+        ),
+        (
+            &["INVALID", "INVALID", "INVALID", "VALID", "VALID"],
+            "INVALID",
+        ),
+    ];
+    for (statuses, expected) in cases {
+        let answer = verdict(statuses).await;
+        assert_eq!(status(&answer), expected, "{statuses:?}: {answer}");
+        assert_eq!(answer["id"], 7);
+    }
+}
+
+#[tokio::test]
+async fn follows_the_el_answer_verbatim() {
+    let els = els(3).await;
+    for el in &els {
+        el.set(|b| {
+            b.status = "INVALID";
+            b.lvh = Some(hash("parent"));
+        });
+    }
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let answer = proxy.call(&new_payload(1, 4, "B1")).await;
+    assert_eq!(answer["result"]["status"], "INVALID");
+    assert_eq!(answer["result"]["latestValidHash"], hash("parent"));
+    assert_eq!(answer["result"]["validationError"], "mock: invalid block");
+    let valid = verdict(&["VALID", "VALID", "VALID"]).await;
+    assert_eq!(valid["result"]["latestValidHash"], hash("B1"));
+}
+
+#[tokio::test]
+async fn string_and_null_ids_come_back_as_sent() {
+    let els = els(3).await;
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    for id in [
+        serde_json::json!("slot-9"),
+        Value::Null,
+        serde_json::json!(18446744073709551615u64),
+    ] {
+        let mut request = new_payload(0, 4, "B1");
+        request["id"] = id.clone();
+        assert_eq!(proxy.call(&request).await["id"], id);
+    }
+}
+
+#[tokio::test]
+async fn per_el_secrets_sign_each_call() {
+    let els = els(3).await;
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    assert_eq!(status(&proxy.call(&new_payload(1, 4, "B1")).await), "VALID");
+    for el in &els {
+        assert_eq!(el.refused_tokens(), 0);
+        assert_eq!(el.engine_calls().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn an_el_with_the_wrong_secret_is_auth_failed_not_dead() {
+    let els = els(3).await;
+    let wrong = MockEl::start("wrong", &format!("0x{}", "ee".repeat(32))).await;
+    let wrong_secret = std::env::temp_dir().join(format!("eb-wrong-{}.hex", std::process::id()));
+    std::fs::write(&wrong_secret, "0x".to_owned() + &"dd".repeat(32)).expect("write");
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let spec = format!("{}#jwt-secret={}", wrong.url(), wrong_secret.display());
+    let (code, _) = proxy
+        .admin(
+            reqwest::Method::POST,
+            "/nodes",
+            Some(serde_json::json!({"nodes": [spec]})),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    proxy
+        .wait_until("the wrong-secret EL is AuthFailed", |app| {
+            app.nodes
+                .snapshot()
+                .get(3)
+                .is_some_and(|n| n.health().state == eb::nodes::NodeState::AuthFailed)
+        })
+        .await;
+    let answer = proxy.call(&new_payload(1, 4, "B1")).await;
+    assert_eq!(
+        status(&answer),
+        "VALID",
+        "three good votes of four counted answers"
+    );
+    assert!(wrong.refused_tokens() > 0);
+    assert!(wrong.engine_calls().is_empty());
+    let status = proxy.admin_get("/status").await;
+    assert_eq!(status["nodes"][3]["state"], "auth_failed");
+}
+
+#[tokio::test]
+async fn a_slow_el_is_cut_at_its_timeout_and_the_cl_is_answered_in_time() {
+    let els = els(3).await;
+    els[2].set(|b| b.delay = Duration::from_secs(3));
+    let proxy = Proxy::start(&refs(&els), &["", "", "#timeout=300"], &[]).await;
+    let start = Instant::now();
+    let answer = proxy.call(&new_payload(1, 4, "B1")).await;
+    let took = start.elapsed();
+    // Two VALID and one timeout: the timeout does not count, VALID is the majority.
+    assert_eq!(status(&answer), "VALID", "{answer}");
+    assert!(
+        took < Duration::from_secs(8),
+        "answered before the CL's deadline: {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(300),
+        "waited for the slow EL's timeout: {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn all_els_down_is_syncing() {
+    let els = els(3).await;
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    for el in &els {
+        el.stop();
+    }
+    let answer = proxy.call(&new_payload(1, 4, "B1")).await;
+    assert_eq!(status(&answer), "SYNCING");
+    assert!(answer["result"]["latestValidHash"].is_null());
+    let fcu = proxy.call(&forkchoice(2, 3, "B1", false)).await;
+    assert_eq!(fcu["result"]["payloadStatus"]["status"], "SYNCING");
+    assert!(fcu["result"]["payloadId"].is_null());
+}
+
+#[tokio::test]
+async fn garbage_500_truncated_and_error_answers_are_votes_not_crashes() {
+    for fault in [
+        Fault::Garbage,
+        Fault::Http500,
+        Fault::Truncated,
+        Fault::RpcError(-32603),
+    ] {
+        let els = els(3).await;
+        els[0].set(|b| b.vote_fault = fault.clone());
+        let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+        let answer = proxy.call(&new_payload(1, 4, "B1")).await;
+        assert_eq!(status(&answer), "VALID", "{fault:?}: {answer}");
+    }
+    // One EL answering garbage beside one VALID and one INVALID: a tie among counted votes.
+    let els = els(3).await;
+    els[0].set(|b| b.vote_fault = Fault::Garbage);
+    els[1].set(|b| b.status = "INVALID");
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    assert_eq!(
+        status(&proxy.call(&new_payload(1, 4, "B1")).await),
+        "SYNCING"
+    );
+}
+
+#[tokio::test]
+async fn unanimous_rpc_errors_are_returned_not_turned_into_syncing() {
+    let els = els(3).await;
+    for el in &els {
+        el.set(|b| b.vote_fault = Fault::RpcError(-38005));
+    }
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let answer = proxy.call(&new_payload(1, 4, "B1")).await;
+    assert_eq!(answer["error"]["code"], -38005, "{answer}");
+}
+
+#[tokio::test]
+async fn a_slow_el_still_receives_every_call_in_order() {
+    let els = els(3).await;
+    els[1].set(|b| b.delay = Duration::from_millis(150));
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let (first, second, third) = (
+        new_payload(1, 4, "B1"),
+        forkchoice(2, 3, "B1", false),
+        new_payload(3, 4, "B2"),
+    );
+    let (a, b, c) = tokio::join!(
+        proxy.call(&first),
+        async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            proxy.call(&second).await
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            proxy.call(&third).await
+        }
+    );
+    for answer in [&a, &c] {
+        assert_eq!(status(answer), "VALID");
+    }
+    assert_eq!(b["result"]["payloadStatus"]["status"], "VALID");
+    let expected = [
+        "engine_newPayloadV4",
+        "engine_forkchoiceUpdatedV3",
+        "engine_newPayloadV4",
+    ];
+    for el in &els {
+        assert_eq!(el.engine_calls(), expected);
+    }
+    let hashes: Vec<Value> = els[1]
+        .seen()
+        .iter()
+        .filter(|s| s.method == "engine_newPayloadV4")
+        .map(|s| s.params[0]["blockHash"].clone())
+        .collect();
+    assert_eq!(hashes, [hash("B1"), hash("B2")]);
+}
+
+#[tokio::test]
+async fn a_hung_el_does_not_hold_the_verdict_past_its_timeout() {
+    let els = els(3).await;
+    els[0].set(|b| b.vote_fault = Fault::Hang);
+    let proxy = Proxy::start(&refs(&els), &["#timeout=200", "", ""], &[]).await;
+    let answer = proxy.call(&new_payload(1, 4, "B1")).await;
+    assert_eq!(status(&answer), "VALID");
+    let answer = proxy.call(&new_payload(2, 4, "B2")).await;
+    assert_eq!(status(&answer), "VALID");
+    assert_eq!(
+        els[0].engine_calls().len(),
+        2,
+        "the hung EL still received both calls"
+    );
+}
