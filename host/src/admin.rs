@@ -26,20 +26,13 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-fn authorized(app: &App, headers: &HeaderMap) -> Result<(), Response> {
-    match &app.admin_token {
-        None => Ok(()),
-        Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok());
-            if token.accepts(given) {
-                Ok(())
-            } else {
-                Err(problem(StatusCode::UNAUTHORIZED, "admin token required"))
-            }
-        }
-    }
+/// `None` when the call may go ahead, else the 401 answer.
+fn denied(app: &App, headers: &HeaderMap) -> Option<Response> {
+    let token = app.admin_token.as_ref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    (!token.accepts(given)).then(|| problem(StatusCode::UNAUTHORIZED, "admin token required"))
 }
 
 fn problem(status: StatusCode, message: &str) -> Response {
@@ -104,7 +97,7 @@ pub fn status_json(app: &App) -> Value {
 
 /// `POST /recheck`: checks every node now.
 async fn recheck(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorized(&app, &headers) {
+    if let Some(denied) = denied(&app, &headers) {
         return denied;
     }
     health::recheck_all(&app.nodes).await;
@@ -141,7 +134,7 @@ async fn add_nodes(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    if let Err(denied) = authorized(&app, &headers) {
+    if let Some(denied) = denied(&app, &headers) {
         return denied;
     }
     let specs = match serde_json::from_slice::<NodeList>(&body) {
@@ -179,7 +172,7 @@ async fn remove_node(
     headers: HeaderMap,
     Path(index): Path<usize>,
 ) -> Response {
-    if let Err(denied) = authorized(&app, &headers) {
+    if let Some(denied) = denied(&app, &headers) {
         return denied;
     }
     match app.remove_node(index) {

@@ -376,8 +376,7 @@ mod tests {
                 .expect("parses")
                 .run,
         )
-        .map(|_| ())
-        .unwrap_err()
+        .expect_err("a malformed secret is refused")
         .to_string();
         assert!(
             got.starts_with("--jwt-secret:") && got.contains("32-byte hex"),
@@ -389,7 +388,7 @@ mod tests {
                 .run,
         );
         assert!(missing
-            .unwrap_err()
+            .expect_err("no secret is refused")
             .to_string()
             .starts_with("--jwt-secret: required"));
     }

@@ -14,18 +14,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// `eb policy …`: 0 all good, 1 a case failed or the module was refused by `check`, 2 the
+/// test could not run (policy refused, fixtures unreadable).
 fn policy(command: PolicyCommand) -> ExitCode {
-    let outcome = match command {
+    let (outcome, setup_error) = match command {
         PolicyCommand::Test {
             policy,
             policy_config,
             fixtures,
-        } => eb::cli::policy::test(policy.as_deref(), &policy_config, &fixtures)
-            .map(|(report, passed)| (report, passed)),
+        } => (
+            eb::cli::policy::test(policy.as_deref(), &policy_config, &fixtures),
+            ExitCode::from(2),
+        ),
         PolicyCommand::Check {
             policy,
             policy_config,
-        } => eb::cli::policy::check(policy.as_deref(), &policy_config).map(|report| (report, true)),
+        } => (
+            eb::cli::policy::check(policy.as_deref(), &policy_config).map(|report| (report, true)),
+            ExitCode::FAILURE,
+        ),
     };
     match outcome {
         Ok((report, passed)) => {
@@ -38,7 +45,7 @@ fn policy(command: PolicyCommand) -> ExitCode {
         }
         Err(e) => {
             eprintln!("eb: {e}");
-            ExitCode::FAILURE
+            setup_error
         }
     }
 }

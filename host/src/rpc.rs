@@ -268,7 +268,7 @@ mod tests {
             calls[2].as_ref().err().map(|e| e.reason),
             Some("request is not an object")
         );
-        let missing = calls[3].as_ref().err().expect("invalid");
+        let missing = calls[3].as_ref().expect_err("invalid");
         assert_eq!((missing.id.get(), missing.reason), ("4", "no method"));
     }
 

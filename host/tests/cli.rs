@@ -118,3 +118,84 @@ fn bad_fixture_files_are_reported_with_their_line() {
         "{stderr}"
     );
 }
+
+fn secret_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("eb-cli-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join(name);
+    std::fs::write(&path, "0x".to_owned() + &"42".repeat(32)).expect("write");
+    path
+}
+
+#[test]
+fn config_errors_exit_2_with_one_line_naming_the_flag() {
+    let secret = secret_file("cl.hex");
+    let secret = secret.to_str().unwrap_or_default();
+    for (args, expected) in [
+        (
+            vec!["--nodes", "http://127.0.0.1:8551"],
+            "eb: --jwt-secret: required",
+        ),
+        (vec!["--jwt-secret", secret], "eb: --nodes: required"),
+        (
+            vec![
+                "--jwt-secret",
+                secret,
+                "--nodes",
+                "http://127.0.0.1:8551#timeout=20000",
+            ],
+            "eb: --nodes: node 0",
+        ),
+        (
+            vec![
+                "--jwt-secret",
+                "/no/such/file",
+                "--nodes",
+                "http://127.0.0.1:8551",
+            ],
+            "eb: --jwt-secret: cannot read",
+        ),
+    ] {
+        let out = eb(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(expected), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(!stderr.contains(&"42".repeat(32)), "secrets never printed");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn runs_until_sigterm_and_exits_0() {
+    use std::io::{BufRead, BufReader};
+    let secret = secret_file("run.hex");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_eb"))
+        .args(["--jwt-secret", secret.to_str().unwrap_or_default()])
+        .args([
+            "--nodes",
+            "http://127.0.0.1:9",
+            "--port",
+            "0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("eb starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    let listening = lines
+        .by_ref()
+        .take(50)
+        .map_while(Result::ok)
+        .any(|line| line.contains("eb listening"));
+    assert!(listening, "eb did not log that it is listening");
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = child.wait().expect("eb exits");
+    assert_eq!(status.code(), Some(0));
+}

@@ -85,11 +85,12 @@ impl Proxy {
             &nodes,
             "--port",
             "0",
-            "--admin-addr",
-            "127.0.0.1:0",
             "--health-interval",
             "1",
         ];
+        if !extra.contains(&"--admin-addr") {
+            argv.extend_from_slice(&["--admin-addr", "127.0.0.1:0"]);
+        }
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         let config = Config::from_args(&cli.run).map_err(|e| e.to_string())?;
