@@ -13,8 +13,6 @@ use crate::rpc::Call;
 use crate::{health, merge, primary};
 use policy_sdk::fixture::{describe, describe_votes};
 use policy_sdk::{Method, Status};
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -113,9 +111,9 @@ impl App {
     }
 
     async fn vote(&self, call: &Call<'_>, method: Method, version: u8) -> Vec<u8> {
-        let params = call.params.map(read_params).unwrap_or_default();
+        let params = &call.params;
         let method = match method {
-            Method::ForkchoiceUpdated if params.has_attributes => {
+            Method::ForkchoiceUpdated if params.has_second => {
                 Method::ForkchoiceUpdatedWithAttributes
             }
             other => other,
@@ -153,32 +151,11 @@ impl App {
     }
 }
 
-/// What eb reads from a vote's params: the block or head hash, and whether attributes are set.
-#[derive(Debug, Default)]
-struct VoteParams {
-    hash: Option<String>,
-    has_attributes: bool,
-}
-
-fn read_params(params: &RawValue) -> VoteParams {
-    #[derive(Deserialize)]
-    struct First {
-        #[serde(rename = "blockHash", alias = "headBlockHash", default)]
-        hash: Option<String>,
-    }
-    let Ok(list) = serde_json::from_str::<Vec<&RawValue>>(params.get()) else {
-        return VoteParams::default();
-    };
-    VoteParams {
-        hash: list
-            .first()
-            .and_then(|first| serde_json::from_str::<First>(first.get()).ok())
-            .and_then(|f| f.hash),
-        has_attributes: list.get(1).is_some_and(|a| a.get() != "null"),
-    }
-}
-
 fn log_decision(call: &Call<'_>, collected: &crate::fanout::Collected, hash: Option<&str>) {
+    let fault = collected.decision.fault.is_some();
+    if !(fault || tracing::enabled!(tracing::Level::INFO)) {
+        return;
+    }
     let ballot = collected.collector.ballot(0, "");
     let verdict = describe(&ballot, collected.decision.verdict);
     let block = hash.map_or("-", |h| h.get(..12).unwrap_or(h));
@@ -188,30 +165,5 @@ fn log_decision(call: &Call<'_>, collected: &crate::fanout::Collected, hash: Opt
         Some(fault) => {
             tracing::warn!(method = %call.method, block, %votes, %verdict, %fault, "policy fault, answered SYNCING")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params(text: &str) -> VoteParams {
-        read_params(serde_json::from_str::<&RawValue>(text).expect("json"))
-    }
-
-    #[test]
-    fn reads_hashes_and_attributes() {
-        let np = params(r#"[{"parentHash":"0x1","blockHash":"0xB1","transactions":[]},[],"0x2"]"#);
-        assert_eq!(np.hash.as_deref(), Some("0xB1"));
-        let fcu = params(r#"[{"headBlockHash":"0xH","safeBlockHash":"0x0"},null]"#);
-        assert_eq!(
-            (fcu.hash.as_deref(), fcu.has_attributes),
-            (Some("0xH"), false)
-        );
-        let build = params(r#"[{"headBlockHash":"0xH"},{"timestamp":"0x1"}]"#);
-        assert!(build.has_attributes);
-        let bare = params(r#"[{"headBlockHash":"0xH"}]"#);
-        assert!(!bare.has_attributes);
-        assert!(params("{}").hash.is_none());
     }
 }

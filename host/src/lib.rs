@@ -4,7 +4,7 @@
 //! policy turns the ELs' answers into the one answer the CL gets. The modules follow the data
 //! path:
 //!
-//! `config` → [`server`] (HTTP) → [`auth`] (JWT) → [`rpc`] (JSON-RPC) → [`route`] (what to do)
+//! `config` → [`server`] (HTTP) → [`auth`] (JWT) → [`rpc`] (JSON-RPC, with [`params`]) → [`route`] (what to do)
 //! → [`fanout`] (every EL, in order, via [`nodes`] and [`upstream`]) → [`votes`] → [`policy`]
 //! → [`answer`]; reads go through [`primary`], builds through [`payloads`], merged calls
 //! through [`merge`]; [`health`] keeps node states and the primary current; [`admin`] serves
@@ -21,6 +21,7 @@ pub mod fanout;
 pub mod health;
 pub mod merge;
 pub mod nodes;
+pub mod params;
 pub mod payloads;
 pub mod policy;
 pub mod primary;

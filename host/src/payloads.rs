@@ -141,11 +141,8 @@ fn classify(reply: &Reply) -> Got {
 
 /// `engine_getPayloadV*`.
 pub async fn get_payload(app: &App, call: &Call<'_>) -> Vec<u8> {
-    let requested = call
-        .params
-        .and_then(|p| serde_json::from_str::<Vec<String>>(p.get()).ok())
-        .and_then(|p| p.into_iter().next());
-    let Some(build) = requested.as_deref().and_then(|id| app.payloads.get(id)) else {
+    let requested = call.params.first_string.as_deref();
+    let Some(build) = requested.and_then(|id| app.payloads.get(id)) else {
         return rpc::error(call.id, code::UNKNOWN_PAYLOAD, "Unknown payload");
     };
     let nodes = app.nodes.snapshot();

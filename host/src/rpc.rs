@@ -3,7 +3,9 @@
 //! Calls borrow from the request body: params are never re-serialised, and the bytes forwarded
 //! to the ELs are the CL's own bytes (a zero-copy slice of the body for batch elements).
 
+use crate::params::Params;
 use bytes::Bytes;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -32,8 +34,8 @@ pub struct Call<'a> {
     pub id: &'a RawValue,
     /// The method name.
     pub method: Cow<'a, str>,
-    /// The params as sent.
-    pub params: Option<&'a RawValue>,
+    /// What eb routes on from the params (read in the same pass).
+    pub params: Params,
     /// The request's own bytes, to forward unchanged.
     pub bytes: Bytes,
 }
@@ -71,8 +73,8 @@ struct RawCall<'a> {
     id: Option<&'a RawValue>,
     #[serde(borrow, default)]
     method: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    params: Option<&'a RawValue>,
+    #[serde(default)]
+    params: Option<Params>,
 }
 
 /// The JSON `null`, as a raw value.
@@ -82,9 +84,9 @@ pub fn null() -> &'static RawValue {
     serde_json::from_str::<&RawValue>(NULL).unwrap_or_else(|_| unreachable!("null is JSON"))
 }
 
-fn call<'a>(raw: &'a RawValue, body: &Bytes, whole: bool) -> Result<Call<'a>, Invalid<'a>> {
-    let text = raw.get();
-    if !text.starts_with('{') {
+/// Reads one request object from `text`, which is `bytes` (or the part of it to forward).
+fn call<'a>(text: &'a str, bytes: Bytes) -> Result<Call<'a>, Invalid<'a>> {
+    if !text.trim_start().starts_with('{') {
         return Err(Invalid {
             id: null(),
             reason: "request is not an object",
@@ -92,7 +94,7 @@ fn call<'a>(raw: &'a RawValue, body: &Bytes, whole: bool) -> Result<Call<'a>, In
     }
     let parsed: RawCall<'a> = serde_json::from_str(text).map_err(|_| Invalid {
         id: null(),
-        reason: "request object is malformed",
+        reason: "malformed request (method must be a string, params an array or an object)",
     })?;
     let id: &'a RawValue = match parsed.id {
         Some(id) => id,
@@ -111,23 +113,10 @@ fn call<'a>(raw: &'a RawValue, body: &Bytes, whole: bool) -> Result<Call<'a>, In
         id,
         reason: "no method",
     })?;
-    if let Some(params) = parsed.params {
-        if !matches!(params.get().as_bytes().first(), Some(b'[' | b'{')) {
-            return Err(Invalid {
-                id,
-                reason: "params must be an array or an object",
-            });
-        }
-    }
-    let bytes = if whole {
-        body.clone()
-    } else {
-        body.slice_ref(text.as_bytes())
-    };
     Ok(Call {
         id,
         method,
-        params: parsed.params,
+        params: parsed.params.unwrap_or_default(),
         bytes,
     })
 }
@@ -146,12 +135,16 @@ pub fn parse<'a>(text: &'a str, body: &Bytes) -> Result<Incoming<'a>, BodyError>
         Ok(Incoming::Batch(
             elements
                 .into_iter()
-                .map(|raw| call(raw, body, false))
+                .map(|raw| call(raw.get(), body.slice_ref(raw.get().as_bytes())))
                 .collect(),
         ))
     } else {
-        let raw: &RawValue = serde_json::from_str(text).map_err(|_| BodyError::Parse)?;
-        Ok(Incoming::Single(call(raw, body, true)))
+        // One pass over the body; only a request that fails is scanned again, to tell
+        // "not JSON" (-32700) from "not a request" (-32600).
+        match call(text, body.clone()) {
+            Err(_) if serde_json::from_str::<IgnoredAny>(text).is_err() => Err(BodyError::Parse),
+            single => Ok(Incoming::Single(single)),
+        }
     }
 }
 
@@ -262,7 +255,7 @@ mod tests {
             first.bytes,
             r#"{"id":1,"method":"a","params":[1]}"#.as_bytes()
         );
-        assert_eq!(first.params.map(RawValue::get), Some("[1]"));
+        assert_eq!(first.params.has_second, false);
         assert_eq!(calls[1].as_ref().map(|c| c.method.as_ref()).ok(), Some("b"));
         assert_eq!(
             calls[2].as_ref().err().map(|e| e.reason),

@@ -1,0 +1,460 @@
+//! `eb-bench`: mock ELs on loopback, a multiplexer in front (started from a command template),
+//! CL-like traffic, and the latency the multiplexer adds over calling one EL directly.
+//!
+//! ```text
+//! eb-bench --els 3 --payload-kib 128 --requests 2000
+//! eb-bench --els 3 --payload-kib 2048 -- target/release/eb --nodes {nodes} --jwt-secret {jwt} --port {port} --admin-addr 127.0.0.1:0 -q
+//! ```
+//! `{nodes}` becomes `url#jwt-secret=path,…`, `{jwt}` the CL secret file, `{port}` a free port.
+//! Without a command, the `eb` binary next to this one is measured.
+
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use eb::auth::{JwtSecret, Minter};
+use eb_tests::engine::{forkchoice, get_payload, new_payload_sized};
+use eb_tests::mock_el::MockEl;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EL_SECRET: &str = "0x2222222222222222222222222222222222222222222222222222222222222222";
+const CL_SECRET: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+
+/// Benchmark an Engine API multiplexer against the direct path.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Mock ELs behind the multiplexer.
+    #[arg(long, default_value_t = 3)]
+    els: usize,
+    /// newPayload body size in KiB.
+    #[arg(long, default_value_t = 128)]
+    payload_kib: usize,
+    /// Requests (newPayload mode) or slots (slots mode) per run.
+    #[arg(long, default_value_t = 1000)]
+    requests: usize,
+    /// Requests in flight at once (throughput); 1 measures latency.
+    #[arg(long, default_value_t = 1)]
+    concurrency: usize,
+    /// Delay of every mock EL answer, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    el_delay_ms: u64,
+    /// Traffic pattern.
+    #[arg(long, value_enum, default_value_t = Mode::NewPayload)]
+    mode: Mode,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The multiplexer command template (after `--`).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// newPayload only.
+    NewPayload,
+    /// Per slot newPayload + forkchoiceUpdated; every 4th slot a build and getPayload.
+    Slots,
+}
+
+/// Latency samples per method.
+#[derive(Default)]
+struct Samples(BTreeMap<String, Vec<Duration>>);
+
+impl Samples {
+    fn add(&mut self, method: &str, took: Duration) {
+        self.0.entry(method.to_owned()).or_default().push(took);
+    }
+
+    fn merge(&mut self, other: Samples) {
+        for (method, mut list) in other.0 {
+            self.0.entry(method).or_default().append(&mut list);
+        }
+    }
+
+    fn stats(&self) -> BTreeMap<String, Value> {
+        self.0
+            .iter()
+            .map(|(method, list)| {
+                let mut sorted = list.clone();
+                sorted.sort();
+                let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q) as usize].as_secs_f64() * 1000.0;
+                (
+                    method.clone(),
+                    json!({"n": sorted.len(), "p50_ms": at(0.5), "p90_ms": at(0.9), "p99_ms": at(0.99), "max_ms": at(1.0)}),
+                )
+            })
+            .collect()
+    }
+}
+
+struct Target {
+    url: String,
+    minter: Minter,
+}
+
+async fn post(client: &reqwest::Client, target: &Target, body: Bytes) -> Option<Value> {
+    let response = client
+        .post(&target.url)
+        .header("authorization", target.minter.bearer())
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    serde_json::from_slice(&response.bytes().await.ok()?).ok()
+}
+
+/// Drives `requests` units of traffic at `concurrency`; returns samples and wall time.
+async fn drive(target: Arc<Target>, args: &Args, payload: Bytes) -> (Samples, Duration, u64) {
+    let next = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency.max(1))
+        .map(|_| {
+            let (target, next, failures, payload) = (
+                Arc::clone(&target),
+                Arc::clone(&next),
+                Arc::clone(&failures),
+                payload.clone(),
+            );
+            let (total, mode) = (args.requests as u64, args.mode);
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut samples = Samples::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= total {
+                        break samples;
+                    }
+                    let timed = |method: &'static str, body: Bytes| {
+                        let (client, target) = (&client, &target);
+                        async move {
+                            let t = Instant::now();
+                            let answer = post(client, target, body).await;
+                            (method, t.elapsed(), answer)
+                        }
+                    };
+                    let mut calls = vec![timed("newPayload", payload.clone()).await];
+                    if mode == Mode::Slots {
+                        let build = i % 4 == 3;
+                        let fcu = Bytes::from(forkchoice(i, 3, "B", build).to_string());
+                        let answer = timed(
+                            if build {
+                                "forkchoiceUpdated+build"
+                            } else {
+                                "forkchoiceUpdated"
+                            },
+                            fcu,
+                        )
+                        .await;
+                        let id = answer
+                            .2
+                            .as_ref()
+                            .and_then(|a| a["result"]["payloadId"].as_str().map(str::to_owned));
+                        calls.push(answer);
+                        if let Some(id) = id {
+                            calls.push(
+                                timed(
+                                    "getPayload",
+                                    Bytes::from(get_payload(i, 4, &id).to_string()),
+                                )
+                                .await,
+                            );
+                        }
+                    }
+                    for (method, took, answer) in calls {
+                        if answer.is_some_and(|a| a.get("result").is_some()) {
+                            samples.add(method, took);
+                        } else {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut all = Samples::default();
+    for worker in workers {
+        if let Ok(samples) = worker.await {
+            all.merge(samples);
+        }
+    }
+    (all, start.elapsed(), failures.load(Ordering::Relaxed))
+}
+
+/// (RSS in KiB, CPU time in ms) of a process, from /proc.
+fn usage(pid: u32) -> Option<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((rss, ticks * 10))
+}
+
+fn spawn(command: &[String], nodes: &str, jwt: &str, port: u16) -> std::io::Result<Child> {
+    let fill = |s: &String| {
+        s.replace("{nodes}", nodes)
+            .replace("{jwt}", jwt)
+            .replace("{port}", &port.to_string())
+    };
+    let mut parts = command.iter().map(fill);
+    let program = parts.next().unwrap_or_default();
+    Command::new(program).args(parts).spawn()
+}
+
+fn default_command() -> Vec<String> {
+    let eb = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("eb")))
+        .unwrap_or_else(|| PathBuf::from("eb"));
+    [eb.display().to_string()]
+        .into_iter()
+        .chain(
+            [
+                "--nodes",
+                "{nodes}",
+                "--jwt-secret",
+                "{jwt}",
+                "--port",
+                "{port}",
+                "--admin-addr",
+                "127.0.0.1:0",
+                "-q",
+            ]
+            .map(String::from),
+        )
+        .collect()
+}
+
+async fn run(args: Args) -> Result<Value, String> {
+    let dir = std::env::temp_dir().join(format!("eb-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (el_secret, cl_secret) = (dir.join("el.hex"), dir.join("cl.hex"));
+    std::fs::write(&el_secret, EL_SECRET).map_err(|e| e.to_string())?;
+    std::fs::write(&cl_secret, CL_SECRET).map_err(|e| e.to_string())?;
+    let mut els = Vec::new();
+    for i in 0..args.els.max(1) {
+        let el = MockEl::start(&format!("el{i}"), EL_SECRET).await;
+        el.set(|b| b.delay = Duration::from_millis(args.el_delay_ms));
+        els.push(el);
+    }
+    let nodes: Vec<String> = els
+        .iter()
+        .map(|el| format!("{}#jwt-secret={}", el.url(), el_secret.display()))
+        .collect();
+    let payload = Bytes::from(new_payload_sized(1, "B", args.payload_kib).to_string());
+    let secret = |hex| JwtSecret::from_hex(hex).ok_or("bad secret");
+
+    let direct = Arc::new(Target {
+        url: els[0].url(),
+        minter: Minter::new(&secret(EL_SECRET)?),
+    });
+    drive(
+        Arc::clone(&direct),
+        &Args {
+            requests: args.requests / 10,
+            ..clone_args(&args)
+        },
+        payload.clone(),
+    )
+    .await;
+    let (direct_samples, direct_wall, direct_failures) =
+        drive(direct, &args, payload.clone()).await;
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let command = if args.command.is_empty() {
+        default_command()
+    } else {
+        args.command.clone()
+    };
+    let mut child = spawn(
+        &command,
+        &nodes.join(","),
+        &cl_secret.display().to_string(),
+        port,
+    )
+    .map_err(|e| format!("cannot start {:?}: {e}", command.first()))?;
+    let mut up = false;
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !up {
+        let _ = child.kill();
+        return Err("the multiplexer did not start listening within 10 s".into());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = child.id();
+    let idle = usage(pid);
+    let proxy = Arc::new(Target {
+        url: format!("http://127.0.0.1:{port}/"),
+        minter: Minter::new(&secret(CL_SECRET)?),
+    });
+    drive(
+        Arc::clone(&proxy),
+        &Args {
+            requests: args.requests / 10,
+            ..clone_args(&args)
+        },
+        payload.clone(),
+    )
+    .await;
+    let peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let peak = Arc::clone(&peak);
+        tokio::spawn(async move {
+            loop {
+                if let Some((rss, _)) = usage(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let before = usage(pid);
+    let (proxy_samples, proxy_wall, proxy_failures) = drive(proxy, &args, payload).await;
+    let after = usage(pid);
+    sampler.abort();
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let (direct_stats, proxy_stats) = (direct_samples.stats(), proxy_samples.stats());
+    let added: BTreeMap<String, Value> = proxy_stats
+        .iter()
+        .filter_map(|(method, p)| {
+            let d = direct_stats.get(method)?;
+            let diff = |k: &str| p[k].as_f64().unwrap_or(0.0) - d[k].as_f64().unwrap_or(0.0);
+            Some((
+                method.clone(),
+                json!({"p50_ms": diff("p50_ms"), "p99_ms": diff("p99_ms")}),
+            ))
+        })
+        .collect();
+    let count = |s: &Samples| s.0.values().map(Vec::len).sum::<usize>() as f64;
+    Ok(json!({
+        "els": args.els, "payload_kib": args.payload_kib, "concurrency": args.concurrency,
+        "mode": format!("{:?}", args.mode), "command": command.join(" "),
+        "direct": {"latency": direct_stats, "throughput_rps": count(&direct_samples) / direct_wall.as_secs_f64(), "failures": direct_failures},
+        "proxy": {
+            "latency": proxy_stats,
+            "throughput_rps": count(&proxy_samples) / proxy_wall.as_secs_f64(),
+            "failures": proxy_failures,
+            "rss_idle_kib": idle.map(|u| u.0),
+            "rss_peak_kib": peak.load(Ordering::Relaxed),
+            "rss_after_kib": after.map(|u| u.0),
+            "cpu_ms": before.zip(after).map(|(b, a)| a.1 - b.1),
+        },
+        "added": added,
+    }))
+}
+
+fn clone_args(args: &Args) -> Args {
+    Args {
+        els: args.els,
+        payload_kib: args.payload_kib,
+        requests: args.requests,
+        concurrency: args.concurrency,
+        el_delay_ms: args.el_delay_ms,
+        mode: args.mode,
+        json: args.json,
+        command: args.command.clone(),
+    }
+}
+
+fn table(report: &Value) -> String {
+    let mut out = format!(
+        "{} ELs, {} KiB, concurrency {}, {}\n{:<26} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        report["els"],
+        report["payload_kib"],
+        report["concurrency"],
+        report["mode"],
+        "path / method",
+        "n",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "max ms"
+    );
+    for path in ["direct", "proxy"] {
+        if let Some(methods) = report[path]["latency"].as_object() {
+            for (method, s) in methods {
+                out += &format!(
+                    "{:<26} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3}\n",
+                    format!("{path} {method}"),
+                    s["n"],
+                    s["p50_ms"].as_f64().unwrap_or(0.0),
+                    s["p90_ms"].as_f64().unwrap_or(0.0),
+                    s["p99_ms"].as_f64().unwrap_or(0.0),
+                    s["max_ms"].as_f64().unwrap_or(0.0)
+                );
+            }
+        }
+    }
+    if let Some(methods) = report["added"].as_object() {
+        for (method, a) in methods {
+            out += &format!(
+                "added {:<20} p50 {:+.3} ms  p99 {:+.3} ms\n",
+                method,
+                a["p50_ms"].as_f64().unwrap_or(0.0),
+                a["p99_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    let p = &report["proxy"];
+    out += &format!(
+        "throughput: direct {:.0} req/s, proxy {:.0} req/s; proxy RSS idle {} KiB, peak {} KiB; proxy CPU {} ms; failures {}\n",
+        report["direct"]["throughput_rps"].as_f64().unwrap_or(0.0), p["throughput_rps"].as_f64().unwrap_or(0.0),
+        p["rss_idle_kib"], p["rss_peak_kib"], p["cpu_ms"], p["failures"]
+    );
+    out
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let json_out = args.json;
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("eb-bench: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(report) => {
+            if json_out {
+                println!("{report}");
+            } else {
+                print!("{}", table(&report));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("eb-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
