@@ -280,8 +280,11 @@ mod tests {
     use crate::cli::Cli;
     use clap::Parser;
 
+    /// A file of its own for each call (tests run in parallel).
     fn temp(name: &str, content: &str) -> String {
-        let dir = std::env::temp_dir().join(format!("eb-config-{}", std::process::id()));
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("eb-config-{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let path = dir.join(name);
         std::fs::write(&path, content).expect("write");

@@ -85,14 +85,14 @@ pub fn null() -> &'static RawValue {
 }
 
 /// Reads one request object from `text`, which is `bytes` (or the part of it to forward).
-fn call<'a>(text: &'a str, bytes: Bytes) -> Result<Call<'a>, Invalid<'a>> {
-    if !text.trim_start().starts_with('{') {
+fn call<'a>(text: &'a [u8], bytes: Bytes) -> Result<Call<'a>, Invalid<'a>> {
+    if text.trim_ascii_start().first() != Some(&b'{') {
         return Err(Invalid {
             id: null(),
             reason: "request is not an object",
         });
     }
-    let parsed: RawCall<'a> = serde_json::from_str(text).map_err(|_| Invalid {
+    let parsed: RawCall<'a> = serde_json::from_slice(text).map_err(|_| Invalid {
         id: null(),
         reason: "malformed request (method must be a string, params an array or an object)",
     })?;
@@ -121,11 +121,12 @@ fn call<'a>(text: &'a str, bytes: Bytes) -> Result<Call<'a>, Invalid<'a>> {
     })
 }
 
-/// Reads a request body. `text` must be `body` as UTF-8 (the caller checks, once).
-pub fn parse<'a>(text: &'a str, body: &Bytes) -> Result<Incoming<'a>, BodyError> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        let elements: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| BodyError::Parse)?;
+/// Reads a request body (`text` is `body`'s bytes, borrowed for the calls). serde_json checks
+/// UTF-8 where it reads strings, so the body is not validated twice.
+pub fn parse<'a>(text: &'a [u8], body: &Bytes) -> Result<Incoming<'a>, BodyError> {
+    if text.trim_ascii_start().first() == Some(&b'[') {
+        let elements: Vec<&RawValue> =
+            serde_json::from_slice(text).map_err(|_| BodyError::Parse)?;
         if elements.is_empty() {
             return Err(BodyError::Invalid("empty batch"));
         }
@@ -135,39 +136,40 @@ pub fn parse<'a>(text: &'a str, body: &Bytes) -> Result<Incoming<'a>, BodyError>
         Ok(Incoming::Batch(
             elements
                 .into_iter()
-                .map(|raw| call(raw.get(), body.slice_ref(raw.get().as_bytes())))
+                .map(|raw| call(raw.get().as_bytes(), body.slice_ref(raw.get().as_bytes())))
                 .collect(),
         ))
     } else {
         // One pass over the body; only a request that fails is scanned again, to tell
         // "not JSON" (-32700) from "not a request" (-32600).
         match call(text, body.clone()) {
-            Err(_) if serde_json::from_str::<IgnoredAny>(text).is_err() => Err(BodyError::Parse),
+            Err(_) if serde_json::from_slice::<IgnoredAny>(text).is_err() => Err(BodyError::Parse),
             single => Ok(Incoming::Single(single)),
         }
     }
 }
 
-/// `{"jsonrpc":"2.0","id":<id>,"result":<result>}`.
-pub fn result(id: &RawValue, result: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + id.get().len() + result.len());
+/// `{"jsonrpc":"2.0","id":<id>,"<member>":<value>}`, written directly from raw JSON text.
+fn envelope(id: &RawValue, member: &[u8], value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(32 + id.get().len() + value.len());
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     out.extend_from_slice(id.get().as_bytes());
-    out.extend_from_slice(br#","result":"#);
-    out.extend_from_slice(result.as_bytes());
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(member);
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(value.as_bytes());
     out.push(b'}');
     out
 }
 
+/// `{"jsonrpc":"2.0","id":<id>,"result":<result>}`.
+pub fn result(id: &RawValue, result: &str) -> Vec<u8> {
+    envelope(id, b"result", result)
+}
+
 /// `{"jsonrpc":"2.0","id":<id>,"error":<error>}` with an error object given as JSON text.
 pub fn error_raw(id: &RawValue, error: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(40 + id.get().len() + error.len());
-    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    out.extend_from_slice(id.get().as_bytes());
-    out.extend_from_slice(br#","error":"#);
-    out.extend_from_slice(error.as_bytes());
-    out.push(b'}');
-    out
+    envelope(id, b"error", error)
 }
 
 /// An error answer with `code` and `message` (and `data.err` for -32000, as the spec asks).
@@ -212,7 +214,7 @@ mod tests {
 
     fn parsed(text: &'static str) -> Result<Incoming<'static>, BodyError> {
         let body = Bytes::from_static(text.as_bytes());
-        parse(text, &body)
+        parse(text.as_bytes(), &body)
     }
 
     #[test]
@@ -255,7 +257,7 @@ mod tests {
             first.bytes,
             r#"{"id":1,"method":"a","params":[1]}"#.as_bytes()
         );
-        assert_eq!(first.params.has_second, false);
+        assert!(!first.params.has_second);
         assert_eq!(calls[1].as_ref().map(|c| c.method.as_ref()).ok(), Some("b"));
         assert_eq!(
             calls[2].as_ref().err().map(|e| e.reason),
@@ -281,7 +283,10 @@ mod tests {
         ));
         let big = format!("[{}]", vec!["1"; MAX_BATCH + 1].join(","));
         let body = Bytes::from(big.clone());
-        assert!(matches!(parse(&big, &body), Err(BodyError::Invalid(_))));
+        assert!(matches!(
+            parse(big.as_bytes(), &body),
+            Err(BodyError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -59,13 +59,7 @@ async fn handle(
             );
         }
     };
-    let Ok(text) = std::str::from_utf8(&body) else {
-        return json(
-            StatusCode::OK,
-            rpc::error(rpc::null(), code::PARSE_ERROR, "body is not UTF-8"),
-        );
-    };
-    let answer = match rpc::parse(text, &body) {
+    let answer = match rpc::parse(&body, &body) {
         Err(BodyError::Parse) => rpc::error(rpc::null(), code::PARSE_ERROR, "Parse error"),
         Err(BodyError::Invalid(reason)) => rpc::error(rpc::null(), code::INVALID_REQUEST, reason),
         Ok(Incoming::Single(Ok(call))) => app.dispatch(&call).await,

@@ -140,6 +140,7 @@ impl MockEl {
     fn serve(&self, listener: tokio::net::TcpListener) {
         let router = Router::new()
             .route("/", post(handle))
+            .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(Arc::clone(&self.shared));
         let handle = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
