@@ -19,10 +19,12 @@ use std::time::UNIX_EPOCH;
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/status", get(status))
+        .route("/metrics", get(metrics))
         .route("/recheck", post(recheck))
         .route("/nodes", post(add_nodes))
         .route("/add_nodes", post(add_nodes))
         .route("/nodes/{index}", delete(remove_node))
+        .route("/policy/reload", post(reload_policy))
         .with_state(app)
 }
 
@@ -95,6 +97,16 @@ pub fn status_json(app: &App) -> Value {
     })
 }
 
+/// `GET /metrics`: Prometheus / OpenMetrics text.
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    app.metrics.payload_builds.set(app.payloads.len() as i64);
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
 /// `POST /recheck`: checks every node now.
 async fn recheck(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     if let Some(denied) = denied(&app, &headers) {
@@ -164,6 +176,21 @@ async fn add_nodes(
         }
     }
     Json(json!({ "added": added })).into_response()
+}
+
+/// `POST /policy/reload` (also on SIGHUP).
+async fn reload_policy(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(denied) = denied(&app, &headers) {
+        return denied;
+    }
+    match app.reload_policy().await {
+        Ok(policy) => Json(json!({
+            "reloaded": policy.info().name,
+            "sha256": policy.info().sha256,
+        }))
+        .into_response(),
+        Err(reason) => problem(StatusCode::UNPROCESSABLE_ENTITY, &format!("refused, the active policy stays: {reason}")),
+    }
 }
 
 /// `DELETE /nodes/{index}`.

@@ -40,7 +40,7 @@ pub fn answer(
             .and_then(|r| r.result.as_deref())
         {
             if method == Method::ForkchoiceUpdatedWithAttributes {
-                return rpc::result(id, &with_payload_id(result, payload_id));
+                return rpc::result(id, &with_payload_id(result.get(), payload_id));
             }
             return rpc::result(id, result.get());
         }
@@ -62,9 +62,9 @@ pub fn answer(
 }
 
 /// A forkchoiceUpdated result with `payloadId` replaced by eb's own id (null unless VALID).
-fn with_payload_id(result: &RawValue, payload_id: Option<&str>) -> String {
-    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(result.get()) else {
-        return result.get().to_owned();
+pub fn with_payload_id(result: &str, payload_id: Option<&str>) -> String {
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(result) else {
+        return result.to_owned();
     };
     let valid = value["payloadStatus"]["status"] == Status::Valid.name();
     if let Some(object) = value.as_object_mut() {

@@ -34,6 +34,12 @@ pub struct Config {
     pub get_payload: GetPayloadMode,
     /// Health check period.
     pub health_interval: Duration,
+    /// `--record-votes`.
+    pub record_votes: Option<std::path::PathBuf>,
+    /// Size at which the recording rotates.
+    pub record_max_bytes: u64,
+    /// `--policy-fixtures`: replayed before every reload.
+    pub policy_fixtures: Option<std::path::PathBuf>,
 }
 
 /// One EL.
@@ -270,6 +276,9 @@ impl Config {
             max_body: args.max_body_mib << 20,
             get_payload: args.get_payload,
             health_interval: Duration::from_secs(args.health_interval),
+            record_votes: args.record_votes.clone(),
+            record_max_bytes: args.record_max_mib.max(1) << 20,
+            policy_fixtures: args.policy_fixtures.clone(),
         })
     }
 }

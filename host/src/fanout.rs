@@ -4,6 +4,8 @@
 //! the verdict are never cancelled: they finish in the background as late votes.
 
 use crate::app::App;
+use crate::metrics::Metrics;
+use crate::record::Recorder;
 use crate::nodes::Node;
 use crate::policy::{Decision, Policy};
 use crate::route;
@@ -58,6 +60,16 @@ pub async fn fan_out(app: &App, call: Fanout<'_>) -> Collected {
     }
     let policy = app.policy();
     let config = policy.info().config.clone();
+    let metrics = &app.metrics;
+    let decide = |ballot: &crate::policy::Ballot| {
+        let started = Instant::now();
+        let decision = policy.decide(ballot);
+        metrics.decision_seconds.observe(started.elapsed().as_secs_f64());
+        if let Some(fault) = &decision.fault {
+            metrics.policy_faults.get_or_create(&vec![("kind", fault.kind().to_owned())]).inc();
+        }
+        decision
+    };
     let mut collector = Collector::new(call.method, call.version, nodes.len());
     let mut arrived = vec![false; nodes.len()];
     let elapsed_ms = || start.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
@@ -66,7 +78,7 @@ pub async fn fan_out(app: &App, call: Fanout<'_>) -> Collected {
         tokio::select! {
             next = replies.next() => {
                 let Some((index, reply)) = next else {
-                    break policy.decide(&collector.ballot(elapsed_ms(), &config));
+                    break decide(&collector.ballot(elapsed_ms(), &config));
                 };
                 arrived[index] = true;
                 let node = &nodes[index];
@@ -77,8 +89,9 @@ pub async fn fan_out(app: &App, call: Fanout<'_>) -> Collected {
                     }
                     Err(_) => failed(index, node, Outcome::Unreachable),
                 };
+                count_vote(metrics, node, &received.vote);
                 collector.push(received);
-                let decision = policy.decide(&collector.ballot(elapsed_ms(), &config));
+                let decision = decide(&collector.ballot(elapsed_ms(), &config));
                 if decision.verdict != Verdict::Wait {
                     break decision;
                 }
@@ -87,18 +100,43 @@ pub async fn fan_out(app: &App, call: Fanout<'_>) -> Collected {
                 for (index, node) in nodes.iter().enumerate().filter(|(i, _)| !arrived[*i]) {
                     let mut timeout = failed(index, node, Outcome::Timeout);
                     timeout.vote.latency_us = budget.as_micros() as u32;
+                    count_vote(metrics, node, &timeout.vote);
                     collector.push(timeout);
                 }
-                break policy.decide(&collector.ballot(elapsed_ms(), &config));
+                break decide(&collector.ballot(elapsed_ms(), &config));
             }
         }
     };
+    let record = app.recorder.as_ref().map(|recorder| {
+        let pending = nodes.len().saturating_sub(collector.received.len()) as u16;
+        let case = crate::record::case(
+            call.method,
+            call.method_name,
+            call.version,
+            nodes.len() as u16,
+            pending,
+            &config,
+            block_hash,
+            &collector.received,
+            &decision,
+            &policy.info().sha256,
+        );
+        (Arc::clone(recorder), case)
+    });
     if !replies.is_empty() {
         tokio::spawn(finish_late(
-            Arc::clone(&nodes),
             replies,
-            call.method_name.to_owned(),
+            Late {
+                nodes: Arc::clone(&nodes),
+                method: call.method,
+                method_name: call.method_name.to_owned(),
+                block_hash: call.block_hash.clone(),
+                metrics: Arc::clone(&app.metrics),
+                record,
+            },
         ));
+    } else if let Some((recorder, case)) = record {
+        recorder.write(&case);
     }
     Collected {
         collector,
@@ -106,6 +144,23 @@ pub async fn fan_out(app: &App, call: Fanout<'_>) -> Collected {
         policy,
         nodes,
     }
+}
+
+/// `eb_votes_total{node, status, outcome}`.
+fn count_vote(metrics: &Metrics, node: &Node, vote: &Vote) {
+    let outcome = match vote.outcome {
+        Outcome::Answered => "answered",
+        Outcome::Timeout => "timeout",
+        Outcome::Unreachable => "unreachable",
+        Outcome::RpcError => "rpc_error",
+        Outcome::Malformed => "malformed",
+    };
+    let labels = vec![
+        ("node", node.name.clone()),
+        ("status", vote.status.name().to_owned()),
+        ("outcome", outcome.to_owned()),
+    ];
+    metrics.votes.get_or_create(&labels).inc();
 }
 
 fn failed(index: usize, node: &Node, outcome: Outcome) -> crate::votes::Received {
@@ -123,17 +178,31 @@ fn failed(index: usize, node: &Node, outcome: Outcome) -> crate::votes::Received
     }
 }
 
-/// Lets the replies that come after the verdict finish: their latency still feeds health.
-async fn finish_late(
+/// What the replies after the verdict still need.
+struct Late {
     nodes: Arc<Vec<Arc<Node>>>,
-    mut replies: FuturesUnordered<Pending>,
-    method: String,
-) {
+    method: Method,
+    method_name: String,
+    block_hash: Option<String>,
+    metrics: Arc<Metrics>,
+    record: Option<(Arc<Recorder>, policy_sdk::fixture::Case)>,
+}
+
+/// Lets the replies that come after the verdict finish: their latency still feeds health, and
+/// the recording gets them as late votes.
+async fn finish_late(mut replies: FuturesUnordered<Pending>, mut late: Late) {
     while let Some((index, reply)) = replies.next().await {
-        if let Ok(timed) = reply {
-            let node = &nodes[index];
-            node.observe(&timed);
-            tracing::debug!(node = %node.name, %method, latency_ms = timed.latency.as_millis() as u64, "late vote");
+        late.metrics.late_votes.inc();
+        let Ok(timed) = reply else { continue };
+        let node = &late.nodes[index];
+        node.observe(&timed);
+        tracing::debug!(node = %node.name, method = %late.method_name, latency_ms = timed.latency.as_millis() as u64, "late vote");
+        if let Some((_, case)) = &mut late.record {
+            let received = receive(index as u16, node, late.method, &timed, late.block_hash.as_deref());
+            case.votes.push(crate::record::vote_spec(&received, true));
         }
+    }
+    if let Some((recorder, case)) = late.record {
+        recorder.write(&case);
     }
 }

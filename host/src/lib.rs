@@ -6,9 +6,9 @@
 //!
 //! `config` → [`server`] (HTTP) → [`auth`] (JWT) → [`rpc`] (JSON-RPC, with [`params`]) → [`route`] (what to do)
 //! → [`fanout`] (every EL, in order, via [`nodes`] and [`upstream`]) → [`votes`] → [`policy`]
-//! → [`answer`]; reads go through [`primary`], builds through [`payloads`], merged calls
+//! → [`answer`] (never turning a final answer around: [`memory`]); reads go through [`primary`], builds through [`payloads`], merged calls
 //! through [`merge`]; [`health`] keeps node states and the primary current; [`admin`] serves
-//! status and node management; [`run`] starts and stops it all.
+//! status, [`metrics`] and node management; [`run`] starts and stops it all.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -19,12 +19,15 @@ pub mod cli;
 pub mod config;
 pub mod fanout;
 pub mod health;
+pub mod memory;
 pub mod merge;
+pub mod metrics;
 pub mod nodes;
 pub mod params;
 pub mod payloads;
 pub mod policy;
 pub mod primary;
+pub mod record;
 pub mod route;
 pub mod rpc;
 pub mod run;

@@ -3,6 +3,7 @@
 
 use crate::auth::Minter;
 use crate::config::{redact, NodeConfig};
+use crate::metrics::Metrics;
 use crate::upstream::{self, Reply, Timed};
 use bytes::Bytes;
 use policy_sdk::ClientCode;
@@ -80,6 +81,7 @@ pub struct Node {
     /// Wakes the health loop for an early check.
     pub recheck: Notify,
     removed: AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 impl std::fmt::Debug for Node {
@@ -93,7 +95,7 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Creates the node and starts its ordered worker (needs a tokio runtime).
-    pub fn spawn(id: u64, config: &NodeConfig, client: Client) -> Arc<Node> {
+    pub fn spawn(id: u64, config: &NodeConfig, client: Client, metrics: Arc<Metrics>) -> Arc<Node> {
         let endpoint = Arc::new(Endpoint {
             url: config.url.clone(),
             minter: Minter::new(&config.secret),
@@ -117,6 +119,7 @@ impl Node {
             }),
             recheck: Notify::new(),
             removed: AtomicBool::new(false),
+            metrics,
         })
     }
 
@@ -162,6 +165,10 @@ impl Node {
         let mut health = self.lock();
         match &timed.reply {
             Reply::Body(_) => {
+                self.metrics
+                    .el_latency
+                    .get_or_create(&vec![("node", self.name.clone())])
+                    .observe(timed.latency.as_secs_f64());
                 let ms = timed.latency.as_secs_f64() * 1000.0;
                 health.latency_ms = Some(match health.latency_ms {
                     Some(old) => old + EWMA_WEIGHT * (ms - old),
@@ -170,6 +177,7 @@ impl Node {
             }
             Reply::AuthRejected(status) => {
                 health.state = NodeState::AuthFailed;
+                self.metrics.set_state(&self.name, NodeState::AuthFailed);
                 health.last_error = Some(format!("HTTP {status}: eb's token refused"));
             }
             Reply::Timeout | Reply::Unreachable(_) => {
@@ -181,6 +189,7 @@ impl Node {
 
     /// Records a health check's verdict.
     pub fn set_state(&self, state: NodeState, error: Option<String>) {
+        self.metrics.set_state(&self.name, state);
         let mut health = self.lock();
         health.state = state;
         if error.is_some() || matches!(state, NodeState::Synced | NodeState::Syncing) {
@@ -221,6 +230,7 @@ pub struct Nodes {
     primary: watch::Sender<Option<u64>>,
     next_id: AtomicU64,
     client: Client,
+    metrics: Arc<Metrics>,
 }
 
 /// Why a node could not be added or removed.
@@ -239,18 +249,19 @@ pub enum NodesError {
 
 impl Nodes {
     /// Starts a worker for each configured node.
-    pub fn new(configs: &[NodeConfig]) -> Nodes {
+    pub fn new(configs: &[NodeConfig], metrics: Arc<Metrics>) -> Nodes {
         let client = upstream::client();
         let list: Vec<Arc<Node>> = configs
             .iter()
             .enumerate()
-            .map(|(i, c)| Node::spawn(i as u64, c, client.clone()))
+            .map(|(i, c)| Node::spawn(i as u64, c, client.clone(), Arc::clone(&metrics)))
             .collect();
         Nodes {
             next_id: AtomicU64::new(list.len() as u64),
             list: RwLock::new(Arc::new(list)),
             primary: watch::channel(None).0,
             client,
+            metrics,
         }
     }
 
@@ -270,6 +281,7 @@ impl Nodes {
             self.next_id.fetch_add(1, Ordering::Relaxed),
             config,
             self.client.clone(),
+            Arc::clone(&self.metrics),
         );
         let mut next = list.as_ref().clone();
         next.push(Arc::clone(&node));
@@ -316,6 +328,7 @@ impl Nodes {
                     .map_or_else(|| "none".to_owned(), |n| n.name.clone())
             };
             tracing::info!(from = %name(current), to = %name(chosen), "primary EL changed");
+            self.metrics.primary_changes.inc();
             self.primary.send_replace(chosen);
         }
     }

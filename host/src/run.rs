@@ -3,6 +3,7 @@
 use crate::app::App;
 use crate::config::Config;
 use crate::policy::{LoadError, WasmPolicy};
+use crate::record::Recorder;
 use crate::{admin, server};
 use axum::serve::ListenerExt;
 use std::future::Future;
@@ -24,6 +25,14 @@ pub enum StartError {
         name: String,
         /// Why.
         source: LoadError,
+    },
+    /// The vote recording could not be opened.
+    #[error("cannot open the vote recording {path}: {source}")]
+    Record {
+        /// The path.
+        path: String,
+        /// Why.
+        source: std::io::Error,
     },
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
@@ -62,7 +71,16 @@ impl Bound {
         };
         let engine = bind("engine API", listen).await?;
         let admin = bind("admin API", admin_addr).await?;
-        let app = App::new(config, Arc::new(policy));
+        let recorder = match &config.record_votes {
+            None => None,
+            Some(path) => Some(Recorder::open(path, config.record_max_bytes).map_err(|source| {
+                StartError::Record {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?),
+        };
+        let app = App::new(config, Arc::new(policy), recorder);
         app.start_health();
         Ok(Bound { app, engine, admin })
     }
@@ -94,6 +112,8 @@ impl Bound {
             policy_sha256 = %policy.info().sha256,
             "eb listening"
         );
+        #[cfg(unix)]
+        tokio::spawn(reload_on_sighup(Arc::clone(&self.app)));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -124,6 +144,19 @@ impl Bound {
         if tokio::time::timeout(DRAIN, servers).await.is_err() {
             tracing::warn!("in-flight calls still running after {DRAIN:?}; exiting");
         }
+    }
+}
+
+/// Reloads the policy on every SIGHUP.
+#[cfg(unix)]
+async fn reload_on_sighup(app: Arc<App>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload with POST /policy/reload");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let _ = app.reload_policy().await;
     }
 }
 

@@ -436,6 +436,9 @@ impl Verdict {
     }
 }
 
+/// Reason code the host reports when it replaced a faulting policy's verdict with `Syncing`.
+pub const REASON_HOST_FAULT: u32 = 0xFFFF_FFFF;
+
 /// Reason code the SDK's export glue returns when the host's input cannot be read.
 pub const REASON_SDK_BAD_INPUT: u32 = 0xFFFF_FF01;
 

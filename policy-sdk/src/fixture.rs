@@ -47,10 +47,17 @@ pub struct Case {
     /// Milliseconds since fan-out.
     #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub elapsed_ms: u32,
-    /// The votes, in arrival order.
+    /// The votes, in arrival order (votes marked `late` came after the verdict: recorded, but
+    /// not part of the ballot).
     pub votes: Vec<VoteSpec>,
     /// The verdict the policy must give.
     pub expect: Expect,
+    /// Recordings: SHA-256 of the policy that decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Recordings: when the decision was made (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_at_ms: Option<u64>,
 }
 
 /// One vote in a fixture.
@@ -216,7 +223,7 @@ impl Case {
             .ok_or_else(|| self.invalid(format!("unknown method {:?}", self.method)))?;
         let mut groups: Vec<&str> = Vec::new();
         let mut votes = Vec::with_capacity(self.votes.len());
-        for spec in &self.votes {
+        for spec in self.votes.iter().filter(|v| !v.late) {
             let (status, outcome) = parse_status(&spec.status)
                 .ok_or_else(|| self.invalid(format!("unknown status {:?}", spec.status)))?;
             let client = match &spec.client {
@@ -439,7 +446,8 @@ impl fmt::Display for Report {
 }
 
 /// Runs every case through `decide` (a native function or a Wasm module); `decide` returns the
-/// verdict or, for a policy fault, a description of it (a fault fails the case).
+/// verdict or, for a policy fault, a description of it (a fault fails the case, unless the case
+/// is a recorded fault: `syncing` with reason [`REASON_HOST_FAULT`](crate::abi::REASON_HOST_FAULT)).
 pub fn run(cases: &[Case], mut decide: impl FnMut(&Ballot) -> Result<Verdict, String>) -> Report {
     let mut report = Report::default();
     for case in cases {
@@ -448,6 +456,9 @@ pub fn run(cases: &[Case], mut decide: impl FnMut(&Ballot) -> Result<Verdict, St
             Ok(ballot) => {
                 let problem = match decide(&ballot) {
                     Ok(verdict) => case.mismatch(&ballot, verdict),
+                    // A recorded fault replays as the same fault.
+                    Err(_) if case.expect.action == Action::Syncing
+                        && case.expect.reason == Some(crate::abi::REASON_HOST_FAULT) => None,
                     Err(fault) => Some(format!(
                         "expected {}, got a policy fault: {fault}",
                         case.describe_expect()

@@ -60,6 +60,15 @@ pub struct RunArgs {
     /// How getPayload picks among the ELs that built a payload.
     #[arg(long, env = "EB_GET_PAYLOAD", value_enum, default_value_t = GetPayloadMode::PrimaryFirst)]
     pub get_payload: GetPayloadMode,
+    /// Append every decision to this JSONL file (replayable with `eb policy test`).
+    #[arg(long, env = "EB_RECORD_VOTES")]
+    pub record_votes: Option<PathBuf>,
+    /// Size in MiB at which the recording is rotated to `PATH.1`.
+    #[arg(long, env = "EB_RECORD_MAX_MIB", default_value_t = 256)]
+    pub record_max_mib: u64,
+    /// Fixtures (files or a directory) a new policy must pass before a reload swaps it in.
+    #[arg(long, env = "EB_POLICY_FIXTURES")]
+    pub policy_fixtures: Option<PathBuf>,
     /// Seconds between health checks of each EL.
     #[arg(long, env = "EB_HEALTH_INTERVAL", default_value_t = 5)]
     pub health_interval: u64,

@@ -21,7 +21,7 @@ pub use policy_sdk::Verdict;
 pub const DEFAULT_POLICY_WASM: &[u8] = include_bytes!("../../../policies/default.wasm");
 
 /// Reason code eb reports for a Syncing that replaced a faulting policy's verdict.
-pub const REASON_POLICY_FAULT: u32 = 0xFFFF_FFFF;
+pub const REASON_POLICY_FAULT: u32 = policy_sdk::abi::REASON_HOST_FAULT;
 
 /// What a policy decided about one ballot.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,148 @@
+//! Verdict memory: once eb answered VALID or INVALID for a block, it never answers otherwise for
+//! it. The CL has no path from VALID to INVALID or back (consensus-specs, optimistic sync); a
+//! SYNCING or ACCEPTED answer may still become VALID or INVALID as ELs catch up.
+
+use policy_sdk::{Method, Status};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+/// Blocks remembered (about a day of mainnet slots, a few hundred KiB).
+pub const CAPACITY: usize = 8192;
+
+/// Which call a verdict was about: a payload, or a forkchoice head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `engine_newPayload*` (key: blockHash).
+    Payload,
+    /// `engine_forkchoiceUpdated*` (key: headBlockHash).
+    Head,
+}
+
+impl Kind {
+    /// The kind for a vote method.
+    pub fn of(method: Method) -> Kind {
+        match method {
+            Method::NewPayload => Kind::Payload,
+            _ => Kind::Head,
+        }
+    }
+}
+
+/// A final answer eb gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Remembered {
+    /// VALID or INVALID.
+    pub status: Status,
+    /// The result eb answered with (JSON text).
+    pub result: String,
+}
+
+/// What to answer now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recall {
+    /// The new answer stands (and is remembered if final).
+    Answer,
+    /// Answer the remembered result instead; `flip` when the new verdict was the opposite
+    /// final status (logged at warn and counted).
+    Keep {
+        /// The remembered answer.
+        remembered: Remembered,
+        /// Whether the ELs now say the opposite.
+        flip: bool,
+    },
+}
+
+/// The bounded map (kind, hash) → final answer.
+#[derive(Default)]
+pub struct VerdictMemory {
+    inner: Mutex<(HashMap<(Kind, String), Remembered>, VecDeque<(Kind, String)>)>,
+}
+
+fn is_final(status: Status) -> bool {
+    matches!(status.normalized(), Status::Valid | Status::Invalid)
+}
+
+impl VerdictMemory {
+    /// Decides what to answer for `hash` given the new answer's status (`None` for a synthetic
+    /// SYNCING) and result, remembering a first final answer.
+    pub fn recall(&self, kind: Kind, hash: &str, status: Option<Status>, result: &str) -> Recall {
+        let key = (kind, hash.to_ascii_lowercase());
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *guard;
+        if let Some(remembered) = map.get(&key) {
+            let same = status.map(Status::normalized) == Some(remembered.status.normalized());
+            if same {
+                return Recall::Answer;
+            }
+            let flip = status.is_some_and(is_final);
+            return Recall::Keep {
+                remembered: remembered.clone(),
+                flip,
+            };
+        }
+        if let Some(status) = status.filter(|s| is_final(*s)) {
+            if order.len() == CAPACITY {
+                if let Some(oldest) = order.pop_front() {
+                    map.remove(&oldest);
+                }
+            }
+            order.push_back(key.clone());
+            map.insert(
+                key,
+                Remembered {
+                    status,
+                    result: result.to_owned(),
+                },
+            );
+        }
+        Recall::Answer
+    }
+
+    /// Blocks remembered now.
+    pub fn len(&self) -> usize {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_final_answer_is_never_turned_around() {
+        let memory = VerdictMemory::default();
+        assert_eq!(memory.recall(Kind::Payload, "0xAB", Some(Status::Syncing), "s"), Recall::Answer);
+        assert!(memory.is_empty(), "SYNCING is not final");
+        assert_eq!(memory.recall(Kind::Payload, "0xAB", Some(Status::Valid), "v"), Recall::Answer);
+        assert_eq!(memory.recall(Kind::Payload, "0xab", Some(Status::Valid), "v2"), Recall::Answer);
+        let keep = memory.recall(Kind::Payload, "0xab", Some(Status::Invalid), "i");
+        assert_eq!(
+            keep,
+            Recall::Keep {
+                remembered: Remembered {
+                    status: Status::Valid,
+                    result: "v".into()
+                },
+                flip: true
+            }
+        );
+        let syncing = memory.recall(Kind::Payload, "0xab", None, "s");
+        assert!(matches!(syncing, Recall::Keep { flip: false, .. }));
+        assert_eq!(memory.recall(Kind::Head, "0xab", Some(Status::Invalid), "i"), Recall::Answer, "kinds are apart");
+    }
+
+    #[test]
+    fn is_bounded() {
+        let memory = VerdictMemory::default();
+        for i in 0..CAPACITY + 10 {
+            memory.recall(Kind::Payload, &format!("0x{i:x}"), Some(Status::Valid), "v");
+        }
+        assert_eq!(memory.len(), CAPACITY);
+        assert_eq!(memory.recall(Kind::Payload, "0x0", Some(Status::Invalid), "i"), Recall::Answer, "oldest evicted");
+    }
+}

@@ -1,0 +1,176 @@
+//! Prometheus metrics (OpenMetrics text on the admin listener's `GET /metrics`). The names here
+//! are the ones `contrib/grafana-dashboard.json` queries; a test keeps the two in step.
+
+use crate::nodes::NodeState;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+/// Label sets: a list of (name, value) pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// Builds latency histograms from 50 µs to ~13 s.
+#[derive(Clone, Copy)]
+pub struct LatencyBuckets;
+
+impl MetricConstructor<Histogram> for LatencyBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(exponential_buckets(0.000_05, 2.0, 19))
+    }
+}
+
+/// Every metric eb exports.
+pub struct Metrics {
+    registry: Registry,
+    /// `eb_requests_total{method, answer}`: CL calls answered, by result or error.
+    pub requests: Family<Labels, Counter>,
+    /// `eb_verdicts_total{method, action, status, reason}`.
+    pub verdicts: Family<Labels, Counter>,
+    /// `eb_votes_total{node, status, outcome}`.
+    pub votes: Family<Labels, Counter>,
+    /// `eb_el_latency_seconds{node}`: every EL call that got an answer.
+    pub el_latency: Family<Labels, Histogram, LatencyBuckets>,
+    /// `eb_el_state{node, state}`: 1 for the node's current state.
+    pub el_state: Family<Labels, Gauge>,
+    /// `eb_policy_decision_seconds`: one policy decision, including encoding.
+    pub decision_seconds: Histogram,
+    /// `eb_policy_faults_total{kind}`.
+    pub policy_faults: Family<Labels, Counter>,
+    /// `eb_primary_changes_total`.
+    pub primary_changes: Counter,
+    /// `eb_payload_builds`: builds in the payloadId map.
+    pub payload_builds: Gauge,
+    /// `eb_in_flight_calls`: CL calls being answered.
+    pub in_flight: Gauge,
+    /// `eb_late_votes_total`: EL answers that came after the verdict.
+    pub late_votes: Counter,
+    /// `eb_verdict_flips_total`: ELs voting the opposite of a final answer already given.
+    pub verdict_flips: Counter,
+    /// `eb_policy_reloads_total{result}`.
+    pub policy_reloads: Family<Labels, Counter>,
+    /// `eb_shadow_disagreements_total`: the shadow policy decided otherwise.
+    pub shadow_disagreements: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("eb"),
+            requests: Family::default(),
+            verdicts: Family::default(),
+            votes: Family::default(),
+            el_latency: Family::new_with_constructor(LatencyBuckets),
+            el_state: Family::default(),
+            decision_seconds: Histogram::new(exponential_buckets(0.000_001, 2.0, 16)),
+            policy_faults: Family::default(),
+            primary_changes: Counter::default(),
+            payload_builds: Gauge::default(),
+            in_flight: Gauge::default(),
+            late_votes: Counter::default(),
+            verdict_flips: Counter::default(),
+            policy_reloads: Family::default(),
+            shadow_disagreements: Counter::default(),
+        };
+        let r = &mut m.registry;
+        r.register("requests", "CL calls answered, by method and answer kind", m.requests.clone());
+        r.register("verdicts", "Policy verdicts on state-changing calls", m.verdicts.clone());
+        r.register("votes", "EL votes by node, status and outcome", m.votes.clone());
+        r.register_with_unit("el_latency", "EL call latency", Unit::Seconds, m.el_latency.clone());
+        r.register("el_state", "EL health state (1 = current)", m.el_state.clone());
+        r.register_with_unit("policy_decision", "One policy decision", Unit::Seconds, m.decision_seconds.clone());
+        r.register("policy_faults", "Policy faults answered as SYNCING, by kind", m.policy_faults.clone());
+        r.register("primary_changes", "Changes of the primary EL", m.primary_changes.clone());
+        r.register("payload_builds", "Builds in the payloadId map", m.payload_builds.clone());
+        r.register("in_flight_calls", "CL calls being answered", m.in_flight.clone());
+        r.register("late_votes", "EL answers that arrived after the verdict", m.late_votes.clone());
+        r.register("verdict_flips", "Votes opposite to a final answer already given", m.verdict_flips.clone());
+        r.register("policy_reloads", "Policy reloads by result", m.policy_reloads.clone());
+        r.register("shadow_disagreements", "Decisions where the shadow policy disagreed", m.shadow_disagreements.clone());
+        m
+    }
+}
+
+/// Every node state, for the `eb_el_state` gauge.
+pub const STATES: [NodeState; 5] = [
+    NodeState::Unknown,
+    NodeState::Synced,
+    NodeState::Syncing,
+    NodeState::Offline,
+    NodeState::AuthFailed,
+];
+
+/// A node state's label value.
+pub fn state_name(state: NodeState) -> &'static str {
+    match state {
+        NodeState::Unknown => "unknown",
+        NodeState::Synced => "synced",
+        NodeState::Syncing => "syncing",
+        NodeState::Offline => "offline",
+        NodeState::AuthFailed => "auth_failed",
+    }
+}
+
+impl Metrics {
+    /// Sets `eb_el_state` for `node`: 1 for `state`, 0 for the others.
+    pub fn set_state(&self, node: &str, state: NodeState) {
+        for s in STATES {
+            let labels = vec![("node", node.to_owned()), ("state", state_name(s).to_owned())];
+            self.el_state.get_or_create(&labels).set(i64::from(s == state));
+        }
+    }
+
+    /// The exposition text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+/// Runs `f` counting it in `eb_in_flight_calls`.
+pub struct InFlight<'a>(&'a Gauge);
+
+impl<'a> InFlight<'a> {
+    /// Counts one more call in flight until dropped.
+    pub fn start(gauge: &'a Gauge) -> InFlight<'a> {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_registered_families() {
+        let m = Metrics::default();
+        m.verdict_flips.inc();
+        m.votes
+            .get_or_create(&vec![("node", "n".into()), ("status", "VALID".into()), ("outcome", "answered".into())])
+            .inc();
+        m.set_state("n", NodeState::Synced);
+        {
+            let _call = InFlight::start(&m.in_flight);
+            assert_eq!(m.in_flight.get(), 1);
+        }
+        assert_eq!(m.in_flight.get(), 0);
+        let text = m.encode();
+        assert!(text.contains("eb_verdict_flips_total 1"), "{text}");
+        assert!(text.contains(r#"eb_votes_total{node="n",status="VALID",outcome="answered"} 1"#), "{text}");
+        assert!(text.contains(r#"eb_el_state{node="n",state="synced"} 1"#), "{text}");
+        assert!(text.contains("# TYPE eb_policy_decision_seconds histogram"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
