@@ -97,14 +97,21 @@ pub fn status_json(app: &App) -> Value {
     })
 }
 
-/// `GET /metrics`: Prometheus / OpenMetrics text.
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+/// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does), the classic
+/// text format otherwise.
+async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     app.metrics.payload_builds.set(app.payloads.len() as i64);
-    (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
-        app.metrics.encode(),
-    )
-        .into_response()
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("application/openmetrics-text") {
+        let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+        ([(header::CONTENT_TYPE, kind)], app.metrics.encode()).into_response()
+    } else {
+        let kind = "text/plain; version=0.0.4; charset=utf-8";
+        ([(header::CONTENT_TYPE, kind)], app.metrics.encode_classic()).into_response()
+    }
 }
 
 /// `POST /recheck`: checks every node now.
@@ -189,7 +196,10 @@ async fn reload_policy(State(app): State<Arc<App>>, headers: HeaderMap) -> Respo
             "sha256": policy.info().sha256,
         }))
         .into_response(),
-        Err(reason) => problem(StatusCode::UNPROCESSABLE_ENTITY, &format!("refused, the active policy stays: {reason}")),
+        Err(reason) => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            &format!("refused, the active policy stays: {reason}"),
+        ),
     }
 }
 

@@ -111,7 +111,7 @@ mod tests {
         )
         .expect("json");
         let out: serde_json::Value =
-            serde_json::from_str(&with_payload_id(valid, Some("0x00000000000000ff")))
+            serde_json::from_str(&with_payload_id(valid.get(), Some("0x00000000000000ff")))
                 .expect("json");
         assert_eq!(out["payloadId"], "0x00000000000000ff");
         assert_eq!(out["payloadStatus"]["latestValidHash"], "0x01");
@@ -120,7 +120,7 @@ mod tests {
         )
         .expect("json");
         let out: serde_json::Value =
-            serde_json::from_str(&with_payload_id(syncing, Some("0x00000000000000ff")))
+            serde_json::from_str(&with_payload_id(syncing.get(), Some("0x00000000000000ff")))
                 .expect("json");
         assert!(out["payloadId"].is_null());
     }

@@ -7,14 +7,14 @@ use crate::config::{AdminToken, Config, NodeConfig};
 use crate::fanout::{fan_out, Fanout};
 use crate::memory::{Kind, Recall, VerdictMemory};
 use crate::metrics::{InFlight, Metrics};
-use crate::record::Recorder;
 use crate::nodes::{Node, Nodes, NodesError};
 use crate::payloads::{self, PayloadIds};
 use crate::policy::{Policy, PolicySource, WasmPolicy};
-use policy_sdk::fixture;
+use crate::record::Recorder;
 use crate::route::{route, Route};
 use crate::rpc::Call;
 use crate::{health, merge, primary};
+use policy_sdk::fixture;
 use policy_sdk::fixture::{describe, describe_votes};
 use policy_sdk::{Method, Status};
 use std::sync::{Arc, RwLock};
@@ -116,7 +116,9 @@ impl App {
                 let cases = fixture::load(&[dir]).map_err(|e| e.to_string())?;
                 let report = fixture::run(&cases, |ballot| {
                     let decision = policy.decide(ballot);
-                    decision.fault.map_or(Ok(decision.verdict), |f| Err(f.to_string()))
+                    decision
+                        .fault
+                        .map_or(Ok(decision.verdict), |f| Err(f.to_string()))
                 });
                 if !report.failures.is_empty() {
                     return Err(format!("fails its fixtures:\n{report}"));
@@ -165,7 +167,11 @@ impl App {
         let answer = self.route(call).await;
         let method: String = call.method.chars().take(48).collect();
         let error_at = 22 + call.id.get().len();
-        let kind = if answer.get(error_at..error_at + 8) == Some(b",\"error\"") { "error" } else { "result" };
+        let kind = if answer.get(error_at..error_at + 8) == Some(b",\"error\"") {
+            "error"
+        } else {
+            "result"
+        };
         self.metrics
             .requests
             .get_or_create(&vec![("method", method), ("answer", kind.to_owned())])
@@ -211,8 +217,12 @@ impl App {
         };
         if let Some(hash) = &params.hash {
             let status = followed.map(|r| r.vote.status);
-            let result = followed.and_then(|r| r.result.as_deref()).map_or("", |r| r.get());
-            if let Recall::Keep { remembered, flip } = self.memory.recall(Kind::of(method), hash, status, result) {
+            let result = followed
+                .and_then(|r| r.result.as_deref())
+                .map_or("", |r| r.get());
+            if let Recall::Keep { remembered, flip } =
+                self.memory.recall(Kind::of(method), hash, status, result)
+            {
                 if flip {
                     self.metrics.verdict_flips.inc();
                     tracing::warn!(method = %call.method, block = %hash, kept = remembered.status.name(),
@@ -220,7 +230,9 @@ impl App {
                 }
                 log_decision(call, &collected, Some(hash));
                 let result = match method {
-                    Method::ForkchoiceUpdatedWithAttributes => with_payload_id(&remembered.result, None),
+                    Method::ForkchoiceUpdatedWithAttributes => {
+                        with_payload_id(&remembered.result, None)
+                    }
                     _ => remembered.result,
                 };
                 return crate::rpc::result(call.id, &result);

@@ -5,9 +5,9 @@
 
 use crate::app::App;
 use crate::metrics::Metrics;
-use crate::record::Recorder;
 use crate::nodes::Node;
 use crate::policy::{Decision, Policy};
+use crate::record::Recorder;
 use crate::route;
 use crate::upstream::Timed;
 use crate::votes::{receive, Collector};
@@ -64,9 +64,14 @@ pub async fn fan_out(app: &App, call: Fanout<'_>) -> Collected {
     let decide = |ballot: &crate::policy::Ballot| {
         let started = Instant::now();
         let decision = policy.decide(ballot);
-        metrics.decision_seconds.observe(started.elapsed().as_secs_f64());
+        metrics
+            .decision_seconds
+            .observe(started.elapsed().as_secs_f64());
         if let Some(fault) = &decision.fault {
-            metrics.policy_faults.get_or_create(&vec![("kind", fault.kind().to_owned())]).inc();
+            metrics
+                .policy_faults
+                .get_or_create(&vec![("kind", fault.kind().to_owned())])
+                .inc();
         }
         decision
     };
@@ -198,7 +203,13 @@ async fn finish_late(mut replies: FuturesUnordered<Pending>, mut late: Late) {
         node.observe(&timed);
         tracing::debug!(node = %node.name, method = %late.method_name, latency_ms = timed.latency.as_millis() as u64, "late vote");
         if let Some((_, case)) = &mut late.record {
-            let received = receive(index as u16, node, late.method, &timed, late.block_hash.as_deref());
+            let received = receive(
+                index as u16,
+                node,
+                late.method,
+                &timed,
+                late.block_hash.as_deref(),
+            );
             case.votes.push(crate::record::vote_spec(&received, true));
         }
     }

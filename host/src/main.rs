@@ -26,6 +26,16 @@ fn policy(command: PolicyCommand) -> ExitCode {
             eb::cli::policy::test(policy.as_deref(), &policy_config, &fixtures),
             ExitCode::from(2),
         ),
+        PolicyCommand::Explain {
+            fixture,
+            case,
+            policy,
+            policy_config,
+        } => (
+            eb::cli::explain::explain(policy.as_deref(), &policy_config, &fixture, case.as_deref())
+                .map(|chart| (chart, true)),
+            ExitCode::from(2),
+        ),
         PolicyCommand::Check {
             policy,
             policy_config,

@@ -55,8 +55,12 @@ pub enum Recall {
 /// The bounded map (kind, hash) → final answer.
 #[derive(Default)]
 pub struct VerdictMemory {
-    inner: Mutex<(HashMap<(Kind, String), Remembered>, VecDeque<(Kind, String)>)>,
+    inner: Mutex<Entries>,
 }
+
+/// The answers by key, and the keys in insertion order (oldest evicted first).
+type Entries = (HashMap<Key, Remembered>, VecDeque<Key>);
+type Key = (Kind, String);
 
 fn is_final(status: Status) -> bool {
     matches!(status.normalized(), Status::Valid | Status::Invalid)
@@ -116,10 +120,19 @@ mod tests {
     #[test]
     fn a_final_answer_is_never_turned_around() {
         let memory = VerdictMemory::default();
-        assert_eq!(memory.recall(Kind::Payload, "0xAB", Some(Status::Syncing), "s"), Recall::Answer);
+        assert_eq!(
+            memory.recall(Kind::Payload, "0xAB", Some(Status::Syncing), "s"),
+            Recall::Answer
+        );
         assert!(memory.is_empty(), "SYNCING is not final");
-        assert_eq!(memory.recall(Kind::Payload, "0xAB", Some(Status::Valid), "v"), Recall::Answer);
-        assert_eq!(memory.recall(Kind::Payload, "0xab", Some(Status::Valid), "v2"), Recall::Answer);
+        assert_eq!(
+            memory.recall(Kind::Payload, "0xAB", Some(Status::Valid), "v"),
+            Recall::Answer
+        );
+        assert_eq!(
+            memory.recall(Kind::Payload, "0xab", Some(Status::Valid), "v2"),
+            Recall::Answer
+        );
         let keep = memory.recall(Kind::Payload, "0xab", Some(Status::Invalid), "i");
         assert_eq!(
             keep,
@@ -133,7 +146,11 @@ mod tests {
         );
         let syncing = memory.recall(Kind::Payload, "0xab", None, "s");
         assert!(matches!(syncing, Recall::Keep { flip: false, .. }));
-        assert_eq!(memory.recall(Kind::Head, "0xab", Some(Status::Invalid), "i"), Recall::Answer, "kinds are apart");
+        assert_eq!(
+            memory.recall(Kind::Head, "0xab", Some(Status::Invalid), "i"),
+            Recall::Answer,
+            "kinds are apart"
+        );
     }
 
     #[test]
@@ -143,6 +160,10 @@ mod tests {
             memory.recall(Kind::Payload, &format!("0x{i:x}"), Some(Status::Valid), "v");
         }
         assert_eq!(memory.len(), CAPACITY);
-        assert_eq!(memory.recall(Kind::Payload, "0x0", Some(Status::Invalid), "i"), Recall::Answer, "oldest evicted");
+        assert_eq!(
+            memory.recall(Kind::Payload, "0x0", Some(Status::Invalid), "i"),
+            Recall::Answer,
+            "oldest evicted"
+        );
     }
 }

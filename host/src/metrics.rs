@@ -51,8 +51,6 @@ pub struct Metrics {
     pub verdict_flips: Counter,
     /// `eb_policy_reloads_total{result}`.
     pub policy_reloads: Family<Labels, Counter>,
-    /// `eb_shadow_disagreements_total`: the shadow policy decided otherwise.
-    pub shadow_disagreements: Counter,
 }
 
 impl Default for Metrics {
@@ -72,23 +70,75 @@ impl Default for Metrics {
             late_votes: Counter::default(),
             verdict_flips: Counter::default(),
             policy_reloads: Family::default(),
-            shadow_disagreements: Counter::default(),
         };
         let r = &mut m.registry;
-        r.register("requests", "CL calls answered, by method and answer kind", m.requests.clone());
-        r.register("verdicts", "Policy verdicts on state-changing calls", m.verdicts.clone());
-        r.register("votes", "EL votes by node, status and outcome", m.votes.clone());
-        r.register_with_unit("el_latency", "EL call latency", Unit::Seconds, m.el_latency.clone());
-        r.register("el_state", "EL health state (1 = current)", m.el_state.clone());
-        r.register_with_unit("policy_decision", "One policy decision", Unit::Seconds, m.decision_seconds.clone());
-        r.register("policy_faults", "Policy faults answered as SYNCING, by kind", m.policy_faults.clone());
-        r.register("primary_changes", "Changes of the primary EL", m.primary_changes.clone());
-        r.register("payload_builds", "Builds in the payloadId map", m.payload_builds.clone());
-        r.register("in_flight_calls", "CL calls being answered", m.in_flight.clone());
-        r.register("late_votes", "EL answers that arrived after the verdict", m.late_votes.clone());
-        r.register("verdict_flips", "Votes opposite to a final answer already given", m.verdict_flips.clone());
-        r.register("policy_reloads", "Policy reloads by result", m.policy_reloads.clone());
-        r.register("shadow_disagreements", "Decisions where the shadow policy disagreed", m.shadow_disagreements.clone());
+        r.register(
+            "requests",
+            "CL calls answered, by method and answer kind",
+            m.requests.clone(),
+        );
+        r.register(
+            "verdicts",
+            "Policy verdicts on state-changing calls",
+            m.verdicts.clone(),
+        );
+        r.register(
+            "votes",
+            "EL votes by node, status and outcome",
+            m.votes.clone(),
+        );
+        r.register_with_unit(
+            "el_latency",
+            "EL call latency",
+            Unit::Seconds,
+            m.el_latency.clone(),
+        );
+        r.register(
+            "el_state",
+            "EL health state (1 = current)",
+            m.el_state.clone(),
+        );
+        r.register_with_unit(
+            "policy_decision",
+            "One policy decision",
+            Unit::Seconds,
+            m.decision_seconds.clone(),
+        );
+        r.register(
+            "policy_faults",
+            "Policy faults answered as SYNCING, by kind",
+            m.policy_faults.clone(),
+        );
+        r.register(
+            "primary_changes",
+            "Changes of the primary EL",
+            m.primary_changes.clone(),
+        );
+        r.register(
+            "payload_builds",
+            "Builds in the payloadId map",
+            m.payload_builds.clone(),
+        );
+        r.register(
+            "in_flight_calls",
+            "CL calls being answered",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "late_votes",
+            "EL answers that arrived after the verdict",
+            m.late_votes.clone(),
+        );
+        r.register(
+            "verdict_flips",
+            "Votes opposite to a final answer already given",
+            m.verdict_flips.clone(),
+        );
+        r.register(
+            "policy_reloads",
+            "Policy reloads by result",
+            m.policy_reloads.clone(),
+        );
         m
     }
 }
@@ -117,16 +167,53 @@ impl Metrics {
     /// Sets `eb_el_state` for `node`: 1 for `state`, 0 for the others.
     pub fn set_state(&self, node: &str, state: NodeState) {
         for s in STATES {
-            let labels = vec![("node", node.to_owned()), ("state", state_name(s).to_owned())];
-            self.el_state.get_or_create(&labels).set(i64::from(s == state));
+            let labels = vec![
+                ("node", node.to_owned()),
+                ("state", state_name(s).to_owned()),
+            ];
+            self.el_state
+                .get_or_create(&labels)
+                .set(i64::from(s == state));
         }
     }
 
-    /// The exposition text.
+    /// The OpenMetrics exposition text (what Prometheus asks for).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         if encode(&mut out, &self.registry).is_err() {
             out.clear();
+        }
+        out
+    }
+
+    /// The classic Prometheus text format (version 0.0.4) for clients that do not ask for
+    /// OpenMetrics (curl, `promtool check metrics`): counters' HELP/TYPE name the `_total`
+    /// sample, and there are no `# UNIT` or `# EOF` lines.
+    pub fn encode_classic(&self) -> String {
+        let open = self.encode();
+        let mut counters = std::collections::HashSet::new();
+        for line in open.lines() {
+            if let Some(name) = line
+                .strip_prefix("# TYPE ")
+                .and_then(|t| t.strip_suffix(" counter"))
+            {
+                counters.insert(name.to_owned());
+            }
+        }
+        let mut out = String::with_capacity(open.len());
+        for line in open.lines() {
+            if line.starts_with("# UNIT ") || line == "# EOF" {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+                let rest = line.strip_prefix(prefix)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters
+                    .contains(name)
+                    .then(|| format!("{prefix}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
         }
         out
     }
@@ -158,7 +245,11 @@ mod tests {
         let m = Metrics::default();
         m.verdict_flips.inc();
         m.votes
-            .get_or_create(&vec![("node", "n".into()), ("status", "VALID".into()), ("outcome", "answered".into())])
+            .get_or_create(&vec![
+                ("node", "n".into()),
+                ("status", "VALID".into()),
+                ("outcome", "answered".into()),
+            ])
             .inc();
         m.set_state("n", NodeState::Synced);
         {
@@ -168,9 +259,24 @@ mod tests {
         assert_eq!(m.in_flight.get(), 0);
         let text = m.encode();
         assert!(text.contains("eb_verdict_flips_total 1"), "{text}");
-        assert!(text.contains(r#"eb_votes_total{node="n",status="VALID",outcome="answered"} 1"#), "{text}");
-        assert!(text.contains(r#"eb_el_state{node="n",state="synced"} 1"#), "{text}");
-        assert!(text.contains("# TYPE eb_policy_decision_seconds histogram"), "{text}");
+        assert!(
+            text.contains(r#"eb_votes_total{node="n",status="VALID",outcome="answered"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"eb_el_state{node="n",state="synced"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE eb_policy_decision_seconds histogram"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
+        let classic = m.encode_classic();
+        assert!(
+            classic.contains("# TYPE eb_verdict_flips_total counter"),
+            "{classic}"
+        );
+        assert!(!classic.contains("# EOF") && !classic.contains("# UNIT"));
     }
 }

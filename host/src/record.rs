@@ -41,7 +41,9 @@ impl Recorder {
 
     /// Appends one case as a line; errors are logged, never passed to the CL's answer.
     pub fn write(&self, case: &Case) {
-        let Ok(mut line) = serde_json::to_string(case) else { return };
+        let Ok(mut line) = serde_json::to_string(case) else {
+            return;
+        };
         line.push('\n');
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
         if guard.1 > 0 && guard.1 + line.len() as u64 > self.max_bytes {
@@ -54,7 +56,11 @@ impl Recorder {
                 Err(e) => tracing::warn!(error = %e, "cannot rotate the vote recording"),
             }
         }
-        match guard.0.write_all(line.as_bytes()).and_then(|()| guard.0.flush()) {
+        match guard
+            .0
+            .write_all(line.as_bytes())
+            .and_then(|()| guard.0.flush())
+        {
             Ok(()) => guard.1 += line.len() as u64,
             Err(e) => tracing::warn!(error = %e, "cannot write the vote recording"),
         }
@@ -95,7 +101,9 @@ pub fn case(
     decision: &Decision,
     policy_sha256: &str,
 ) -> Case {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let followed = match decision.verdict {
         Verdict::Follow { vote, .. } => received.get(usize::from(vote)),
         _ => None,
@@ -112,7 +120,11 @@ pub fn case(
         elapsed_ms: 0,
         votes: received.iter().map(|r| vote_spec(r, false)).collect(),
         expect: Expect {
-            action: if followed.is_some() { Action::Follow } else { Action::Syncing },
+            action: if followed.is_some() {
+                Action::Follow
+            } else {
+                Action::Syncing
+            },
             status: followed.map(|r| status_name(&r.vote).to_owned()),
             node: followed.map(|r| r.vote.node),
             reason: Some(decision.verdict.reason()),

@@ -73,12 +73,12 @@ impl Bound {
         let admin = bind("admin API", admin_addr).await?;
         let recorder = match &config.record_votes {
             None => None,
-            Some(path) => Some(Recorder::open(path, config.record_max_bytes).map_err(|source| {
-                StartError::Record {
+            Some(path) => Some(Recorder::open(path, config.record_max_bytes).map_err(
+                |source| StartError::Record {
                     path: path.display().to_string(),
                     source,
-                }
-            })?),
+                },
+            )?),
         };
         let app = App::new(config, Arc::new(policy), recorder);
         app.start_health();

@@ -457,8 +457,12 @@ pub fn run(cases: &[Case], mut decide: impl FnMut(&Ballot) -> Result<Verdict, St
                 let problem = match decide(&ballot) {
                     Ok(verdict) => case.mismatch(&ballot, verdict),
                     // A recorded fault replays as the same fault.
-                    Err(_) if case.expect.action == Action::Syncing
-                        && case.expect.reason == Some(crate::abi::REASON_HOST_FAULT) => None,
+                    Err(_)
+                        if case.expect.action == Action::Syncing
+                            && case.expect.reason == Some(crate::abi::REASON_HOST_FAULT) =>
+                    {
+                        None
+                    }
                     Err(fault) => Some(format!(
                         "expected {}, got a policy fault: {fault}",
                         case.describe_expect()

@@ -3,6 +3,7 @@
 //! Flags are parsed here into raw [`Cli`] values; `config` validates them into what the
 //! server runs with. Every flag can also be given as an `EB_*` environment variable.
 
+pub mod explain;
 pub mod policy;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -123,6 +124,20 @@ pub enum PolicyCommand {
         /// Fixture files or directories.
         #[arg(required = true)]
         fixtures: Vec<PathBuf>,
+    },
+    /// Draw one decision of a fixture (e.g. a recording) as a Mermaid sequence chart.
+    Explain {
+        /// The fixture file (.json or .jsonl).
+        fixture: PathBuf,
+        /// The case to draw; the first one when omitted.
+        #[arg(long)]
+        case: Option<String>,
+        /// Policy module (.wasm or .wat); the embedded default policy when omitted.
+        #[arg(long, env = "EB_POLICY")]
+        policy: Option<PathBuf>,
+        /// Config string for the policy.
+        #[arg(long, env = "EB_POLICY_CONFIG", default_value = "")]
+        policy_config: String,
     },
     /// Load a policy module, validate it, run the built-in conformance cases, report size and fuel.
     Check {
