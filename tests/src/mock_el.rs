@@ -184,13 +184,21 @@ impl MockEl {
         }
     }
 
-    /// Serves again on the same port.
+    /// Serves again on the same port (retrying while the old socket is being released).
     pub async fn restart(&self) {
         self.stop();
-        let listener = tokio::net::TcpListener::bind(self.addr)
-            .await
-            .expect("rebind");
-        self.serve(listener);
+        for _ in 0..100 {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_reuseaddr(true).expect("reuseaddr");
+            if socket.bind(self.addr).is_ok() {
+                if let Ok(listener) = socket.listen(128) {
+                    self.serve(listener);
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("cannot rebind {}", self.addr);
     }
 }
 

@@ -112,7 +112,14 @@ pub fn conformance_cases(config: &str) -> Vec<(String, Ballot)> {
 pub fn check_conformance(policy: &dyn Policy) -> ConformanceReport {
     let mut report = ConformanceReport::default();
     for (name, ballot) in conformance_cases(&policy.info().config) {
-        let decision = policy.decide(&ballot);
+        let mut decision = policy.decide(&ballot);
+        // A wall-clock deadline can be a busy machine, not the module: try that case again.
+        for _ in 0..2 {
+            if decision.fault != Some(Fault::Deadline) {
+                break;
+            }
+            decision = policy.decide(&ballot);
+        }
         report.cases += 1;
         report.max_fuel = report.max_fuel.max(decision.fuel);
         if let Some(fault) = decision.fault {

@@ -1,0 +1,247 @@
+//! Fault injection: ELs that flap, hang after accepting the connection, answer past their
+//! timeout, restart mid-request, or reject eb's token — while the CL keeps sending. For each:
+//! every CL request is answered before its deadline with the verdict the policy gives for the
+//! votes that arrived, every EL that stayed up received every call in order, and nothing is left
+//! in flight afterwards.
+
+use eb_tests::engine::{forkchoice, hash, new_payload};
+use eb_tests::mock_el::MockEl;
+use eb_tests::proxy::Proxy;
+use serde_json::Value;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "0x5555555555555555555555555555555555555555555555555555555555555555";
+/// The CL's deadline for newPayloadV4 and forkchoiceUpdatedV3.
+const DEADLINE: Duration = Duration::from_secs(8);
+
+async fn els(n: usize) -> Vec<MockEl> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(MockEl::start(&format!("el{i}"), SECRET).await);
+    }
+    out
+}
+
+/// Sends `slots` × (newPayload, forkchoiceUpdated) and checks each answer's time and status.
+async fn drive(proxy: &Proxy, slots: u64, pace: Duration) -> Vec<(String, Value)> {
+    let mut answers = Vec::new();
+    for slot in 0..slots {
+        let block = format!("S{slot}");
+        for request in [
+            new_payload(slot * 2, 4, &block),
+            forkchoice(slot * 2 + 1, 3, &block, false),
+        ] {
+            let start = Instant::now();
+            let answer = proxy.call(&request).await;
+            assert!(
+                start.elapsed() < DEADLINE,
+                "answered in {:?}",
+                start.elapsed()
+            );
+            answers.push((block.clone(), answer));
+        }
+        tokio::time::sleep(pace).await;
+    }
+    answers
+}
+
+fn status(answer: &Value) -> &str {
+    answer["result"]["status"]
+        .as_str()
+        .or_else(|| answer["result"]["payloadStatus"]["status"].as_str())
+        .unwrap_or("<error>")
+}
+
+/// The newPayload block hashes an EL received, in order.
+fn blocks(el: &MockEl) -> Vec<Value> {
+    el.seen()
+        .into_iter()
+        .filter(|s| s.method == "engine_newPayloadV4")
+        .map(|s| s.params[0]["blockHash"].clone())
+        .collect()
+}
+
+async fn settled(proxy: &Proxy) {
+    proxy
+        .wait_until("no call in flight", |app| app.metrics.in_flight.get() == 0)
+        .await;
+}
+
+#[tokio::test]
+async fn a_flapping_el_never_costs_an_answer() {
+    let els = els(3).await;
+    let proxy = Proxy::start(
+        &els.iter().collect::<Vec<_>>(),
+        &["", "", "#timeout=300"],
+        &[],
+    )
+    .await;
+    let flapping = Arc::new(AtomicBool::new(true));
+    let flapper = {
+        let flapping = Arc::clone(&flapping);
+        let el = &els[2];
+        async move {
+            let mut up = true;
+            while flapping.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                if up {
+                    el.stop();
+                } else {
+                    el.restart().await;
+                }
+                up = !up;
+            }
+            el.restart().await;
+        }
+    };
+    let (answers, ()) = tokio::join!(
+        async {
+            let answers = drive(&proxy, 20, Duration::from_millis(15)).await;
+            flapping.store(false, Ordering::Relaxed);
+            answers
+        },
+        flapper
+    );
+    // Two steady VALID votes always make a VALID majority, whatever the third EL does.
+    for (block, answer) in &answers {
+        assert_eq!(status(answer), "VALID", "{block}: {answer}");
+    }
+    let sent: Vec<Value> = (0..20)
+        .map(|s| Value::from(hash(&format!("S{s}"))))
+        .collect();
+    assert_eq!(
+        blocks(&els[0]),
+        sent,
+        "a steady EL got every newPayload, in order"
+    );
+    assert_eq!(blocks(&els[1]), sent);
+    let flapped = blocks(&els[2]);
+    assert!(
+        flapped
+            .windows(2)
+            .all(|w| sent.iter().position(|s| *s == w[0]) < sent.iter().position(|s| *s == w[1])),
+        "what the flapping EL got, it got in order"
+    );
+    settled(&proxy).await;
+}
+
+#[tokio::test]
+async fn an_el_that_accepts_and_never_answers_is_a_timeout() {
+    let els = els(2).await;
+    // A listener that accepts connections and reads nothing, ever.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let silent_addr = silent.local_addr().expect("addr");
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            open.push(socket);
+        }
+    });
+    let dir = std::env::temp_dir().join(format!("eb-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let proxy = Proxy::start(&els.iter().collect::<Vec<_>>(), &[], &[]).await;
+    let secret = dir.join("silent.hex");
+    std::fs::write(&secret, SECRET).expect("write");
+    let spec = format!(
+        "http://{silent_addr}#jwt-secret={}#timeout=250",
+        secret.display()
+    );
+    let (code, _) = proxy
+        .admin(
+            reqwest::Method::POST,
+            "/nodes",
+            Some(serde_json::json!({ "nodes": [spec] })),
+            None,
+        )
+        .await;
+    assert_eq!(code, 200);
+    for (block, answer) in drive(&proxy, 5, Duration::ZERO).await {
+        assert_eq!(status(&answer), "VALID", "{block}");
+    }
+    let metrics = reqwest::get(format!("http://{}/metrics", proxy.admin))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let timeouts = format!(
+        r#"eb_votes_total{{node="http://{silent_addr}/",status="NONE",outcome="timeout"}} 10"#
+    );
+    assert!(metrics.contains(&timeouts), "{metrics}");
+    settled(&proxy).await;
+    held.abort();
+}
+
+#[tokio::test]
+async fn slow_answers_past_the_timeout_and_a_restart_mid_request() {
+    let els = els(3).await;
+    els[0].set(|b| b.delay = Duration::from_millis(400));
+    let proxy = Proxy::start(
+        &els.iter().collect::<Vec<_>>(),
+        &["#timeout=100", "", ""],
+        &[],
+    )
+    .await;
+    let first = drive(&proxy, 3, Duration::ZERO).await;
+    for (block, answer) in &first {
+        assert_eq!(
+            status(answer),
+            "VALID",
+            "{block}: the slow EL is cut, two VALID remain"
+        );
+    }
+    // Restart EL 1 while a call is on its way: it is answered from the other votes.
+    els[1].set(|b| b.delay = Duration::from_millis(200));
+    let restart = async {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        els[1].restart().await;
+    };
+    let request = new_payload(100, 4, "R");
+    let (answer, ()) = tokio::join!(proxy.call(&request), restart);
+    // EL 0 times out, EL 1 lost its connection: one VALID vote from EL 2 decides (quorum 1).
+    assert_eq!(status(&answer), "VALID", "{answer}");
+    els[1].set(|b| b.delay = Duration::ZERO);
+    let after = proxy.call(&new_payload(101, 4, "R2")).await;
+    assert_eq!(status(&after), "VALID");
+    assert_eq!(blocks(&els[2]).len(), 5, "the steady EL got every call");
+    settled(&proxy).await;
+}
+
+#[tokio::test]
+async fn an_el_rejecting_ebs_token_votes_unreachable_and_shows_auth_failed() {
+    let els = els(2).await;
+    let stranger = MockEl::start(
+        "stranger",
+        "0x6666666666666666666666666666666666666666666666666666666666666666",
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!("eb-faults-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let wrong = dir.join("wrong.hex");
+    std::fs::write(&wrong, SECRET).expect("write");
+    let proxy = Proxy::start(&els.iter().collect::<Vec<_>>(), &[], &[]).await;
+    let spec = format!("{}#jwt-secret={}", stranger.url(), wrong.display());
+    proxy
+        .admin(
+            reqwest::Method::POST,
+            "/nodes",
+            Some(serde_json::json!({ "nodes": [spec] })),
+            None,
+        )
+        .await;
+    for (block, answer) in drive(&proxy, 3, Duration::ZERO).await {
+        assert_eq!(status(&answer), "VALID", "{block}");
+    }
+    assert!(stranger.refused_tokens() >= 6);
+    assert!(stranger.engine_calls().is_empty());
+    let status_doc = proxy.admin_get("/status").await;
+    assert_eq!(
+        status_doc["nodes"][2]["state"], "auth_failed",
+        "{status_doc}"
+    );
+    settled(&proxy).await;
+}
