@@ -3,6 +3,7 @@
 
 pub mod arb;
 pub mod engine;
+pub mod fuzzing;
 pub mod mock_el;
 pub mod proxy;
 

@@ -152,3 +152,49 @@ proptest! {
         prop_assert_eq!(decision.verdict, native(&ballot));
     }
 }
+
+/// Safety at scale, on demand: `EB_SAFETY_CASES=1000000 cargo test --release -p eb-tests
+/// --test default_policy -- --ignored safety_at_scale`. Every generated ballot is checked for
+/// all the safety properties at once; the count and the violations (none) are printed.
+#[test]
+#[ignore = "on demand: a million cases"]
+fn safety_at_scale() {
+    use proptest::test_runner::{Config, TestRunner};
+    let cases: u32 = std::env::var("EB_SAFETY_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1_000_000);
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let checked = std::sync::atomic::AtomicU64::new(0);
+    let result = runner.run(&arb::final_ballot(16), |ballot| {
+        checked.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let verdict = native(&ballot);
+        let t = tally(&ballot);
+        let followed = ballot.followed(verdict).map(|v| v.status.normalized());
+        prop_assert_ne!(verdict, Verdict::Wait);
+        if followed == Some(Status::Valid) {
+            prop_assert_eq!(t.count(Status::Invalid), 0);
+        }
+        if followed == Some(Status::Invalid) {
+            prop_assert!(t.count(Status::Invalid) >= threshold(t.total(), 600).max(1));
+        }
+        if t.total() == 0 {
+            prop_assert!(
+                matches!(verdict, Verdict::Syncing { .. }),
+                "zero counted votes"
+            );
+        }
+        Ok(())
+    });
+    let checked = checked.into_inner();
+    println!(
+        "safety_at_scale: {checked} ballots checked, violations: {}",
+        usize::from(result.is_err())
+    );
+    assert!(result.is_ok(), "{result:?}");
+    assert!(checked >= u64::from(cases));
+}

@@ -22,6 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EL_SECRET: &str = "0x2222222222222222222222222222222222222222222222222222222222222222";
+/// The CL's deadline for newPayload V1–V4 and forkchoiceUpdated.
+const DEADLINE: Duration = Duration::from_secs(8);
 const CL_SECRET: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
 
 /// Benchmark an Engine API multiplexer against the direct path.
@@ -45,6 +47,15 @@ struct Args {
     /// Traffic pattern.
     #[arg(long, value_enum, default_value_t = Mode::NewPayload)]
     mode: Mode,
+    /// Pause between units of traffic per worker (e.g. 100 for one slot per 100 ms).
+    #[arg(long, default_value_t = 0)]
+    slot_ms: u64,
+    /// Stop after this many seconds even if requests remain (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    duration_s: u64,
+    /// Stop and restart the last mock EL every this many ms while eb is measured (0: never).
+    #[arg(long, default_value_t = 0)]
+    flap_ms: u64,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -123,13 +134,20 @@ async fn drive(target: Arc<Target>, args: &Args, payload: Bytes) -> (Samples, Du
                 payload.clone(),
             );
             let (total, mode) = (args.requests as u64, args.mode);
+            let (pause, stop_at) = (
+                Duration::from_millis(args.slot_ms),
+                (args.duration_s > 0).then(|| start + Duration::from_secs(args.duration_s)),
+            );
             tokio::spawn(async move {
                 let client = reqwest::Client::new();
                 let mut samples = Samples::default();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= total {
+                    if i >= total || stop_at.is_some_and(|t| Instant::now() >= t) {
                         break samples;
+                    }
+                    if !pause.is_zero() && i > 0 {
+                        tokio::time::sleep(pause).await;
                     }
                     let timed = |method: &'static str, body: Bytes| {
                         let (client, target) = (&client, &target);
@@ -179,6 +197,9 @@ async fn drive(target: Arc<Target>, args: &Args, payload: Bytes) -> (Samples, Du
                             samples.add(method, took);
                         } else {
                             failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if took > DEADLINE {
+                            samples.add("deadline missed", took);
                         }
                     }
                 }
@@ -339,8 +360,35 @@ async fn run(args: Args) -> Result<Value, String> {
             }
         })
     };
+    let flapping = Arc::new(std::sync::atomic::AtomicBool::new(args.flap_ms > 0));
+    let flapper = async {
+        let mut up = true;
+        while flapping.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(args.flap_ms.max(1))).await;
+            if let Some(el) = els.last().filter(|_| els.len() > 1) {
+                if up {
+                    el.stop();
+                } else {
+                    el.restart().await;
+                }
+                up = !up;
+            }
+        }
+        if !up {
+            if let Some(el) = els.last() {
+                el.restart().await;
+            }
+        }
+    };
     let before = usage(pid);
-    let (proxy_samples, proxy_wall, proxy_failures) = drive(proxy, &args, payload).await;
+    let ((proxy_samples, proxy_wall, proxy_failures), ()) = tokio::join!(
+        async {
+            let result = drive(proxy, &args, payload).await;
+            flapping.store(false, Ordering::Relaxed);
+            result
+        },
+        flapper
+    );
     let after = usage(pid);
     sampler.abort();
     let _ = Command::new("kill")
@@ -387,6 +435,9 @@ fn clone_args(args: &Args) -> Args {
         concurrency: args.concurrency,
         el_delay_ms: args.el_delay_ms,
         mode: args.mode,
+        slot_ms: args.slot_ms,
+        duration_s: args.duration_s,
+        flap_ms: args.flap_ms,
         json: args.json,
         command: args.command.clone(),
     }

@@ -1,0 +1,3 @@
+//! Fuzz target: see `eb_tests::fuzzing::abi`.
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| eb_tests::fuzzing::abi(data));
