@@ -6,7 +6,7 @@
 use crate::app::App;
 use crate::metrics::Metrics;
 use crate::nodes::Node;
-use crate::policy::{Decision, Policy};
+use crate::policy::Decision;
 use crate::record::Recorder;
 use crate::route;
 use crate::upstream::Timed;
@@ -37,8 +37,6 @@ pub struct Collected {
     pub collector: Collector,
     /// The policy's decision.
     pub decision: Decision,
-    /// The policy that decided.
-    pub policy: Arc<dyn Policy>,
     /// The ELs the call went to, by vote node index.
     pub nodes: Arc<Vec<Arc<Node>>>,
 }
@@ -146,7 +144,6 @@ pub async fn fan_out(app: &App, call: Fanout<'_>) -> Collected {
     Collected {
         collector,
         decision,
-        policy,
         nodes,
     }
 }

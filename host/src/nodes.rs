@@ -307,11 +307,6 @@ impl Nodes {
         Ok(node)
     }
 
-    /// Watch the primary's node id.
-    pub fn primary(&self) -> watch::Receiver<Option<u64>> {
-        self.primary.subscribe()
-    }
-
     /// The primary's id now.
     pub fn primary_id(&self) -> Option<u64> {
         *self.primary.borrow()

@@ -113,7 +113,7 @@ impl Bound {
             "eb listening"
         );
         #[cfg(unix)]
-        tokio::spawn(reload_on_sighup(Arc::clone(&self.app)));
+        reload_on_sighup(Arc::clone(&self.app));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -147,39 +147,49 @@ impl Bound {
     }
 }
 
-/// Reloads the policy on every SIGHUP.
+/// Reloads the policy on every SIGHUP (the handler is installed before eb says it listens).
 #[cfg(unix)]
-async fn reload_on_sighup(app: Arc<App>) {
+fn reload_on_sighup(app: Arc<App>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload with POST /policy/reload");
         return;
     };
-    while hangups.recv().await.is_some() {
-        let _ = app.reload_policy().await;
-    }
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let _ = app.reload_policy().await;
+        }
+    });
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// A future that resolves on SIGINT or SIGTERM. The handlers are installed when this is called
+/// (inside the runtime), not when the future is first polled, so a signal that comes right
+/// after eb says it is listening is never missed.
+pub fn signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{signal, SignalKind};
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+                _ => {
+                    tracing::warn!("cannot install signal handlers; stop eb with SIGKILL");
+                    std::future::pending::<()>().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
