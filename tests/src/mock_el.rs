@@ -107,6 +107,22 @@ pub struct MockEl {
     server: Mutex<Option<JoinHandle<()>>>,
 }
 
+/// `n` mocks named `el0`, `el1`, …, all with `secret`, or (`None`) each with its own secret
+/// (`0x0101…`, `0x0202…`, …).
+pub async fn start_many(n: usize, secret: Option<&str>) -> Vec<MockEl> {
+    let mut els = Vec::with_capacity(n);
+    for i in 0..n {
+        let own = format!("0x{}", format!("{:02x}", i + 1).repeat(32));
+        els.push(MockEl::start(&format!("el{i}"), secret.unwrap_or(&own)).await);
+    }
+    els
+}
+
+/// The references [`Proxy::start`](crate::proxy::Proxy::start) takes.
+pub fn refs(els: &[MockEl]) -> Vec<&MockEl> {
+    els.iter().collect()
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

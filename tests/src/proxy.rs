@@ -183,6 +183,21 @@ impl Proxy {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// Adds a node through `POST /nodes`: `url` with `secret_hex` (written to a file of its
+    /// own) and extra `#options`; returns the HTTP status.
+    pub async fn add_node(&self, url: &str, secret_hex: &str, options: &str) -> u16 {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let file = self
+            .dir
+            .join(format!("added{}.hex", N.fetch_add(1, Ordering::Relaxed)));
+        std::fs::write(&file, secret_hex).expect("write secret");
+        let spec = format!("{url}#jwt-secret={}{options}", file.display());
+        let body = serde_json::json!({ "nodes": [spec] });
+        self.admin(reqwest::Method::POST, "/nodes", Some(body), None)
+            .await
+            .0
+    }
+
     /// Waits (at most 10 s, checking every 20 ms) until `done` holds.
     pub async fn wait_until(&self, what: &str, mut done: impl FnMut(&App) -> bool) {
         for _ in 0..500 {

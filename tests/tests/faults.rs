@@ -5,7 +5,7 @@
 //! in flight afterwards.
 
 use eb_tests::engine::{forkchoice, hash, new_payload};
-use eb_tests::mock_el::MockEl;
+use eb_tests::mock_el::{refs, start_many, MockEl};
 use eb_tests::proxy::Proxy;
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,11 +17,7 @@ const SECRET: &str = "0x55555555555555555555555555555555555555555555555555555555
 const DEADLINE: Duration = Duration::from_secs(8);
 
 async fn els(n: usize) -> Vec<MockEl> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.push(MockEl::start(&format!("el{i}"), SECRET).await);
-    }
-    out
+    start_many(n, Some(SECRET)).await
 }
 
 /// Sends `slots` × (newPayload, forkchoiceUpdated) and checks each answer's time and status.
@@ -72,12 +68,7 @@ async fn settled(proxy: &Proxy) {
 #[tokio::test]
 async fn a_flapping_el_never_costs_an_answer() {
     let els = els(3).await;
-    let proxy = Proxy::start(
-        &els.iter().collect::<Vec<_>>(),
-        &["", "", "#timeout=300"],
-        &[],
-    )
-    .await;
+    let proxy = Proxy::start(&refs(&els), &["", "", "#timeout=300"], &[]).await;
     let flapping = Arc::new(AtomicBool::new(true));
     let flapper = {
         let flapping = Arc::clone(&flapping);
@@ -141,22 +132,9 @@ async fn an_el_that_accepts_and_never_answers_is_a_timeout() {
             open.push(socket);
         }
     });
-    let dir = std::env::temp_dir().join(format!("eb-faults-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let proxy = Proxy::start(&els.iter().collect::<Vec<_>>(), &[], &[]).await;
-    let secret = dir.join("silent.hex");
-    std::fs::write(&secret, SECRET).expect("write");
-    let spec = format!(
-        "http://{silent_addr}#jwt-secret={}#timeout=250",
-        secret.display()
-    );
-    let (code, _) = proxy
-        .admin(
-            reqwest::Method::POST,
-            "/nodes",
-            Some(serde_json::json!({ "nodes": [spec] })),
-            None,
-        )
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let code = proxy
+        .add_node(&format!("http://{silent_addr}"), SECRET, "#timeout=250")
         .await;
     assert_eq!(code, 200);
     for (block, answer) in drive(&proxy, 5, Duration::ZERO).await {
@@ -180,12 +158,7 @@ async fn an_el_that_accepts_and_never_answers_is_a_timeout() {
 async fn slow_answers_past_the_timeout_and_a_restart_mid_request() {
     let els = els(3).await;
     els[0].set(|b| b.delay = Duration::from_millis(400));
-    let proxy = Proxy::start(
-        &els.iter().collect::<Vec<_>>(),
-        &["#timeout=100", "", ""],
-        &[],
-    )
-    .await;
+    let proxy = Proxy::start(&refs(&els), &["#timeout=100", "", ""], &[]).await;
     let first = drive(&proxy, 3, Duration::ZERO).await;
     for (block, answer) in &first {
         assert_eq!(
@@ -219,20 +192,8 @@ async fn an_el_rejecting_ebs_token_votes_unreachable_and_shows_auth_failed() {
         "0x6666666666666666666666666666666666666666666666666666666666666666",
     )
     .await;
-    let dir = std::env::temp_dir().join(format!("eb-faults-auth-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let wrong = dir.join("wrong.hex");
-    std::fs::write(&wrong, SECRET).expect("write");
-    let proxy = Proxy::start(&els.iter().collect::<Vec<_>>(), &[], &[]).await;
-    let spec = format!("{}#jwt-secret={}", stranger.url(), wrong.display());
-    proxy
-        .admin(
-            reqwest::Method::POST,
-            "/nodes",
-            Some(serde_json::json!({ "nodes": [spec] })),
-            None,
-        )
-        .await;
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    assert_eq!(proxy.add_node(&stranger.url(), SECRET, "").await, 200);
     for (block, answer) in drive(&proxy, 3, Duration::ZERO).await {
         assert_eq!(status(&answer), "VALID", "{block}");
     }

@@ -4,7 +4,7 @@
 
 use eb::policy::{Policy, PolicySource, WasmPolicy};
 use eb_tests::engine::{new_payload, request};
-use eb_tests::mock_el::MockEl;
+use eb_tests::mock_el::{refs, start_many, MockEl};
 use eb_tests::proxy::Proxy;
 use eb_tests::{fixture, workspace};
 use policy_sdk::fixture as fixtures;
@@ -17,15 +17,7 @@ use std::time::Duration;
 const SECRET: &str = "0x3333333333333333333333333333333333333333333333333333333333333333";
 
 async fn els(n: usize) -> Vec<MockEl> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.push(MockEl::start(&format!("el{i}"), SECRET).await);
-    }
-    out
-}
-
-fn refs(els: &[MockEl]) -> Vec<&MockEl> {
-    els.iter().collect()
+    start_many(n, Some(SECRET)).await
 }
 
 fn temp_dir(name: &str) -> PathBuf {

@@ -2,7 +2,7 @@
 //! getPayload, merged calls, batches, primary reads with failover, the admin API, shutdown.
 
 use eb_tests::engine::{forkchoice, get_payload, hash, new_payload, request};
-use eb_tests::mock_el::{Fault, MockEl};
+use eb_tests::mock_el::{refs, start_many, Fault, MockEl};
 use eb_tests::proxy::Proxy;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -10,15 +10,7 @@ use std::time::Duration;
 const SECRET: &str = "0x2222222222222222222222222222222222222222222222222222222222222222";
 
 async fn els(n: usize) -> Vec<MockEl> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        out.push(MockEl::start(&format!("el{i}"), SECRET).await);
-    }
-    out
-}
-
-fn refs(els: &[MockEl]) -> Vec<&MockEl> {
-    els.iter().collect()
+    start_many(n, Some(SECRET)).await
 }
 
 async fn with_primary(proxy: &Proxy) -> u64 {

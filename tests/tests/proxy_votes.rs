@@ -2,23 +2,14 @@
 //! secrets, timeouts, faulty ELs and ordered delivery.
 
 use eb_tests::engine::{forkchoice, hash, new_payload};
-use eb_tests::mock_el::{Fault, MockEl};
+use eb_tests::mock_el::{refs, start_many, Fault, MockEl};
 use eb_tests::proxy::Proxy;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// ELs with distinct secrets (`0x01…`, `0x02…`, …).
 async fn els(n: usize) -> Vec<MockEl> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        let secret = format!("0x{}", format!("{:02x}", i + 1).repeat(32));
-        out.push(MockEl::start(&format!("el{i}"), &secret).await);
-    }
-    out
-}
-
-fn refs(els: &[MockEl]) -> Vec<&MockEl> {
-    els.iter().collect()
+    start_many(n, None).await
 }
 
 fn status(answer: &Value) -> &str {
@@ -115,17 +106,9 @@ async fn per_el_secrets_sign_each_call() {
 async fn an_el_with_the_wrong_secret_is_auth_failed_not_dead() {
     let els = els(3).await;
     let wrong = MockEl::start("wrong", &format!("0x{}", "ee".repeat(32))).await;
-    let wrong_secret = std::env::temp_dir().join(format!("eb-wrong-{}.hex", std::process::id()));
-    std::fs::write(&wrong_secret, "0x".to_owned() + &"dd".repeat(32)).expect("write");
     let proxy = Proxy::start(&refs(&els), &[], &[]).await;
-    let spec = format!("{}#jwt-secret={}", wrong.url(), wrong_secret.display());
-    let (code, _) = proxy
-        .admin(
-            reqwest::Method::POST,
-            "/nodes",
-            Some(serde_json::json!({"nodes": [spec]})),
-            None,
-        )
+    let code = proxy
+        .add_node(&wrong.url(), &format!("0x{}", "dd".repeat(32)), "")
         .await;
     assert_eq!(code, 200);
     proxy
@@ -222,7 +205,7 @@ async fn unanimous_rpc_errors_are_returned_not_turned_into_syncing() {
 #[tokio::test]
 async fn a_slow_el_still_receives_every_call_in_order() {
     let els = els(3).await;
-    els[1].set(|b| b.delay = Duration::from_millis(150));
+    els[1].set(|b| b.delay = Duration::from_millis(300));
     let proxy = Proxy::start(&refs(&els), &[], &[]).await;
     let (first, second, third) = (
         new_payload(1, 4, "B1"),
@@ -232,11 +215,11 @@ async fn a_slow_el_still_receives_every_call_in_order() {
     let (a, b, c) = tokio::join!(
         proxy.call(&first),
         async {
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
             proxy.call(&second).await
         },
         async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
             proxy.call(&third).await
         }
     );
