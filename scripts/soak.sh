@@ -9,4 +9,4 @@ cd "$(dirname "$0")/.."
 duration="${1:-3600}"
 cargo build --quiet --release -p eb -p eb-tests --bin eb --bin eb-bench
 exec target/release/eb-bench --els 3 --payload-kib 128 --mode slots --slot-ms 100 \
-  --requests 1000000000 --duration-s "$duration" --flap-ms 3000
+  --requests 1000000000 --duration-s "$duration" --flap-ms 3000 --no-direct

@@ -10,6 +10,9 @@ use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Shortest time between two checks of one node when live traffic keeps failing.
+pub const MIN_RECHECK_GAP: Duration = Duration::from_millis(500);
+
 /// How long one health check may take.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -35,7 +38,10 @@ pub async fn check(node: &Node) -> NodeState {
     let timed = node
         .call(Bytes::from_static(SYNCING.as_bytes()), CHECK_TIMEOUT)
         .await;
-    node.observe(&timed);
+    // Not `observe`: a failed check must not ask for another check at once (that loops).
+    if let Reply::Body(_) = &timed.reply {
+        node.record_latency(&timed);
+    }
     let (state, error) = match &timed.reply {
         Reply::Body(body) => match serde_json::from_slice::<Answer>(body)
             .ok()
@@ -119,7 +125,8 @@ pub async fn run(nodes: Arc<Nodes>, node: Arc<Node>, interval: Duration) {
         let pause = interval.as_millis() as u64 - spread / 2 + jitter % spread.max(1);
         tokio::select! {
             () = tokio::time::sleep(Duration::from_millis(pause)) => {}
-            () = node.recheck.notified() => {}
+            // Live traffic saw a failure: check early, but at most every MIN_RECHECK_GAP.
+            () = node.recheck.notified() => tokio::time::sleep(MIN_RECHECK_GAP).await,
         }
     }
 }

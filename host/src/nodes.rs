@@ -162,29 +162,30 @@ impl Node {
     /// Feeds a live call's outcome into the health state: latency into the EWMA; a failure
     /// asks the health loop for an early recheck.
     pub fn observe(&self, timed: &Timed) {
-        let mut health = self.lock();
         match &timed.reply {
-            Reply::Body(_) => {
-                self.metrics
-                    .el_latency
-                    .get_or_create(&vec![("node", self.name.clone())])
-                    .observe(timed.latency.as_secs_f64());
-                let ms = timed.latency.as_secs_f64() * 1000.0;
-                health.latency_ms = Some(match health.latency_ms {
-                    Some(old) => old + EWMA_WEIGHT * (ms - old),
-                    None => ms,
-                });
-            }
+            Reply::Body(_) => self.record_latency(timed),
             Reply::AuthRejected(status) => {
-                health.state = NodeState::AuthFailed;
                 self.metrics.set_state(&self.name, NodeState::AuthFailed);
+                let mut health = self.lock();
+                health.state = NodeState::AuthFailed;
                 health.last_error = Some(format!("HTTP {status}: eb's token refused"));
             }
-            Reply::Timeout | Reply::Unreachable(_) => {
-                drop(health);
-                self.recheck.notify_one();
-            }
+            Reply::Timeout | Reply::Unreachable(_) => self.recheck.notify_one(),
         }
+    }
+
+    /// Feeds an answered call's latency into the EWMA and the latency histogram.
+    pub fn record_latency(&self, timed: &Timed) {
+        self.metrics
+            .el_latency
+            .get_or_create(&vec![("node", self.name.clone())])
+            .observe(timed.latency.as_secs_f64());
+        let ms = timed.latency.as_secs_f64() * 1000.0;
+        let mut health = self.lock();
+        health.latency_ms = Some(match health.latency_ms {
+            Some(old) => old + EWMA_WEIGHT * (ms - old),
+            None => ms,
+        });
     }
 
     /// Records a health check's verdict.

@@ -206,3 +206,33 @@ async fn an_el_rejecting_ebs_token_votes_unreachable_and_shows_auth_failed() {
     );
     settled(&proxy).await;
 }
+
+/// Regression: a failed health check used to wake its own loop at once, so a down EL was
+/// re-checked in a tight loop (a 4-minute soak burnt half a core). Checks of a node that drops
+/// every connection must stay at the health interval.
+#[tokio::test]
+async fn a_down_el_is_not_rechecked_in_a_tight_loop() {
+    let els = els(2).await;
+    let dropper = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = dropper.local_addr().expect("addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = Arc::clone(&accepted);
+    let task = tokio::spawn(async move {
+        while let Ok((socket, _)) = dropper.accept().await {
+            counter.fetch_add(1, Ordering::Relaxed);
+            drop(socket);
+        }
+    });
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    assert_eq!(
+        proxy.add_node(&format!("http://{addr}"), SECRET, "").await,
+        200
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Health interval 1 s for 3 s: a handful of checks (and their client-version probes).
+    let connections = accepted.load(Ordering::Relaxed);
+    assert!(connections <= 12, "{connections} connections in 3 s");
+    task.abort();
+}

@@ -56,6 +56,9 @@ struct Args {
     /// Stop and restart the last mock EL every this many ms while eb is measured (0: never).
     #[arg(long, default_value_t = 0)]
     flap_ms: u64,
+    /// Skip the direct baseline (soak runs).
+    #[arg(long)]
+    no_direct: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -289,17 +292,12 @@ async fn run(args: Args) -> Result<Value, String> {
         url: els[0].url(),
         minter: Minter::new(&secret(EL_SECRET)?),
     });
-    drive(
-        Arc::clone(&direct),
-        &Args {
-            requests: args.requests / 10,
-            ..clone_args(&args)
-        },
-        payload.clone(),
-    )
-    .await;
-    let (direct_samples, direct_wall, direct_failures) =
-        drive(direct, &args, payload.clone()).await;
+    drive(Arc::clone(&direct), &warmup(&args), payload.clone()).await;
+    let (direct_samples, direct_wall, direct_failures) = if args.no_direct {
+        (Samples::default(), Duration::from_secs(1), 0)
+    } else {
+        drive(direct, &args, payload.clone()).await
+    };
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -339,15 +337,7 @@ async fn run(args: Args) -> Result<Value, String> {
         url: format!("http://127.0.0.1:{port}/"),
         minter: Minter::new(&secret(CL_SECRET)?),
     });
-    drive(
-        Arc::clone(&proxy),
-        &Args {
-            requests: args.requests / 10,
-            ..clone_args(&args)
-        },
-        payload.clone(),
-    )
-    .await;
+    drive(Arc::clone(&proxy), &warmup(&args), payload.clone()).await;
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
         let peak = Arc::clone(&peak);
@@ -427,6 +417,16 @@ async fn run(args: Args) -> Result<Value, String> {
     }))
 }
 
+/// A short warm-up run: a tenth of the requests (at most 500), unpaced, no time limit.
+fn warmup(args: &Args) -> Args {
+    Args {
+        requests: (args.requests / 10).clamp(1, 500),
+        slot_ms: 0,
+        duration_s: 0,
+        ..clone_args(args)
+    }
+}
+
 fn clone_args(args: &Args) -> Args {
     Args {
         els: args.els,
@@ -438,6 +438,7 @@ fn clone_args(args: &Args) -> Args {
         slot_ms: args.slot_ms,
         duration_s: args.duration_s,
         flap_ms: args.flap_ms,
+        no_direct: args.no_direct,
         json: args.json,
         command: args.command.clone(),
     }
