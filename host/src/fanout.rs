@@ -10,7 +10,7 @@ use crate::policy::Decision;
 use crate::record::Recorder;
 use crate::route;
 use crate::upstream::Timed;
-use crate::votes::{receive, Collector};
+use crate::votes::{failed, receive, Collector};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use policy_sdk::{Method, Outcome, Verdict, Vote};
 use std::sync::Arc;
@@ -90,7 +90,7 @@ pub async fn fan_out(app: &App, call: Fanout<'_>) -> Collected {
                         node.observe(&timed);
                         receive(index as u16, node, call.method, &timed, block_hash)
                     }
-                    Err(_) => failed(index, node, Outcome::Unreachable),
+                    Err(_) => failed(index as u16, node, Outcome::Unreachable),
                 };
                 count_vote(metrics, node, &received.vote);
                 collector.push(received);
@@ -101,7 +101,7 @@ pub async fn fan_out(app: &App, call: Fanout<'_>) -> Collected {
             }
             () = tokio::time::sleep_until(deadline) => {
                 for (index, node) in nodes.iter().enumerate().filter(|(i, _)| !arrived[*i]) {
-                    let mut timeout = failed(index, node, Outcome::Timeout);
+                    let mut timeout = failed(index as u16, node, Outcome::Timeout);
                     timeout.vote.latency_us = budget.as_micros() as u32;
                     count_vote(metrics, node, &timeout.vote);
                     collector.push(timeout);
@@ -163,21 +163,6 @@ fn count_vote(metrics: &Metrics, node: &Node, vote: &Vote) {
         ("outcome", outcome.to_owned()),
     ];
     metrics.votes.get_or_create(&labels).inc();
-}
-
-fn failed(index: usize, node: &Node, outcome: Outcome) -> crate::votes::Received {
-    let mut vote = Vote::failed(index as u16, outcome);
-    vote.client = node.health().client;
-    vote.flags = vote
-        .flags
-        .with(policy_sdk::VoteFlags::DO_NOT_USE, node.do_not_use);
-    crate::votes::Received {
-        vote,
-        result: None,
-        error: None,
-        lvh: None,
-        payload_id: None,
-    }
 }
 
 /// What the replies after the verdict still need.

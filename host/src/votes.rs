@@ -52,6 +52,23 @@ fn parse_status(text: &str) -> Option<Status> {
     })
 }
 
+/// A vote without an answer from the node at `index`, with the node's client code and flags.
+pub fn failed(index: u16, node: &Node, outcome: Outcome) -> Received {
+    let health = node.health();
+    let mut vote = Vote::failed(index, outcome);
+    vote.client = health.client;
+    vote.flags = VoteFlags::default()
+        .with(VoteFlags::DO_NOT_USE, node.do_not_use)
+        .with(VoteFlags::NODE_SYNCING, health.state == NodeState::Syncing);
+    Received {
+        vote,
+        result: None,
+        error: None,
+        lvh: None,
+        payload_id: None,
+    }
+}
+
 /// Classifies `timed`, the reply of the node at `index` to a `method` call about `block_hash`.
 pub fn receive(
     index: u16,
@@ -60,20 +77,8 @@ pub fn receive(
     timed: &Timed,
     block_hash: Option<&str>,
 ) -> Received {
-    let health = node.health();
-    let mut vote = Vote::failed(index, Outcome::Malformed);
-    vote.client = health.client;
-    vote.latency_us = u32::try_from(timed.latency.as_micros()).unwrap_or(u32::MAX);
-    vote.flags = VoteFlags::default()
-        .with(VoteFlags::DO_NOT_USE, node.do_not_use)
-        .with(VoteFlags::NODE_SYNCING, health.state == NodeState::Syncing);
-    let mut received = Received {
-        vote,
-        result: None,
-        error: None,
-        lvh: None,
-        payload_id: None,
-    };
+    let mut received = failed(index, node, Outcome::Malformed);
+    received.vote.latency_us = u32::try_from(timed.latency.as_micros()).unwrap_or(u32::MAX);
     let body = match &timed.reply {
         Reply::Body(body) => body,
         Reply::Timeout => {
