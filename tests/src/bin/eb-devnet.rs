@@ -1,0 +1,101 @@
+//! `eb-devnet`: Lodestar → eb → three EthereumJS ELs on loopback, and the four scenarios of the
+//! real-client test (happy path, primary EL killed, a lying EL, replay of the recording).
+//! Every process it starts is stopped when it ends, also on failure or Ctrl-C.
+//!
+//! ```text
+//! scripts/devnet.sh                 # installs the clients, builds eb, runs this
+//! eb-devnet --clients DIR --eb target/release/eb [--work DIR] [--hold]
+//! ```
+
+use clap::Parser;
+use eb_tests::devnet::{scenarios, Devnet, Paths};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+/// Run the real-client devnet through eb and check it.
+#[derive(Debug, Parser)]
+struct Args {
+    /// Folder holding the npm installs `lodestar/` and `ethereumjs/` (scripts/devnet.sh makes it).
+    #[arg(long)]
+    clients: PathBuf,
+    /// The eb binary (a release build).
+    #[arg(long)]
+    eb: PathBuf,
+    /// Working folder (data, secrets, logs, votes.jsonl); a fresh one under /tmp by default.
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Start the devnet and keep it running until Ctrl-C, without the scenarios (to try eb by hand).
+    #[arg(long)]
+    hold: bool,
+}
+
+async fn scenarios(devnet: &mut Devnet) -> Result<Value, String> {
+    let mut report = serde_json::Map::new();
+    report.insert("happy_path".into(), scenarios::happy_path(devnet).await?);
+    report.insert("primary_killed".into(), scenarios::primary_killed(devnet).await?);
+    report.insert("lying_el".into(), scenarios::lying_el(devnet).await?);
+    devnet.stop();
+    report.insert("replay".into(), scenarios::replay(devnet)?);
+    Ok(Value::Object(report))
+}
+
+async fn hold(devnet: &Devnet) -> Result<Value, String> {
+    let status = devnet.admin.status().await?;
+    eprintln!(
+        "devnet up; work folder {} (logs, votes.jsonl); eb status:\n{status:#}\nCtrl-C stops everything.",
+        devnet.paths.work.display()
+    );
+    std::future::pending().await
+}
+
+async fn run(args: Args) -> Result<Value, String> {
+    let work = args.work.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("eb-devnet-{}", std::process::id()))
+    });
+    let paths = Paths {
+        clients: args.clients,
+        eb: args.eb,
+        work,
+    };
+    let start = Instant::now();
+    let mut devnet = Devnet::start(paths).await?;
+    let startup = start.elapsed().as_secs_f64();
+    let outcome = tokio::select! {
+        outcome = async {
+            if args.hold { hold(&devnet).await } else { scenarios(&mut devnet).await }
+        } => outcome,
+        _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+    };
+    match outcome {
+        Ok(mut report) => {
+            report["startup_seconds"] = json!((startup * 10.0).round() / 10.0);
+            report["total_seconds"] = json!((start.elapsed().as_secs_f64() * 10.0).round() / 10.0);
+            report["work"] = json!(devnet.paths.work.display().to_string());
+            Ok(report)
+        }
+        Err(e) => Err(format!("{e}\n{}", devnet.logs())),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("eb-devnet: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(report) => {
+            println!("{report:#}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("eb-devnet: FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

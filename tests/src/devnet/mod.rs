@@ -1,0 +1,430 @@
+//! A real devnet on loopback: Lodestar (CL) → eb → three EthereumJS ELs, the third behind a
+//! fault-injecting stand-in. [`Devnet::start`] brings it up; the scenarios in [`scenarios`] drive
+//! and check it; dropping it stops every process it started.
+//!
+//! The clients come from npm (`tests/devnet/{lodestar,ethereumjs}`, installed by
+//! `scripts/devnet.sh`); eb is a release build.
+
+pub mod observe;
+pub mod process;
+pub mod scenarios;
+pub mod standin;
+
+use eb::auth::{JwtSecret, Minter};
+use observe::{Admin, Beacon, Rpc};
+use process::{free_port, Service};
+use serde_json::{json, Value};
+use standin::StandIn;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Execution clients behind eb.
+pub const ELS: usize = 3;
+/// The EL behind the fault-injecting stand-in.
+pub const LIAR: usize = 2;
+/// Seconds per slot (Lodestar `--params.SECONDS_PER_SLOT`).
+pub const SLOT: Duration = Duration::from_secs(2);
+/// Slots per epoch of the minimal preset `lodestar dev` runs.
+pub const SLOTS_PER_EPOCH: u64 = 8;
+/// The chain id of `tests/devnet/genesis.json`.
+pub const CHAIN_ID: u64 = 1337;
+
+/// Where things are.
+#[derive(Clone, Debug)]
+pub struct Paths {
+    /// The npm installs: `<clients>/lodestar/node_modules`, `<clients>/ethereumjs/node_modules`.
+    pub clients: PathBuf,
+    /// The eb binary under test.
+    pub eb: PathBuf,
+    /// A fresh folder for data, secrets, logs and the vote recording.
+    pub work: PathBuf,
+}
+
+impl Paths {
+    fn lodestar(&self) -> PathBuf {
+        self.clients.join("lodestar/node_modules/.bin/lodestar")
+    }
+
+    fn ethereumjs(&self) -> PathBuf {
+        self.clients.join("ethereumjs/node_modules/.bin/ethereumjs")
+    }
+
+    /// eb's vote recording.
+    pub fn votes(&self) -> PathBuf {
+        self.work.join("votes.jsonl")
+    }
+
+    fn secret(&self, who: &str) -> PathBuf {
+        self.work.join(format!("{who}.hex"))
+    }
+}
+
+/// One EthereumJS node.
+pub struct El {
+    /// 0, 1 or 2: also its node index in eb.
+    pub index: usize,
+    rpc_port: u16,
+    engine_port: u16,
+    p2p_port: u16,
+    /// Its (unauthenticated) JSON-RPC endpoint.
+    pub rpc: Rpc,
+    /// Its rlpx address, once known.
+    pub enode: String,
+    service: Option<Service>,
+}
+
+impl El {
+    /// Its engine URL.
+    pub fn engine_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.engine_port)
+    }
+}
+
+/// The running devnet.
+pub struct Devnet {
+    /// Where things are.
+    pub paths: Paths,
+    /// The execution clients.
+    pub els: Vec<El>,
+    /// The stand-in in front of EL [`LIAR`].
+    pub standin: StandIn,
+    /// eb's admin API.
+    pub admin: Admin,
+    /// eb's engine port, with a CL token (for transactions).
+    pub engine: Rpc,
+    /// Lodestar's REST API.
+    pub beacon: Beacon,
+    eb: Option<Service>,
+    cl: Option<Service>,
+    /// When Lodestar's genesis is.
+    pub genesis: SystemTime,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Polls `probe` every 250 ms until it gives `Some`, or fails after `limit` naming `what`.
+pub async fn until<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(found) = probe().await {
+            return Ok(found);
+        }
+        if start.elapsed() > limit {
+            return Err(format!("timed out after {limit:?} waiting for {what}"));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn write_secret(path: &Path) -> Result<JwtSecret, String> {
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .map_err(|e| format!("/dev/urandom: {e}"))?;
+    let text = hex::encode(bytes);
+    std::fs::write(path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+    JwtSecret::from_hex(&text).ok_or_else(|| "secret: not 32 bytes of hex".to_owned())
+}
+
+fn ports<const N: usize>() -> Result<[u16; N], String> {
+    let mut out = [0; N];
+    for port in &mut out {
+        *port = free_port().map_err(|e| format!("no free port: {e}"))?;
+    }
+    Ok(out)
+}
+
+impl Devnet {
+    /// Starts the ELs, the stand-in, eb and Lodestar, and waits until eb sees every EL.
+    pub async fn start(paths: Paths) -> Result<Devnet, String> {
+        std::fs::create_dir_all(&paths.work).map_err(|e| format!("{}: {e}", paths.work.display()))?;
+        let genesis = crate::workspace().join("tests/devnet/genesis.json");
+        std::fs::copy(&genesis, paths.work.join("genesis.json"))
+            .map_err(|e| format!("{}: {e}", genesis.display()))?;
+        let cl_secret = write_secret(&paths.secret("cl"))?;
+        let mut els = Vec::new();
+        for index in 0..ELS {
+            write_secret(&paths.secret(&format!("el{index}")))?;
+            let [rpc_port, engine_port, p2p_port] = ports()?;
+            els.push(El {
+                index,
+                rpc_port,
+                engine_port,
+                p2p_port,
+                rpc: Rpc::new(&format!("http://127.0.0.1:{rpc_port}"), None),
+                enode: String::new(),
+                service: None,
+            });
+        }
+        // EL 0 first: its enode is the others' bootnode, its genesis hash the CL's.
+        start_el(&paths, &mut els[0], &[])?;
+        let genesis_hash = wait_el(&mut els[0]).await?;
+        let boot = [els[0].enode.clone()];
+        for el in &mut els[1..] {
+            start_el(&paths, el, &boot)?;
+        }
+        for el in &mut els[1..] {
+            wait_el(el).await?;
+        }
+
+        let standin = StandIn::start(&els[LIAR].engine_url())
+            .await
+            .map_err(|e| format!("stand-in: {e}"))?;
+        let [eb_port, admin_port, rest_port, cl_p2p_port] = ports()?;
+        let specs: Vec<String> = els
+            .iter()
+            .map(|el| {
+                let url = if el.index == LIAR {
+                    standin.url.clone()
+                } else {
+                    el.engine_url()
+                };
+                format!("{url}#jwt-secret={}", paths.secret(&format!("el{}", el.index)).display())
+            })
+            .collect();
+        let eb_args = [
+            "--jwt-secret".to_owned(),
+            paths.secret("cl").display().to_string(),
+            "--nodes".to_owned(),
+            specs.join(","),
+            "--listen-addr".to_owned(),
+            "127.0.0.1".to_owned(),
+            "--port".to_owned(),
+            eb_port.to_string(),
+            "--admin-addr".to_owned(),
+            format!("127.0.0.1:{admin_port}"),
+            "--record-votes".to_owned(),
+            paths.votes().display().to_string(),
+        ];
+        let eb = Service::start("eb", &paths.eb, &eb_args, &paths.work.join("eb.log"))?;
+        let admin = Admin::new(&format!("http://127.0.0.1:{admin_port}"));
+        until("eb to see all three ELs synced", Duration::from_secs(60), || async {
+            let status = admin.status().await.ok()?;
+            (0..ELS)
+                .all(|i| observe::node_state(&status, i).0 == "synced")
+                .then_some(())
+        })
+        .await?;
+
+        let genesis = SystemTime::now() + Duration::from_secs(10);
+        let genesis_secs = genesis.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let rest = format!("http://127.0.0.1:{rest_port}");
+        let cl_args: Vec<String> = [
+            "dev",
+            "--genesisValidators=8",
+            "--startValidators=0..7",
+            &format!("--genesisTime={genesis_secs}"),
+            &format!("--genesisEth1Hash={genesis_hash}"),
+            "--params.ALTAIR_FORK_EPOCH=0",
+            "--params.BELLATRIX_FORK_EPOCH=0",
+            "--params.CAPELLA_FORK_EPOCH=0",
+            "--params.TERMINAL_TOTAL_DIFFICULTY=0",
+            &format!("--params.SECONDS_PER_SLOT={}", SLOT.as_secs()),
+            &format!("--execution.urls=http://127.0.0.1:{eb_port}"),
+            &format!("--jwt-secret={}", paths.secret("cl").display()),
+            "--listenAddress=127.0.0.1",
+            &format!("--port={cl_p2p_port}"),
+            "--discv5=false",
+            "--rest.address=127.0.0.1",
+            &format!("--rest.port={rest_port}"),
+            &format!("--server={rest}"),
+            &format!("--dataDir={}", paths.work.join("cl").display()),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let cl = Service::start("lodestar", &paths.lodestar(), &cl_args, &paths.work.join("lodestar.log"))?;
+        let engine = Rpc::new(&format!("http://127.0.0.1:{eb_port}"), Some(Minter::new(&cl_secret)));
+        Ok(Devnet {
+            els,
+            standin,
+            admin,
+            engine,
+            beacon: Beacon::new(&rest),
+            eb: Some(eb),
+            cl: Some(cl),
+            genesis,
+            paths,
+        })
+    }
+
+    /// The current slot by the clock.
+    pub fn clock_slot(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(self.genesis)
+            .map_or(0, |d| d.as_secs() / SLOT.as_secs())
+    }
+
+    /// Kills EL `index` (SIGKILL: a crash, not a shutdown).
+    pub fn kill_el(&mut self, index: usize) {
+        if let Some(mut service) = self.els[index].service.take() {
+            service.kill();
+        }
+    }
+
+    /// Restarts EL `index` on its data and ports, peered with the other ELs.
+    pub async fn restart_el(&mut self, index: usize) -> Result<(), String> {
+        let peers: Vec<String> = self
+            .els
+            .iter()
+            .filter(|el| el.index != index)
+            .map(|el| el.enode.clone())
+            .collect();
+        start_el(&self.paths, &mut self.els[index], &peers)?;
+        wait_el(&mut self.els[index]).await.map(drop)
+    }
+
+    /// Signed transfers from the prefunded account (`tests/devnet/sign-txs.cjs`): (raw, hash).
+    pub fn sign_transactions(&self, count: usize) -> Result<Vec<(String, String)>, String> {
+        let script = crate::workspace().join("tests/devnet/sign-txs.cjs");
+        let output = std::process::Command::new("node")
+            .arg(&script)
+            .args([CHAIN_ID.to_string(), count.to_string()])
+            .env("NODE_PATH", self.paths.clients.join("ethereumjs/node_modules"))
+            .output()
+            .map_err(|e| format!("node {}: {e}", script.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "sign-txs.cjs failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| {
+                let tx: Value = serde_json::from_str(line).map_err(|e| format!("sign-txs.cjs: {e}"))?;
+                Ok((
+                    tx["raw"].as_str().unwrap_or_default().to_owned(),
+                    tx["hash"].as_str().unwrap_or_default().to_owned(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Stops Lodestar, then eb (which flushes its recording), then the ELs.
+    pub fn stop(&mut self) {
+        if let Some(cl) = self.cl.take() {
+            cl.stop(Duration::from_secs(10));
+        }
+        self.stop_eb();
+        for el in &mut self.els {
+            if let Some(service) = el.service.take() {
+                service.stop(Duration::from_secs(2));
+            }
+        }
+    }
+
+    /// Stops eb (SIGTERM: it drains and closes the recording).
+    pub fn stop_eb(&mut self) {
+        if let Some(eb) = self.eb.take() {
+            eb.stop(Duration::from_secs(15));
+        }
+    }
+
+    /// The last lines of every log, for a failure report.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let names = ["lodestar.log", "eb.log"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain((0..ELS).map(|i| format!("el{i}.log")));
+        for name in names {
+            let path = self.paths.work.join(&name);
+            out.push_str(&format!("--- {} (last 15 lines)\n{}\n", path.display(), process::tail(&path, 15)));
+        }
+        out
+    }
+
+    /// Every EL's `(number, hash)` of its latest block.
+    pub async fn el_heads(&self) -> Vec<Result<(u64, String), String>> {
+        let mut heads = Vec::new();
+        for el in &self.els {
+            heads.push(el.rpc.block("latest").await);
+        }
+        heads
+    }
+
+    /// Waits until the three ELs and the CL's head agree; returns the common `(number, hash)`.
+    pub async fn same_head(&self, limit: Duration) -> Result<(u64, String), String> {
+        until("the three ELs and the CL on one head", limit, || async {
+            let cl = self.beacon.head_execution_hash().await.ok()?;
+            let heads = self.el_heads().await;
+            let first = heads.first()?.as_ref().ok()?.clone();
+            heads
+                .iter()
+                .all(|h| h.as_ref().is_ok_and(|h| *h == first && h.1 == cl))
+                .then_some(first)
+        })
+        .await
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        // Services kill their process groups when dropped; this only orders it.
+        self.cl.take();
+        self.eb.take();
+        for el in &mut self.els {
+            el.service.take();
+        }
+    }
+}
+
+fn start_el(paths: &Paths, el: &mut El, bootnodes: &[String]) -> Result<(), String> {
+    let mut args: Vec<String> = [
+        format!("--gethGenesis={}", paths.work.join("genesis.json").display()),
+        format!("--dataDir={}", paths.work.join(format!("el{}", el.index)).display()),
+        "--rpc".to_owned(),
+        "--rpcAddr=127.0.0.1".to_owned(),
+        format!("--rpcPort={}", el.rpc_port),
+        "--rpcEngine".to_owned(),
+        "--rpcEngineAddr=127.0.0.1".to_owned(),
+        format!("--rpcEnginePort={}", el.engine_port),
+        format!("--jwtSecret={}", paths.secret(&format!("el{}", el.index)).display()),
+        "--discDns=false".to_owned(),
+        "--discV4=false".to_owned(),
+        format!("--port={}", el.p2p_port),
+        "--extIP=127.0.0.1".to_owned(),
+        "--isSingleNode".to_owned(),
+        "--logFile=false".to_owned(),
+    ]
+    .to_vec();
+    if !bootnodes.is_empty() {
+        args.push(format!("--bootnodes={}", bootnodes.join(",")));
+    }
+    let log = paths.work.join(format!("el{}.log", el.index));
+    // A restart appends to the same log (the first run's lines stay readable).
+    let log = if log.exists() {
+        paths.work.join(format!("el{}.restart.log", el.index))
+    } else {
+        log
+    };
+    el.service = Some(Service::start(&format!("el{}", el.index), &paths.ethereumjs(), &args, &log)?);
+    Ok(())
+}
+
+/// Waits for an EL's JSON-RPC; records its enode; returns its genesis hash.
+async fn wait_el(el: &mut El) -> Result<String, String> {
+    let rpc = &el.rpc;
+    let info: Value = until(&format!("EL {} to answer JSON-RPC", el.index), Duration::from_secs(90), || async {
+        rpc.call("admin_nodeInfo", json!([])).await.ok()
+    })
+    .await?;
+    el.enode = info["enode"]
+        .as_str()
+        .unwrap_or_default()
+        .replace("@0.0.0.0:", "@127.0.0.1:");
+    info["protocols"]["eth"]["genesis"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("EL {}: no genesis in admin_nodeInfo: {info}", el.index))
+}

@@ -1,0 +1,224 @@
+//! What the devnet driver reads: the ELs' JSON-RPC, Lodestar's beacon REST API, eb's admin API
+//! and eb's engine port (for transactions, with a CL token), and eb's vote recording.
+
+use eb::auth::Minter;
+use policy_sdk::fixture::Case;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::Duration;
+
+/// Every call gives up after this long.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap_or_default()
+}
+
+async fn read_json(response: reqwest::Response, what: &str) -> Result<Value, String> {
+    let status = response.status();
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    let value: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{what}: HTTP {status}, not JSON ({e})"))?;
+    if !status.is_success() {
+        return Err(format!("{what}: HTTP {status}: {value}"));
+    }
+    Ok(value)
+}
+
+/// A JSON-RPC endpoint, optionally authenticated.
+pub struct Rpc {
+    url: String,
+    minter: Option<Minter>,
+    client: reqwest::Client,
+}
+
+impl Rpc {
+    /// An endpoint at `url` (`minter`: sign each call with that secret).
+    pub fn new(url: &str, minter: Option<Minter>) -> Rpc {
+        Rpc {
+            url: url.to_owned(),
+            minter,
+            client: client(),
+        }
+    }
+
+    /// Calls `method`; the `result`, or the error as text.
+    pub async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let mut request = self
+            .client
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if let Some(minter) = &self.minter {
+            request = request.header("authorization", minter.bearer());
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| format!("{method} at {}: {e}", self.url))?;
+        let mut answer = read_json(response, method).await?;
+        match answer.get("error") {
+            Some(error) => Err(format!("{method} at {}: {error}", self.url)),
+            None => Ok(answer["result"].take()),
+        }
+    }
+
+    /// `(number, hash)` of the block `tag` (`"latest"`, `"0x0"`…).
+    pub async fn block(&self, tag: &str) -> Result<(u64, String), String> {
+        let block = self.call("eth_getBlockByNumber", json!([tag, false])).await?;
+        let number = block["number"]
+            .as_str()
+            .and_then(|n| u64::from_str_radix(n.trim_start_matches("0x"), 16).ok())
+            .ok_or_else(|| format!("block {tag}: no number in {block}"))?;
+        let hash = block["hash"].as_str().unwrap_or_default().to_owned();
+        Ok((number, hash))
+    }
+}
+
+/// Lodestar's beacon REST API.
+pub struct Beacon {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Beacon {
+    /// The API at `base` (`http://127.0.0.1:PORT`).
+    pub fn new(base: &str) -> Beacon {
+        Beacon {
+            base: base.to_owned(),
+            client: client(),
+        }
+    }
+
+    async fn get(&self, path: &str) -> Result<reqwest::Response, String> {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))
+    }
+
+    /// `GET /eth/v1/node/syncing`: `(head slot, optimistic)`.
+    pub async fn syncing(&self) -> Result<(u64, bool), String> {
+        let path = "/eth/v1/node/syncing";
+        let data = read_json(self.get(path).await?, path).await?["data"].take();
+        let slot = number(&data["head_slot"]).ok_or_else(|| format!("{path}: {data}"))?;
+        Ok((slot, data["is_optimistic"] == true))
+    }
+
+    /// Whether a block was proposed at `slot`.
+    pub async fn has_block(&self, slot: u64) -> Result<bool, String> {
+        let response = self.get(&format!("/eth/v1/beacon/headers/{slot}")).await?;
+        match response.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            other => Err(format!("header at slot {slot}: HTTP {other}")),
+        }
+    }
+
+    /// The finalized epoch of the head state.
+    pub async fn finalized_epoch(&self) -> Result<u64, String> {
+        let path = "/eth/v1/beacon/states/head/finality_checkpoints";
+        let data = read_json(self.get(path).await?, path).await?;
+        number(&data["data"]["finalized"]["epoch"]).ok_or_else(|| format!("{path}: {data}"))
+    }
+
+    /// The execution block hash of the CL's head block.
+    pub async fn head_execution_hash(&self) -> Result<String, String> {
+        let path = "/eth/v2/beacon/blocks/head";
+        let block = read_json(self.get(path).await?, path).await?;
+        block["data"]["message"]["body"]["execution_payload"]["block_hash"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{path}: no execution payload"))
+    }
+}
+
+/// A decimal number sent as a JSON string (the beacon API's convention).
+fn number(value: &Value) -> Option<u64> {
+    value.as_str()?.parse().ok()
+}
+
+/// eb's admin API.
+pub struct Admin {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Admin {
+    /// The admin API at `base`.
+    pub fn new(base: &str) -> Admin {
+        Admin {
+            base: base.to_owned(),
+            client: client(),
+        }
+    }
+
+    /// `GET /status`.
+    pub async fn status(&self) -> Result<Value, String> {
+        let response = self
+            .client
+            .get(format!("{}/status", self.base))
+            .send()
+            .await
+            .map_err(|e| format!("GET /status: {e}"))?;
+        read_json(response, "GET /status").await
+    }
+
+    /// `DELETE /nodes/{index}`.
+    pub async fn remove_node(&self, index: usize) -> Result<Value, String> {
+        let response = self
+            .client
+            .delete(format!("{}/nodes/{index}", self.base))
+            .send()
+            .await
+            .map_err(|e| format!("DELETE /nodes/{index}: {e}"))?;
+        read_json(response, "DELETE /nodes").await
+    }
+
+    /// `POST /nodes` with one node spec.
+    pub async fn add_node(&self, spec: &str) -> Result<Value, String> {
+        let response = self
+            .client
+            .post(format!("{}/nodes", self.base))
+            .header("content-type", "application/json")
+            .body(json!({ "nodes": [spec] }).to_string())
+            .send()
+            .await
+            .map_err(|e| format!("POST /nodes: {e}"))?;
+        read_json(response, "POST /nodes").await
+    }
+}
+
+/// The state eb reports for node `index` (`synced`, `offline`…), and whether it is the primary.
+pub fn node_state(status: &Value, index: usize) -> (String, bool) {
+    let node = &status["nodes"][index];
+    (
+        node["state"].as_str().unwrap_or("missing").to_owned(),
+        node["primary"] == true,
+    )
+}
+
+/// The index of eb's primary node.
+pub fn primary(status: &Value) -> Option<usize> {
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .position(|n| n["primary"] == true)
+}
+
+/// The decisions eb recorded so far (a line still being written is skipped).
+pub fn recorded(path: &Path) -> Vec<Case> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}

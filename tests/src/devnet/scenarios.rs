@@ -1,0 +1,333 @@
+//! The four devnet scenarios of issue 7, each asserted: it returns a report of what it saw, or
+//! an error saying what did not happen.
+
+use super::observe::{node_state, primary, recorded};
+use super::{now_ms, until, Devnet, ELS, LIAR, SLOT, SLOTS_PER_EPOCH};
+use policy_sdk::fixture::{Action, Case};
+use serde_json::{json, Value};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Slots in a row that must have blocks on the happy path.
+const HAPPY_SLOTS: u64 = 20;
+/// Transactions sent through eb on the happy path.
+const TRANSACTIONS: usize = 5;
+/// Slots to watch after the primary EL is killed.
+const KILL_WATCH_SLOTS: u64 = 8;
+/// newPayload decisions to see in each phase of the lying-EL scenario.
+const LIAR_DECISIONS: usize = 3;
+
+fn slots(n: u64) -> Duration {
+    SLOT * n as u32
+}
+
+fn seconds(start: Instant) -> f64 {
+    (start.elapsed().as_secs_f64() * 10.0).round() / 10.0
+}
+
+/// Which of `from..=to` have no block.
+async fn missed_slots(devnet: &Devnet, from: u64, to: u64) -> Result<Vec<u64>, String> {
+    let mut missed = Vec::new();
+    for slot in from..=to {
+        if !devnet.beacon.has_block(slot).await? {
+            missed.push(slot);
+        }
+    }
+    Ok(missed)
+}
+
+/// The longest run of consecutive slots with blocks in `1..=head`, and the slots without.
+async fn block_runs(devnet: &Devnet, head: u64) -> Result<(u64, Vec<u64>), String> {
+    let missed = missed_slots(devnet, 1, head).await?;
+    let mut longest = 0;
+    let mut previous = 0;
+    for gap in missed.iter().copied().chain([head + 1]) {
+        longest = longest.max(gap - previous - 1);
+        previous = gap;
+    }
+    Ok((longest, missed))
+}
+
+fn heads_json(heads: &[Result<(u64, String), String>]) -> Value {
+    heads
+        .iter()
+        .map(|h| match h {
+            Ok((number, hash)) => json!({"number": number, "hash": hash}),
+            Err(e) => json!({ "error": e }),
+        })
+        .collect()
+}
+
+/// 1. Blocks in ≥ 20 consecutive slots, a finalized epoch, the transactions included on every
+///    EL, and the three ELs on the CL's head.
+pub async fn happy_path(devnet: &Devnet) -> Result<Value, String> {
+    let start = Instant::now();
+    let beacon = &devnet.beacon;
+    until("the first block", Duration::from_secs(120), || async {
+        beacon.syncing().await.ok().filter(|s| s.0 > 0)
+    })
+    .await?;
+    let txs = devnet.sign_transactions(TRANSACTIONS)?;
+    for (raw, hash) in &txs {
+        let answer = devnet.engine.call("eth_sendRawTransaction", json!([raw])).await?;
+        if answer != *hash {
+            return Err(format!("eth_sendRawTransaction through eb answered {answer}, expected {hash}"));
+        }
+    }
+    let (head, finalized) = until(
+        &format!("a finalized epoch and {HAPPY_SLOTS}+ slots"),
+        slots(6 * SLOTS_PER_EPOCH),
+        || async {
+            let (head, _) = beacon.syncing().await.ok()?;
+            let finalized = beacon.finalized_epoch().await.ok()?;
+            (finalized >= 1 && head > HAPPY_SLOTS + 2).then_some((head, finalized))
+        },
+    )
+    .await?;
+    let (longest, missed) = block_runs(devnet, head).await?;
+    if longest < HAPPY_SLOTS {
+        return Err(format!(
+            "longest run of slots with blocks is {longest} (< {HAPPY_SLOTS}); slots without: {missed:?}"
+        ));
+    }
+    for el in &devnet.els {
+        for (_, hash) in &txs {
+            let receipt = until(&format!("receipt of {hash} on EL {}", el.index), slots(4), || async {
+                el.rpc
+                    .call("eth_getTransactionReceipt", json!([hash]))
+                    .await
+                    .ok()
+                    .filter(|r| !r.is_null())
+            })
+            .await?;
+            if receipt["status"] != "0x1" {
+                return Err(format!("EL {}: transaction {hash} failed: {receipt}", el.index));
+            }
+        }
+    }
+    let (number, hash) = devnet.same_head(slots(5)).await?;
+    Ok(json!({
+        "seconds": seconds(start),
+        "head_slot": head,
+        "longest_run_of_slots_with_blocks": longest,
+        "slots_without_block": missed,
+        "finalized_epoch": finalized,
+        "transactions_included": txs.len(),
+        "el_heads": heads_json(&devnet.el_heads().await),
+        "common_head": {"number": number, "hash": hash},
+    }))
+}
+
+/// Newest-first newPayload decisions recorded after `since_ms`.
+fn new_payloads_since(votes: &Path, since_ms: u64) -> Vec<Case> {
+    recorded(votes)
+        .into_iter()
+        .filter(|c| c.method == "newPayload" && c.recorded_at_ms.unwrap_or(0) > since_ms)
+        .collect()
+}
+
+fn follows_valid(case: &Case) -> bool {
+    case.expect.action == Action::Follow && case.expect.status.as_deref() == Some("VALID")
+}
+
+/// 2. The primary EL is killed: blocks go on (at most the slot in flight is missed), eb shows
+///    the EL offline and another primary; restarted, it is synced and votes VALID again.
+pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
+    let start = Instant::now();
+    let status = devnet.admin.status().await?;
+    let victim = primary(&status).ok_or_else(|| format!("eb has no primary: {status}"))?;
+    let (kill_slot, _) = devnet.beacon.syncing().await?;
+    devnet.kill_el(victim);
+    let killed_ms = now_ms();
+    let admin = &devnet.admin;
+    let new_primary = until("eb to mark the killed EL offline and pick another primary", slots(10), || async {
+        let status = admin.status().await.ok()?;
+        let (state, _) = node_state(&status, victim);
+        let now = primary(&status)?;
+        (state == "offline" && now != victim).then_some(now)
+    })
+    .await?;
+    let beacon = &devnet.beacon;
+    let watched_to = until("blocks after the kill", slots(KILL_WATCH_SLOTS + 6), || async {
+        let (head, _) = beacon.syncing().await.ok()?;
+        (head >= kill_slot + KILL_WATCH_SLOTS).then_some(head)
+    })
+    .await?;
+    let missed = missed_slots(devnet, kill_slot + 1, watched_to).await?;
+    if missed.len() > 1 {
+        return Err(format!(
+            "slots without a block after EL {victim} was killed at slot {kill_slot}: {missed:?}"
+        ));
+    }
+    let restarted = Instant::now();
+    devnet.restart_el(victim).await?;
+    let restarted_ms = now_ms();
+    let admin = &devnet.admin;
+    until("the restarted EL to be synced in eb's status", slots(15), || async {
+        let status = admin.status().await.ok()?;
+        (node_state(&status, victim).0 == "synced").then_some(())
+    })
+    .await?;
+    let votes = devnet.paths.votes();
+    let votes_again = until("the restarted EL to vote VALID on newPayload", slots(30), || async {
+        new_payloads_since(&votes, restarted_ms)
+            .iter()
+            .find(|c| c.votes.iter().any(|v| v.node == victim as u16 && v.status == "VALID"))
+            .map(|_| ())
+    })
+    .await;
+    votes_again?;
+    let caught_up_s = seconds(restarted);
+    let down: Vec<Case> = recorded(&votes)
+        .into_iter()
+        .filter(|c| {
+            let at = c.recorded_at_ms.unwrap_or(0);
+            c.method == "newPayload" && at > killed_ms && at < restarted_ms
+        })
+        .collect();
+    let (number, hash) = devnet.same_head(slots(10)).await?;
+    Ok(json!({
+        "seconds": seconds(start),
+        "killed_el": victim,
+        "killed_at_slot": kill_slot,
+        "new_primary": new_primary,
+        "watched_slots": [kill_slot + 1, watched_to],
+        "slots_without_block": missed,
+        "new_payload_verdicts_while_down": {
+            "valid": down.iter().filter(|c| follows_valid(c)).count(),
+            "other": down.iter().filter(|c| !follows_valid(c)).count(),
+        },
+        "restart_to_valid_vote_seconds": caught_up_s,
+        "el_heads": heads_json(&devnet.el_heads().await),
+        "common_head": {"number": number, "hash": hash},
+    }))
+}
+
+/// Whether the liar's INVALID vote is in the ballot (counted: not do-not-use, not late).
+fn liar_counted(case: &Case) -> bool {
+    case.votes
+        .iter()
+        .any(|v| v.node == LIAR as u16 && v.status == "INVALID" && !v.do_not_use && !v.late)
+}
+
+/// Whether the liar's INVALID vote is there but flagged do-not-use.
+fn liar_ignored(case: &Case) -> bool {
+    case.votes
+        .iter()
+        .any(|v| v.node == LIAR as u16 && v.status == "INVALID" && v.do_not_use)
+}
+
+/// 3. One EL lies (VALID → INVALID on newPayload): the CL is answered SYNCING, never VALID, and
+///    goes optimistic; re-adding that EL as `#do-not-use` (hot, through the admin API) restores
+///    VALID answers and the CL leaves optimistic mode.
+pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
+    let start = Instant::now();
+    let since = now_ms();
+    devnet.standin.lie();
+    let votes = devnet.paths.votes();
+    let beacon = &devnet.beacon;
+    let optimistic_seen = std::cell::Cell::new(false);
+    until("the CL to be answered SYNCING for the lied-about blocks and go optimistic", slots(20), || async {
+        if beacon.syncing().await.is_ok_and(|s| s.1) {
+            optimistic_seen.set(true);
+        }
+        let lied = new_payloads_since(&votes, since).into_iter().filter(liar_counted).count();
+        (lied >= LIAR_DECISIONS && optimistic_seen.get()).then_some(())
+    })
+    .await?;
+    let optimistic_seen = optimistic_seen.get();
+    let switch_ms = now_ms();
+    let lying: Vec<Case> = new_payloads_since(&votes, since)
+        .into_iter()
+        .filter(|c| c.recorded_at_ms.unwrap_or(0) <= switch_ms)
+        .collect();
+
+    let spec = format!(
+        "{}#jwt-secret={}#do-not-use",
+        devnet.standin.url,
+        devnet.paths.work.join(format!("el{LIAR}.hex")).display()
+    );
+    devnet.admin.remove_node(LIAR).await?;
+    devnet.admin.add_node(&spec).await?;
+    until("VALID answers with the liar ignored, and the CL no longer optimistic", slots(20), || async {
+        let ignored = new_payloads_since(&votes, switch_ms)
+            .into_iter()
+            .filter(liar_ignored)
+            .count();
+        let optimistic = beacon.syncing().await.ok()?.1;
+        (ignored >= LIAR_DECISIONS && !optimistic).then_some(())
+    })
+    .await?;
+    let after: Vec<Case> = new_payloads_since(&votes, switch_ms)
+        .into_iter()
+        .filter(liar_ignored)
+        .collect();
+
+    // The safety claim, over the whole recording: no VALID answer while the lie was counted.
+    let all = recorded(&votes);
+    let unsafe_valid: Vec<&str> = all
+        .iter()
+        .filter(|c| c.method == "newPayload" && liar_counted(c) && follows_valid(c))
+        .map(|c| c.name.as_str())
+        .collect();
+    if !unsafe_valid.is_empty() {
+        return Err(format!("VALID answered beside the liar's counted INVALID: {unsafe_valid:?}"));
+    }
+    let not_valid_after: Vec<&str> = after
+        .iter()
+        .filter(|c| !follows_valid(c))
+        .map(|c| c.name.as_str())
+        .collect();
+    if !not_valid_after.is_empty() {
+        return Err(format!("not VALID with the liar ignored: {not_valid_after:?}"));
+    }
+    let count = |cases: &[Case], f: fn(&Case) -> bool| cases.iter().filter(|c| f(c)).count();
+    Ok(json!({
+        "seconds": seconds(start),
+        "lies_told": devnet.standin.lies(),
+        "while_lie_counted": {
+            "new_payload_decisions": lying.len(),
+            "valid": count(&lying, follows_valid),
+            "syncing": count(&lying, |c| c.expect.action == Action::Syncing),
+            "cl_went_optimistic": optimistic_seen,
+        },
+        "after_do_not_use": {
+            "new_payload_decisions": after.len(),
+            "valid": count(&after, follows_valid),
+            "syncing": count(&after, |c| c.expect.action == Action::Syncing),
+        },
+        "requests_through_stand_in": devnet.standin.forwarded(),
+    }))
+}
+
+/// 4. The recording replays through `eb policy test` (default policy) with 0 mismatches.
+/// Call after eb has stopped, so the recording is complete.
+pub fn replay(devnet: &Devnet) -> Result<Value, String> {
+    let start = Instant::now();
+    let votes = devnet.paths.votes();
+    let cases = recorded(&votes).len();
+    let output = std::process::Command::new(&devnet.paths.eb)
+        .args(["policy", "test"])
+        .arg(&votes)
+        .output()
+        .map_err(|e| format!("eb policy test: {e}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let summary = stdout.lines().last().unwrap_or_default().to_owned();
+    if !output.status.success() || cases == 0 || summary != format!("{cases} passed, 0 failed") {
+        return Err(format!(
+            "eb policy test {} ({cases} cases): {}\n{stdout}{}",
+            votes.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    let methods = |m: &str| recorded(&votes).iter().filter(|c| c.method == m).count();
+    Ok(json!({
+        "seconds": seconds(start),
+        "cases": cases,
+        "new_payload": methods("newPayload"),
+        "forkchoice_updated": methods("forkchoiceUpdated") + methods("forkchoiceUpdatedWithAttributes"),
+        "summary": summary,
+        "els": ELS,
+    }))
+}
