@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite: unit, property, policy (native and wasm32) and end-to-end tests.
-# It installs what the tests need: the wasm32 target (to rebuild the policies) and promtool
-# (Debian's `prometheus` package, to check eb's metrics exposition).
+# The whole test suite: unit, property, policy (native and wasm32) and end-to-end tests, then the
+# real-client devnet (Lodestar → eb → three EthereumJS ELs, scripts/devnet.sh).
+# It installs what the tests need: the wasm32 target (to rebuild the policies), promtool
+# (Debian's `prometheus` package, to check eb's metrics exposition) and, through devnet.sh, the
+# clients from npm (Node.js and npm are on the machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-unknown-unknown
@@ -12,3 +14,4 @@ if ! command -v promtool >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 cargo test --workspace --locked
+scripts/devnet.sh

@@ -34,7 +34,10 @@ struct Args {
 async fn scenarios(devnet: &mut Devnet) -> Result<Value, String> {
     let mut report = serde_json::Map::new();
     report.insert("happy_path".into(), scenarios::happy_path(devnet).await?);
-    report.insert("primary_killed".into(), scenarios::primary_killed(devnet).await?);
+    report.insert(
+        "primary_killed".into(),
+        scenarios::primary_killed(devnet).await?,
+    );
     report.insert("lying_el".into(), scenarios::lying_el(devnet).await?);
     devnet.stop();
     report.insert("replay".into(), scenarios::replay(devnet)?);
@@ -42,40 +45,64 @@ async fn scenarios(devnet: &mut Devnet) -> Result<Value, String> {
 }
 
 async fn hold(devnet: &Devnet) -> Result<Value, String> {
-    let status = devnet.admin.status().await?;
+    devnet.admin.status().await?;
     eprintln!(
-        "devnet up; work folder {} (logs, votes.jsonl); eb status:\n{status:#}\nCtrl-C stops everything.",
-        devnet.paths.work.display()
+        "devnet up; work folder {} (logs, votes.jsonl, secrets); endpoints:\n{:#}\n\
+         the first block comes ~15 s after start; Ctrl-C stops everything.",
+        devnet.paths.work.display(),
+        devnet.endpoints
     );
     std::future::pending().await
 }
 
+/// The first of SIGINT and SIGTERM (a CI timeout sends the latter): the processes are then
+/// stopped by the normal way out.
+async fn stopped() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
+}
+
 async fn run(args: Args) -> Result<Value, String> {
-    let work = args.work.unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("eb-devnet-{}", std::process::id()))
-    });
+    let work = args
+        .work
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("eb-devnet-{}", std::process::id())));
+    // Absolute: the clients run in the work folder.
+    let absolute =
+        |p: PathBuf| std::path::absolute(&p).map_err(|e| format!("{}: {e}", p.display()));
     let paths = Paths {
-        clients: args.clients,
-        eb: args.eb,
-        work,
+        clients: absolute(args.clients)?,
+        eb: absolute(args.eb)?,
+        work: absolute(work)?,
     };
     let start = Instant::now();
-    let mut devnet = Devnet::start(paths).await?;
+    let mut devnet = Devnet::start(paths.clone())
+        .await
+        .map_err(|e| format!("{e}\n{}", paths.logs()))?;
     let startup = start.elapsed().as_secs_f64();
     let outcome = tokio::select! {
         outcome = async {
             if args.hold { hold(&devnet).await } else { scenarios(&mut devnet).await }
         } => outcome,
-        _ = tokio::signal::ctrl_c() => Err("interrupted".to_owned()),
+        signal = stopped() => Err(format!("stopped by {signal}")),
     };
     match outcome {
         Ok(mut report) => {
             report["startup_seconds"] = json!((startup * 10.0).round() / 10.0);
             report["total_seconds"] = json!((start.elapsed().as_secs_f64() * 10.0).round() / 10.0);
             report["work"] = json!(devnet.paths.work.display().to_string());
+            report["endpoints"] = devnet.endpoints.clone();
             Ok(report)
         }
-        Err(e) => Err(format!("{e}\n{}", devnet.logs())),
+        Err(e) => Err(format!("{e}\n{}", devnet.paths.logs())),
     }
 }
 

@@ -58,6 +58,27 @@ impl Paths {
     fn secret(&self, who: &str) -> PathBuf {
         self.work.join(format!("{who}.hex"))
     }
+
+    /// The last lines of every log, for a failure report.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        let names = ["lodestar.log", "eb.log"]
+            .into_iter()
+            .map(str::to_owned)
+            .chain((0..ELS).flat_map(|i| [format!("el{i}.log"), format!("el{i}.restart.log")]));
+        for name in names {
+            let path = self.work.join(&name);
+            if !path.exists() {
+                continue;
+            }
+            out.push_str(&format!(
+                "--- {} (last 15 lines)\n{}\n",
+                path.display(),
+                process::tail(&path, 15)
+            ));
+        }
+        out
+    }
 }
 
 /// One EthereumJS node.
@@ -99,6 +120,8 @@ pub struct Devnet {
     cl: Option<Service>,
     /// When Lodestar's genesis is.
     pub genesis: SystemTime,
+    /// Every URL of the devnet, by name (for `--hold` and reports).
+    pub endpoints: Value,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -147,7 +170,8 @@ fn ports<const N: usize>() -> Result<[u16; N], String> {
 impl Devnet {
     /// Starts the ELs, the stand-in, eb and Lodestar, and waits until eb sees every EL.
     pub async fn start(paths: Paths) -> Result<Devnet, String> {
-        std::fs::create_dir_all(&paths.work).map_err(|e| format!("{}: {e}", paths.work.display()))?;
+        std::fs::create_dir_all(&paths.work)
+            .map_err(|e| format!("{}: {e}", paths.work.display()))?;
         let genesis = crate::workspace().join("tests/devnet/genesis.json");
         std::fs::copy(&genesis, paths.work.join("genesis.json"))
             .map_err(|e| format!("{}: {e}", genesis.display()))?;
@@ -189,7 +213,10 @@ impl Devnet {
                 } else {
                     el.engine_url()
                 };
-                format!("{url}#jwt-secret={}", paths.secret(&format!("el{}", el.index)).display())
+                format!(
+                    "{url}#jwt-secret={}",
+                    paths.secret(&format!("el{}", el.index)).display()
+                )
             })
             .collect();
         let eb_args = [
@@ -206,18 +233,30 @@ impl Devnet {
             "--record-votes".to_owned(),
             paths.votes().display().to_string(),
         ];
-        let eb = Service::start("eb", &paths.eb, &eb_args, &paths.work.join("eb.log"))?;
+        let eb = Service::start(
+            "eb",
+            &paths.eb,
+            &eb_args,
+            &paths.work,
+            &paths.work.join("eb.log"),
+        )?;
         let admin = Admin::new(&format!("http://127.0.0.1:{admin_port}"));
-        until("eb to see all three ELs synced", Duration::from_secs(60), || async {
-            let status = admin.status().await.ok()?;
-            (0..ELS)
-                .all(|i| observe::node_state(&status, i).0 == "synced")
-                .then_some(())
-        })
+        until(
+            "eb to see all three ELs synced",
+            Duration::from_secs(60),
+            || async {
+                let status = admin.status().await.ok()?;
+                (0..ELS)
+                    .all(|i| observe::node_state(&status, i).0 == "synced")
+                    .then_some(())
+            },
+        )
         .await?;
 
         let genesis = SystemTime::now() + Duration::from_secs(10);
-        let genesis_secs = genesis.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let genesis_secs = genesis
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let rest = format!("http://127.0.0.1:{rest_port}");
         let cl_args: Vec<String> = [
             "dev",
@@ -242,9 +281,27 @@ impl Devnet {
         ]
         .map(str::to_owned)
         .to_vec();
-        let cl = Service::start("lodestar", &paths.lodestar(), &cl_args, &paths.work.join("lodestar.log"))?;
-        let engine = Rpc::new(&format!("http://127.0.0.1:{eb_port}"), Some(Minter::new(&cl_secret)));
+        let cl = Service::start(
+            "lodestar",
+            &paths.lodestar(),
+            &cl_args,
+            &paths.work,
+            &paths.work.join("lodestar.log"),
+        )?;
+        let engine = Rpc::new(
+            &format!("http://127.0.0.1:{eb_port}"),
+            Some(Minter::new(&cl_secret)),
+        );
+        let endpoints = json!({
+            "eb_engine": format!("http://127.0.0.1:{eb_port}"),
+            "eb_admin": format!("http://127.0.0.1:{admin_port}"),
+            "beacon_rest": rest,
+            "el_rpc": els.iter().map(|el| format!("http://127.0.0.1:{}", el.rpc_port)).collect::<Vec<_>>(),
+            "el_engine": els.iter().map(El::engine_url).collect::<Vec<_>>(),
+            "stand_in": standin.url,
+        });
         Ok(Devnet {
+            endpoints,
             els,
             standin,
             admin,
@@ -289,7 +346,10 @@ impl Devnet {
         let output = std::process::Command::new("node")
             .arg(&script)
             .args([CHAIN_ID.to_string(), count.to_string()])
-            .env("NODE_PATH", self.paths.clients.join("ethereumjs/node_modules"))
+            .env(
+                "NODE_PATH",
+                self.paths.clients.join("ethereumjs/node_modules"),
+            )
             .output()
             .map_err(|e| format!("node {}: {e}", script.display()))?;
         if !output.status.success() {
@@ -301,7 +361,8 @@ impl Devnet {
         String::from_utf8_lossy(&output.stdout)
             .lines()
             .map(|line| {
-                let tx: Value = serde_json::from_str(line).map_err(|e| format!("sign-txs.cjs: {e}"))?;
+                let tx: Value =
+                    serde_json::from_str(line).map_err(|e| format!("sign-txs.cjs: {e}"))?;
                 Ok((
                     tx["raw"].as_str().unwrap_or_default().to_owned(),
                     tx["hash"].as_str().unwrap_or_default().to_owned(),
@@ -328,20 +389,6 @@ impl Devnet {
         if let Some(eb) = self.eb.take() {
             eb.stop(Duration::from_secs(15));
         }
-    }
-
-    /// The last lines of every log, for a failure report.
-    pub fn logs(&self) -> String {
-        let mut out = String::new();
-        let names = ["lodestar.log", "eb.log"]
-            .into_iter()
-            .map(str::to_owned)
-            .chain((0..ELS).map(|i| format!("el{i}.log")));
-        for name in names {
-            let path = self.paths.work.join(&name);
-            out.push_str(&format!("--- {} (last 15 lines)\n{}\n", path.display(), process::tail(&path, 15)));
-        }
-        out
     }
 
     /// Every EL's `(number, hash)` of its latest block.
@@ -381,43 +428,61 @@ impl Drop for Devnet {
 
 fn start_el(paths: &Paths, el: &mut El, bootnodes: &[String]) -> Result<(), String> {
     let mut args: Vec<String> = [
-        format!("--gethGenesis={}", paths.work.join("genesis.json").display()),
-        format!("--dataDir={}", paths.work.join(format!("el{}", el.index)).display()),
+        format!(
+            "--gethGenesis={}",
+            paths.work.join("genesis.json").display()
+        ),
+        format!(
+            "--dataDir={}",
+            paths.work.join(format!("el{}", el.index)).display()
+        ),
         "--rpc".to_owned(),
         "--rpcAddr=127.0.0.1".to_owned(),
         format!("--rpcPort={}", el.rpc_port),
         "--rpcEngine".to_owned(),
         "--rpcEngineAddr=127.0.0.1".to_owned(),
         format!("--rpcEnginePort={}", el.engine_port),
-        format!("--jwtSecret={}", paths.secret(&format!("el{}", el.index)).display()),
+        format!(
+            "--jwtSecret={}",
+            paths.secret(&format!("el{}", el.index)).display()
+        ),
         "--discDns=false".to_owned(),
         "--discV4=false".to_owned(),
         format!("--port={}", el.p2p_port),
         "--extIP=127.0.0.1".to_owned(),
         "--isSingleNode".to_owned(),
-        "--logFile=false".to_owned(),
+        // Its own log file (in the data folder) only for errors; the rest goes to el<i>.log.
+        "--logLevelFile=error".to_owned(),
     ]
     .to_vec();
     if !bootnodes.is_empty() {
         args.push(format!("--bootnodes={}", bootnodes.join(",")));
     }
     let log = paths.work.join(format!("el{}.log", el.index));
-    // A restart appends to the same log (the first run's lines stay readable).
+    // A restart logs to el<i>.restart.log (the first run's lines stay readable).
     let log = if log.exists() {
         paths.work.join(format!("el{}.restart.log", el.index))
     } else {
         log
     };
-    el.service = Some(Service::start(&format!("el{}", el.index), &paths.ethereumjs(), &args, &log)?);
+    el.service = Some(Service::start(
+        &format!("el{}", el.index),
+        &paths.ethereumjs(),
+        &args,
+        &paths.work,
+        &log,
+    )?);
     Ok(())
 }
 
 /// Waits for an EL's JSON-RPC; records its enode; returns its genesis hash.
 async fn wait_el(el: &mut El) -> Result<String, String> {
     let rpc = &el.rpc;
-    let info: Value = until(&format!("EL {} to answer JSON-RPC", el.index), Duration::from_secs(90), || async {
-        rpc.call("admin_nodeInfo", json!([])).await.ok()
-    })
+    let info: Value = until(
+        &format!("EL {} to answer JSON-RPC", el.index),
+        Duration::from_secs(90),
+        || async { rpc.call("admin_nodeInfo", json!([])).await.ok() },
+    )
     .await?;
     el.enode = info["enode"]
         .as_str()

@@ -19,10 +19,7 @@ fn client() -> reqwest::Client {
 
 async fn read_json(response: reqwest::Response, what: &str) -> Result<Value, String> {
     let status = response.status();
-    let bytes = response
-        .bytes()
-        .await
-        .map_err(|e| format!("{what}: {e}"))?;
+    let bytes = response.bytes().await.map_err(|e| format!("{what}: {e}"))?;
     let value: Value = serde_json::from_slice(&bytes)
         .map_err(|e| format!("{what}: HTTP {status}, not JSON ({e})"))?;
     if !status.is_success() {
@@ -72,7 +69,9 @@ impl Rpc {
 
     /// `(number, hash)` of the block `tag` (`"latest"`, `"0x0"`…).
     pub async fn block(&self, tag: &str) -> Result<(u64, String), String> {
-        let block = self.call("eth_getBlockByNumber", json!([tag, false])).await?;
+        let block = self
+            .call("eth_getBlockByNumber", json!([tag, false]))
+            .await?;
         let number = block["number"]
             .as_str()
             .and_then(|n| u64::from_str_radix(n.trim_start_matches("0x"), 16).ok())

@@ -14,14 +14,22 @@ pub struct Service {
 }
 
 impl Service {
-    /// Starts `program args…` in its own process group, stdout and stderr to `log`.
-    pub fn start(name: &str, program: &Path, args: &[String], log: &Path) -> Result<Service, String> {
+    /// Starts `program args…` in `dir` (where clients drop files of their own), in its own
+    /// process group, stdout and stderr to `log`.
+    pub fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        dir: &Path,
+        log: &Path,
+    ) -> Result<Service, String> {
         use std::os::unix::process::CommandExt;
         let fail = |e: std::io::Error| format!("cannot start {name} ({}): {e}", program.display());
         let out = File::create(log).map_err(fail)?;
         let err = out.try_clone().map_err(fail)?;
         let child = Command::new(program)
             .args(args)
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
@@ -106,5 +114,7 @@ pub fn tail(log: &Path, lines: usize) -> String {
 
 /// A free TCP port on 127.0.0.1 (bound, then released for the process that will use it).
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

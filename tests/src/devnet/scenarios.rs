@@ -69,9 +69,14 @@ pub async fn happy_path(devnet: &Devnet) -> Result<Value, String> {
     .await?;
     let txs = devnet.sign_transactions(TRANSACTIONS)?;
     for (raw, hash) in &txs {
-        let answer = devnet.engine.call("eth_sendRawTransaction", json!([raw])).await?;
+        let answer = devnet
+            .engine
+            .call("eth_sendRawTransaction", json!([raw]))
+            .await?;
         if answer != *hash {
-            return Err(format!("eth_sendRawTransaction through eb answered {answer}, expected {hash}"));
+            return Err(format!(
+                "eth_sendRawTransaction through eb answered {answer}, expected {hash}"
+            ));
         }
     }
     let (head, finalized) = until(
@@ -92,16 +97,23 @@ pub async fn happy_path(devnet: &Devnet) -> Result<Value, String> {
     }
     for el in &devnet.els {
         for (_, hash) in &txs {
-            let receipt = until(&format!("receipt of {hash} on EL {}", el.index), slots(4), || async {
-                el.rpc
-                    .call("eth_getTransactionReceipt", json!([hash]))
-                    .await
-                    .ok()
-                    .filter(|r| !r.is_null())
-            })
+            let receipt = until(
+                &format!("receipt of {hash} on EL {}", el.index),
+                slots(4),
+                || async {
+                    el.rpc
+                        .call("eth_getTransactionReceipt", json!([hash]))
+                        .await
+                        .ok()
+                        .filter(|r| !r.is_null())
+                },
+            )
             .await?;
             if receipt["status"] != "0x1" {
-                return Err(format!("EL {}: transaction {hash} failed: {receipt}", el.index));
+                return Err(format!(
+                    "EL {}: transaction {hash} failed: {receipt}",
+                    el.index
+                ));
             }
         }
     }
@@ -140,18 +152,26 @@ pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
     devnet.kill_el(victim);
     let killed_ms = now_ms();
     let admin = &devnet.admin;
-    let new_primary = until("eb to mark the killed EL offline and pick another primary", slots(10), || async {
-        let status = admin.status().await.ok()?;
-        let (state, _) = node_state(&status, victim);
-        let now = primary(&status)?;
-        (state == "offline" && now != victim).then_some(now)
-    })
+    let new_primary = until(
+        "eb to mark the killed EL offline and pick another primary",
+        slots(10),
+        || async {
+            let status = admin.status().await.ok()?;
+            let (state, _) = node_state(&status, victim);
+            let now = primary(&status)?;
+            (state == "offline" && now != victim).then_some(now)
+        },
+    )
     .await?;
     let beacon = &devnet.beacon;
-    let watched_to = until("blocks after the kill", slots(KILL_WATCH_SLOTS + 6), || async {
-        let (head, _) = beacon.syncing().await.ok()?;
-        (head >= kill_slot + KILL_WATCH_SLOTS).then_some(head)
-    })
+    let watched_to = until(
+        "blocks after the kill",
+        slots(KILL_WATCH_SLOTS + 6),
+        || async {
+            let (head, _) = beacon.syncing().await.ok()?;
+            (head >= kill_slot + KILL_WATCH_SLOTS).then_some(head)
+        },
+    )
     .await?;
     let missed = missed_slots(devnet, kill_slot + 1, watched_to).await?;
     if missed.len() > 1 {
@@ -163,18 +183,30 @@ pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
     devnet.restart_el(victim).await?;
     let restarted_ms = now_ms();
     let admin = &devnet.admin;
-    until("the restarted EL to be synced in eb's status", slots(15), || async {
-        let status = admin.status().await.ok()?;
-        (node_state(&status, victim).0 == "synced").then_some(())
-    })
+    until(
+        "the restarted EL to be synced in eb's status",
+        slots(15),
+        || async {
+            let status = admin.status().await.ok()?;
+            (node_state(&status, victim).0 == "synced").then_some(())
+        },
+    )
     .await?;
     let votes = devnet.paths.votes();
-    let votes_again = until("the restarted EL to vote VALID on newPayload", slots(30), || async {
-        new_payloads_since(&votes, restarted_ms)
-            .iter()
-            .find(|c| c.votes.iter().any(|v| v.node == victim as u16 && v.status == "VALID"))
-            .map(|_| ())
-    })
+    let votes_again = until(
+        "the restarted EL to vote VALID on newPayload",
+        slots(30),
+        || async {
+            new_payloads_since(&votes, restarted_ms)
+                .iter()
+                .find(|c| {
+                    c.votes
+                        .iter()
+                        .any(|v| v.node == victim as u16 && v.status == "VALID")
+                })
+                .map(|_| ())
+        },
+    )
     .await;
     votes_again?;
     let caught_up_s = seconds(restarted);
@@ -227,13 +259,20 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
     let votes = devnet.paths.votes();
     let beacon = &devnet.beacon;
     let optimistic_seen = std::cell::Cell::new(false);
-    until("the CL to be answered SYNCING for the lied-about blocks and go optimistic", slots(20), || async {
-        if beacon.syncing().await.is_ok_and(|s| s.1) {
-            optimistic_seen.set(true);
-        }
-        let lied = new_payloads_since(&votes, since).into_iter().filter(liar_counted).count();
-        (lied >= LIAR_DECISIONS && optimistic_seen.get()).then_some(())
-    })
+    until(
+        "the CL to be answered SYNCING for the lied-about blocks and go optimistic",
+        slots(20),
+        || async {
+            if beacon.syncing().await.is_ok_and(|s| s.1) {
+                optimistic_seen.set(true);
+            }
+            let lied = new_payloads_since(&votes, since)
+                .into_iter()
+                .filter(liar_counted)
+                .count();
+            (lied >= LIAR_DECISIONS && optimistic_seen.get()).then_some(())
+        },
+    )
     .await?;
     let optimistic_seen = optimistic_seen.get();
     let switch_ms = now_ms();
@@ -249,14 +288,18 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
     );
     devnet.admin.remove_node(LIAR).await?;
     devnet.admin.add_node(&spec).await?;
-    until("VALID answers with the liar ignored, and the CL no longer optimistic", slots(20), || async {
-        let ignored = new_payloads_since(&votes, switch_ms)
-            .into_iter()
-            .filter(liar_ignored)
-            .count();
-        let optimistic = beacon.syncing().await.ok()?.1;
-        (ignored >= LIAR_DECISIONS && !optimistic).then_some(())
-    })
+    until(
+        "VALID answers with the liar ignored, and the CL no longer optimistic",
+        slots(20),
+        || async {
+            let ignored = new_payloads_since(&votes, switch_ms)
+                .into_iter()
+                .filter(liar_ignored)
+                .count();
+            let optimistic = beacon.syncing().await.ok()?.1;
+            (ignored >= LIAR_DECISIONS && !optimistic).then_some(())
+        },
+    )
     .await?;
     let after: Vec<Case> = new_payloads_since(&votes, switch_ms)
         .into_iter()
@@ -271,7 +314,9 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
         .map(|c| c.name.as_str())
         .collect();
     if !unsafe_valid.is_empty() {
-        return Err(format!("VALID answered beside the liar's counted INVALID: {unsafe_valid:?}"));
+        return Err(format!(
+            "VALID answered beside the liar's counted INVALID: {unsafe_valid:?}"
+        ));
     }
     let not_valid_after: Vec<&str> = after
         .iter()
@@ -279,7 +324,9 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
         .map(|c| c.name.as_str())
         .collect();
     if !not_valid_after.is_empty() {
-        return Err(format!("not VALID with the liar ignored: {not_valid_after:?}"));
+        return Err(format!(
+            "not VALID with the liar ignored: {not_valid_after:?}"
+        ));
     }
     let count = |cases: &[Case], f: fn(&Case) -> bool| cases.iter().filter(|c| f(c)).count();
     Ok(json!({
@@ -301,6 +348,7 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
 }
 
 /// 4. The recording replays through `eb policy test` (default policy) with 0 mismatches.
+///
 /// Call after eb has stopped, so the recording is complete.
 pub fn replay(devnet: &Devnet) -> Result<Value, String> {
     let start = Instant::now();

@@ -139,11 +139,19 @@ mod tests {
         let lie = falsify(np.to_string().as_bytes(), valid.to_string().as_bytes());
         assert_eq!(
             lie.map(|l| l["result"].clone()),
-            Some(json!({"status": "INVALID", "latestValidHash": "0xp", "validationError": "eb-devnet stand-in: injected fault"}))
+            Some(
+                json!({"status": "INVALID", "latestValidHash": "0xp", "validationError": "eb-devnet stand-in: injected fault"})
+            )
         );
         let syncing = json!({"result": {"status": "SYNCING", "latestValidHash": null}});
-        assert_eq!(falsify(np.to_string().as_bytes(), syncing.to_string().as_bytes()), None);
+        assert_eq!(
+            falsify(np.to_string().as_bytes(), syncing.to_string().as_bytes()),
+            None
+        );
         let fcu = json!({"method": "engine_forkchoiceUpdatedV2", "params": []});
-        assert_eq!(falsify(fcu.to_string().as_bytes(), valid.to_string().as_bytes()), None);
+        assert_eq!(
+            falsify(fcu.to_string().as_bytes(), valid.to_string().as_bytes()),
+            None
+        );
     }
 }
