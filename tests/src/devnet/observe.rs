@@ -160,39 +160,38 @@ impl Admin {
         }
     }
 
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, String> {
+        let what = format!("{method} {path}");
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let response = request.send().await.map_err(|e| format!("{what}: {e}"))?;
+        read_json(response, &what).await
+    }
+
     /// `GET /status`.
     pub async fn status(&self) -> Result<Value, String> {
-        let response = self
-            .client
-            .get(format!("{}/status", self.base))
-            .send()
-            .await
-            .map_err(|e| format!("GET /status: {e}"))?;
-        read_json(response, "GET /status").await
+        self.send(reqwest::Method::GET, "/status", None).await
     }
 
     /// `DELETE /nodes/{index}`.
     pub async fn remove_node(&self, index: usize) -> Result<Value, String> {
-        let response = self
-            .client
-            .delete(format!("{}/nodes/{index}", self.base))
-            .send()
-            .await
-            .map_err(|e| format!("DELETE /nodes/{index}: {e}"))?;
-        read_json(response, "DELETE /nodes").await
+        let path = format!("/nodes/{index}");
+        self.send(reqwest::Method::DELETE, &path, None).await
     }
 
     /// `POST /nodes` with one node spec.
     pub async fn add_node(&self, spec: &str) -> Result<Value, String> {
-        let response = self
-            .client
-            .post(format!("{}/nodes", self.base))
-            .header("content-type", "application/json")
-            .body(json!({ "nodes": [spec] }).to_string())
-            .send()
-            .await
-            .map_err(|e| format!("POST /nodes: {e}"))?;
-        read_json(response, "POST /nodes").await
+        let body = json!({ "nodes": [spec] });
+        self.send(reqwest::Method::POST, "/nodes", Some(body)).await
     }
 }
 
