@@ -17,12 +17,15 @@ install() {
   fi
   rm -rf "$dir" && mkdir -p "$dir"
   cp "tests/devnet/$name/package.json" "tests/devnet/$name/package-lock.json" "$dir/"
-  # No install scripts: both clients run on their prebuilt or pure-JS fallbacks, the same on
-  # every npm version (npm 11 skips them by default anyway).
-  (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  # Install scripts build native modules (Lodestar needs snappy's) with node-gyp, against the
+  # machine's Node.js headers: nothing is downloaded but the packages.
+  (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
   echo "$sum" > "$dir/.lock-sha256"
 }
 
+if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then
+  export npm_config_nodedir=/usr
+fi
 start=$(date +%s)
 install lodestar > "${TMPDIR:-/tmp}/eb-devnet-npm-lodestar.log" 2>&1 &
 lodestar=$!

@@ -71,6 +71,8 @@ fn init_logging(args: &RunArgs) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("eb={level},warn")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only on a terminal: not in journald, log files or a CI log.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match args.log_format {
         LogFormat::Text => builder.init(),

@@ -12,7 +12,7 @@ pub mod standin;
 
 use eb::auth::{JwtSecret, Minter};
 use observe::{Admin, Beacon, Rpc};
-use process::{free_port, Service};
+use process::{free_ports, Service};
 use serde_json::{json, Value};
 use standin::StandIn;
 use std::future::Future;
@@ -159,14 +159,6 @@ fn write_secret(path: &Path) -> Result<JwtSecret, String> {
     JwtSecret::from_hex(&text).ok_or_else(|| "secret: not 32 bytes of hex".to_owned())
 }
 
-fn ports<const N: usize>() -> Result<[u16; N], String> {
-    let mut out = [0; N];
-    for port in &mut out {
-        *port = free_port().map_err(|e| format!("no free port: {e}"))?;
-    }
-    Ok(out)
-}
-
 impl Devnet {
     /// Starts the ELs, the stand-in, eb and Lodestar, and waits until eb sees every EL.
     pub async fn start(paths: Paths) -> Result<Devnet, String> {
@@ -176,10 +168,13 @@ impl Devnet {
         std::fs::copy(&genesis, paths.work.join("genesis.json"))
             .map_err(|e| format!("{}: {e}", genesis.display()))?;
         let cl_secret = write_secret(&paths.secret("cl"))?;
+        // Every port at once, so no two are the same: 3 per EL, then eb, its admin API, and
+        // Lodestar's REST API and p2p port.
+        let ports: [u16; 3 * ELS + 4] = free_ports()?;
         let mut els = Vec::new();
-        for index in 0..ELS {
+        for (index, el_ports) in ports.chunks_exact(3).take(ELS).enumerate() {
             write_secret(&paths.secret(&format!("el{index}")))?;
-            let [rpc_port, engine_port, p2p_port] = ports()?;
+            let [rpc_port, engine_port, p2p_port] = [el_ports[0], el_ports[1], el_ports[2]];
             els.push(El {
                 index,
                 rpc_port,
@@ -204,7 +199,12 @@ impl Devnet {
         let standin = StandIn::start(&els[LIAR].engine_url())
             .await
             .map_err(|e| format!("stand-in: {e}"))?;
-        let [eb_port, admin_port, rest_port, cl_p2p_port] = ports()?;
+        let [eb_port, admin_port, rest_port, cl_p2p_port] = [
+            ports[3 * ELS],
+            ports[3 * ELS + 1],
+            ports[3 * ELS + 2],
+            ports[3 * ELS + 3],
+        ];
         let specs: Vec<String> = els
             .iter()
             .map(|el| {
@@ -323,9 +323,53 @@ impl Devnet {
 
     /// Kills EL `index` (SIGKILL: a crash, not a shutdown).
     pub fn kill_el(&mut self, index: usize) {
-        if let Some(mut service) = self.els[index].service.take() {
+        if let Some(service) = self.els[index].service.take() {
             service.kill();
         }
+    }
+
+    /// The first started process (not stopped on purpose) that has exited, and how.
+    pub fn exited(&self) -> Option<String> {
+        let services = [&self.cl, &self.eb]
+            .into_iter()
+            .chain(self.els.iter().map(|el| &el.service));
+        services.flatten().find_map(|service| {
+            let status = service.exited()?;
+            Some(format!(
+                "{} exited ({status}); see {}",
+                service.name(),
+                service.log().display()
+            ))
+        })
+    }
+
+    /// [`until`], failing at once when one of the devnet's processes has exited.
+    pub async fn until<T, F, Fut>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut probe: F,
+    ) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let found = until(what, limit, || {
+            let stop = self.exited().is_some();
+            let probe = probe();
+            async move {
+                if stop {
+                    // Ends the wait; the reason is reported below.
+                    return Some(None);
+                }
+                probe.await.map(Some)
+            }
+        })
+        .await?;
+        found.ok_or_else(|| {
+            let exited = self.exited().unwrap_or_default();
+            format!("{exited} while waiting for {what}")
+        })
     }
 
     /// Restarts EL `index` on its data and ports, peered with the other ELs.
@@ -402,7 +446,7 @@ impl Devnet {
 
     /// Waits until the three ELs and the CL's head agree; returns the common `(number, hash)`.
     pub async fn same_head(&self, limit: Duration) -> Result<(u64, String), String> {
-        until("the three ELs and the CL on one head", limit, || async {
+        self.until("the three ELs and the CL on one head", limit, || async {
             let cl = self.beacon.head_execution_hash().await.ok()?;
             let heads = self.el_heads().await;
             let first = heads.first()?.as_ref().ok()?.clone();

@@ -3,13 +3,15 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A started process; dropping it kills its process group.
 pub struct Service {
     name: String,
-    child: Child,
+    pid: u32,
+    child: Mutex<Child>,
     log: PathBuf,
 }
 
@@ -38,14 +40,15 @@ impl Service {
             .map_err(fail)?;
         Ok(Service {
             name: name.to_owned(),
-            child,
+            pid: child.id(),
+            child: Mutex::new(child),
             log: log.to_owned(),
         })
     }
 
     /// The process id (also its process group id).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// The name it was started with.
@@ -58,14 +61,18 @@ impl Service {
         &self.log
     }
 
+    fn child(&self) -> std::sync::MutexGuard<'_, Child> {
+        self.child.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// `Some(exit status)` once it has exited.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+    pub fn exited(&self) -> Option<ExitStatus> {
+        self.child().try_wait().ok().flatten()
     }
 
     /// Sends SIGTERM to the group, waits up to `grace` (sending SIGTERM again halfway: Lodestar
     /// sometimes needs a second one), then SIGKILL. Returns how long it took to exit.
-    pub fn stop(mut self, grace: Duration) -> Duration {
+    pub fn stop(self, grace: Duration) -> Duration {
         let start = Instant::now();
         self.signal("TERM");
         let mut again = true;
@@ -84,9 +91,9 @@ impl Service {
     }
 
     /// SIGKILL to the group, then reaps the process.
-    pub fn kill(&mut self) {
+    pub fn kill(&self) {
         self.signal("KILL");
-        let _ = self.child.wait();
+        let _ = self.child().wait();
     }
 
     fn signal(&self, signal: &str) {
@@ -112,9 +119,17 @@ pub fn tail(log: &Path, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released for the process that will use it).
-pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `N` distinct free TCP ports on 127.0.0.1 (all bound at once, then released for the
+/// processes that will use them).
+pub fn free_ports<const N: usize>() -> Result<[u16; N], String> {
+    let mut held = Vec::with_capacity(N);
+    let mut out = [0; N];
+    for port in &mut out {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr().map(|a| (l, a.port())))
+            .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+        *port = listener.1;
+        held.push(listener.0);
+    }
+    Ok(out)
 }

@@ -2,7 +2,7 @@
 //! an error saying what did not happen.
 
 use super::observe::{node_state, primary, recorded};
-use super::{now_ms, until, Devnet, ELS, LIAR, SLOT, SLOTS_PER_EPOCH};
+use super::{now_ms, Devnet, ELS, LIAR, SLOT, SLOTS_PER_EPOCH};
 use policy_sdk::fixture::{Action, Case};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -63,10 +63,11 @@ fn heads_json(heads: &[Result<(u64, String), String>]) -> Value {
 pub async fn happy_path(devnet: &Devnet) -> Result<Value, String> {
     let start = Instant::now();
     let beacon = &devnet.beacon;
-    until("the first block", Duration::from_secs(120), || async {
-        beacon.syncing().await.ok().filter(|s| s.0 > 0)
-    })
-    .await?;
+    devnet
+        .until("the first block", Duration::from_secs(120), || async {
+            beacon.syncing().await.ok().filter(|s| s.0 > 0)
+        })
+        .await?;
     let txs = devnet.sign_transactions(TRANSACTIONS)?;
     for (raw, hash) in &txs {
         let answer = devnet
@@ -79,16 +80,17 @@ pub async fn happy_path(devnet: &Devnet) -> Result<Value, String> {
             ));
         }
     }
-    let (head, finalized) = until(
-        &format!("a finalized epoch and {HAPPY_SLOTS}+ slots"),
-        slots(6 * SLOTS_PER_EPOCH),
-        || async {
-            let (head, _) = beacon.syncing().await.ok()?;
-            let finalized = beacon.finalized_epoch().await.ok()?;
-            (finalized >= 1 && head > HAPPY_SLOTS + 2).then_some((head, finalized))
-        },
-    )
-    .await?;
+    let (head, finalized) = devnet
+        .until(
+            &format!("a finalized epoch and {HAPPY_SLOTS}+ slots"),
+            slots(6 * SLOTS_PER_EPOCH),
+            || async {
+                let (head, _) = beacon.syncing().await.ok()?;
+                let finalized = beacon.finalized_epoch().await.ok()?;
+                (finalized >= 1 && head > HAPPY_SLOTS + 2).then_some((head, finalized))
+            },
+        )
+        .await?;
     let (longest, missed) = block_runs(devnet, head).await?;
     if longest < HAPPY_SLOTS {
         return Err(format!(
@@ -97,18 +99,19 @@ pub async fn happy_path(devnet: &Devnet) -> Result<Value, String> {
     }
     for el in &devnet.els {
         for (_, hash) in &txs {
-            let receipt = until(
-                &format!("receipt of {hash} on EL {}", el.index),
-                slots(4),
-                || async {
-                    el.rpc
-                        .call("eth_getTransactionReceipt", json!([hash]))
-                        .await
-                        .ok()
-                        .filter(|r| !r.is_null())
-                },
-            )
-            .await?;
+            let receipt = devnet
+                .until(
+                    &format!("receipt of {hash} on EL {}", el.index),
+                    slots(4),
+                    || async {
+                        el.rpc
+                            .call("eth_getTransactionReceipt", json!([hash]))
+                            .await
+                            .ok()
+                            .filter(|r| !r.is_null())
+                    },
+                )
+                .await?;
             if receipt["status"] != "0x1" {
                 return Err(format!(
                     "EL {}: transaction {hash} failed: {receipt}",
@@ -152,27 +155,29 @@ pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
     devnet.kill_el(victim);
     let killed_ms = now_ms();
     let admin = &devnet.admin;
-    let new_primary = until(
-        "eb to mark the killed EL offline and pick another primary",
-        slots(10),
-        || async {
-            let status = admin.status().await.ok()?;
-            let (state, _) = node_state(&status, victim);
-            let now = primary(&status)?;
-            (state == "offline" && now != victim).then_some(now)
-        },
-    )
-    .await?;
+    let new_primary = devnet
+        .until(
+            "eb to mark the killed EL offline and pick another primary",
+            slots(10),
+            || async {
+                let status = admin.status().await.ok()?;
+                let (state, _) = node_state(&status, victim);
+                let now = primary(&status)?;
+                (state == "offline" && now != victim).then_some(now)
+            },
+        )
+        .await?;
     let beacon = &devnet.beacon;
-    let watched_to = until(
-        "blocks after the kill",
-        slots(KILL_WATCH_SLOTS + 6),
-        || async {
-            let (head, _) = beacon.syncing().await.ok()?;
-            (head >= kill_slot + KILL_WATCH_SLOTS).then_some(head)
-        },
-    )
-    .await?;
+    let watched_to = devnet
+        .until(
+            "blocks after the kill",
+            slots(KILL_WATCH_SLOTS + 6),
+            || async {
+                let (head, _) = beacon.syncing().await.ok()?;
+                (head >= kill_slot + KILL_WATCH_SLOTS).then_some(head)
+            },
+        )
+        .await?;
     let missed = missed_slots(devnet, kill_slot + 1, watched_to).await?;
     if missed.len() > 1 {
         return Err(format!(
@@ -183,31 +188,33 @@ pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
     devnet.restart_el(victim).await?;
     let restarted_ms = now_ms();
     let admin = &devnet.admin;
-    until(
-        "the restarted EL to be synced in eb's status",
-        slots(15),
-        || async {
-            let status = admin.status().await.ok()?;
-            (node_state(&status, victim).0 == "synced").then_some(())
-        },
-    )
-    .await?;
+    devnet
+        .until(
+            "the restarted EL to be synced in eb's status",
+            slots(15),
+            || async {
+                let status = admin.status().await.ok()?;
+                (node_state(&status, victim).0 == "synced").then_some(())
+            },
+        )
+        .await?;
     let votes = devnet.paths.votes();
-    let votes_again = until(
-        "the restarted EL to vote VALID on newPayload",
-        slots(30),
-        || async {
-            new_payloads_since(&votes, restarted_ms)
-                .iter()
-                .find(|c| {
-                    c.votes
-                        .iter()
-                        .any(|v| v.node == victim as u16 && v.status == "VALID")
-                })
-                .map(|_| ())
-        },
-    )
-    .await;
+    let votes_again = devnet
+        .until(
+            "the restarted EL to vote VALID on newPayload",
+            slots(30),
+            || async {
+                new_payloads_since(&votes, restarted_ms)
+                    .iter()
+                    .find(|c| {
+                        c.votes
+                            .iter()
+                            .any(|v| v.node == victim as u16 && v.status == "VALID")
+                    })
+                    .map(|_| ())
+            },
+        )
+        .await;
     votes_again?;
     let caught_up_s = seconds(restarted);
     let down: Vec<Case> = recorded(&votes)
@@ -259,21 +266,22 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
     let votes = devnet.paths.votes();
     let beacon = &devnet.beacon;
     let optimistic_seen = std::cell::Cell::new(false);
-    until(
-        "the CL to be answered SYNCING for the lied-about blocks and go optimistic",
-        slots(20),
-        || async {
-            if beacon.syncing().await.is_ok_and(|s| s.1) {
-                optimistic_seen.set(true);
-            }
-            let lied = new_payloads_since(&votes, since)
-                .into_iter()
-                .filter(liar_counted)
-                .count();
-            (lied >= LIAR_DECISIONS && optimistic_seen.get()).then_some(())
-        },
-    )
-    .await?;
+    devnet
+        .until(
+            "the CL to be answered SYNCING for the lied-about blocks and go optimistic",
+            slots(20),
+            || async {
+                if beacon.syncing().await.is_ok_and(|s| s.1) {
+                    optimistic_seen.set(true);
+                }
+                let lied = new_payloads_since(&votes, since)
+                    .into_iter()
+                    .filter(liar_counted)
+                    .count();
+                (lied >= LIAR_DECISIONS && optimistic_seen.get()).then_some(())
+            },
+        )
+        .await?;
     let optimistic_seen = optimistic_seen.get();
     let switch_ms = now_ms();
     let lying: Vec<Case> = new_payloads_since(&votes, since)
@@ -288,19 +296,20 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
     );
     devnet.admin.remove_node(LIAR).await?;
     devnet.admin.add_node(&spec).await?;
-    until(
-        "VALID answers with the liar ignored, and the CL no longer optimistic",
-        slots(20),
-        || async {
-            let ignored = new_payloads_since(&votes, switch_ms)
-                .into_iter()
-                .filter(liar_ignored)
-                .count();
-            let optimistic = beacon.syncing().await.ok()?.1;
-            (ignored >= LIAR_DECISIONS && !optimistic).then_some(())
-        },
-    )
-    .await?;
+    devnet
+        .until(
+            "VALID answers with the liar ignored, and the CL no longer optimistic",
+            slots(20),
+            || async {
+                let ignored = new_payloads_since(&votes, switch_ms)
+                    .into_iter()
+                    .filter(liar_ignored)
+                    .count();
+                let optimistic = beacon.syncing().await.ok()?.1;
+                (ignored >= LIAR_DECISIONS && !optimistic).then_some(())
+            },
+        )
+        .await?;
     let after: Vec<Case> = new_payloads_since(&votes, switch_ms)
         .into_iter()
         .filter(liar_ignored)
