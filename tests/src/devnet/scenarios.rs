@@ -48,14 +48,27 @@ async fn block_runs(devnet: &Devnet, head: u64) -> Result<(u64, Vec<u64>), Strin
     Ok((longest, missed))
 }
 
-fn heads_json(heads: &[Result<(u64, String), String>]) -> Value {
-    heads
-        .iter()
+/// Where the chain is once the three ELs and the CL agree on a head (waiting up to `limit`):
+/// the CL's head slot and finalized epoch, and each EL's latest block.
+async fn chain(devnet: &Devnet, limit: Duration) -> Result<Value, String> {
+    let (number, hash) = devnet.same_head(limit).await?;
+    let (head_slot, _) = devnet.beacon.syncing().await?;
+    let finalized_epoch = devnet.beacon.finalized_epoch().await?;
+    let el_heads: Vec<Value> = devnet
+        .el_heads()
+        .await
+        .into_iter()
         .map(|h| match h {
             Ok((number, hash)) => json!({"number": number, "hash": hash}),
             Err(e) => json!({ "error": e }),
         })
-        .collect()
+        .collect();
+    Ok(json!({
+        "head_slot": head_slot,
+        "finalized_epoch": finalized_epoch,
+        "common_head": {"number": number, "hash": hash},
+        "el_heads": el_heads,
+    }))
 }
 
 /// 1. Blocks in ≥ 20 consecutive slots, a finalized epoch, the transactions included on every
@@ -120,16 +133,14 @@ pub async fn happy_path(devnet: &Devnet) -> Result<Value, String> {
             }
         }
     }
-    let (number, hash) = devnet.same_head(slots(5)).await?;
     Ok(json!({
         "seconds": seconds(start),
-        "head_slot": head,
+        "checked_slots": [1, head],
         "longest_run_of_slots_with_blocks": longest,
         "slots_without_block": missed,
-        "finalized_epoch": finalized,
+        "finalized_epoch_reached": finalized,
         "transactions_included": txs.len(),
-        "el_heads": heads_json(&devnet.el_heads().await),
-        "common_head": {"number": number, "hash": hash},
+        "chain": chain(devnet, slots(5)).await?,
     }))
 }
 
@@ -224,7 +235,6 @@ pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
             c.method == "newPayload" && at > killed_ms && at < restarted_ms
         })
         .collect();
-    let (number, hash) = devnet.same_head(slots(10)).await?;
     Ok(json!({
         "seconds": seconds(start),
         "killed_el": victim,
@@ -237,8 +247,7 @@ pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
             "other": down.iter().filter(|c| !follows_valid(c)).count(),
         },
         "restart_to_valid_vote_seconds": caught_up_s,
-        "el_heads": heads_json(&devnet.el_heads().await),
-        "common_head": {"number": number, "hash": hash},
+        "chain": chain(devnet, slots(10)).await?,
     }))
 }
 
@@ -261,6 +270,7 @@ fn liar_ignored(case: &Case) -> bool {
 ///    VALID answers and the CL leaves optimistic mode.
 pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
     let start = Instant::now();
+    let (lie_slot, _) = devnet.beacon.syncing().await?;
     let since = now_ms();
     devnet.standin.lie();
     let votes = devnet.paths.votes();
@@ -283,6 +293,7 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
         )
         .await?;
     let optimistic_seen = optimistic_seen.get();
+    let (switch_slot, _) = devnet.beacon.syncing().await?;
     let switch_ms = now_ms();
     let lying: Vec<Case> = new_payloads_since(&votes, since)
         .into_iter()
@@ -341,6 +352,8 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
     Ok(json!({
         "seconds": seconds(start),
         "lies_told": devnet.standin.lies(),
+        "lying_from_slot": lie_slot,
+        "do_not_use_from_slot": switch_slot,
         "while_lie_counted": {
             "new_payload_decisions": lying.len(),
             "valid": count(&lying, follows_valid),
@@ -353,6 +366,7 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
             "syncing": count(&after, |c| c.expect.action == Action::Syncing),
         },
         "requests_through_stand_in": devnet.standin.forwarded(),
+        "chain": chain(devnet, slots(5)).await?,
     }))
 }
 
