@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! scripts/devnet.sh                 # installs the clients, builds eb, runs this
-//! eb-devnet --clients DIR --eb target/release/eb [--work DIR] [--hold]
+//! eb-devnet --clients DIR --eb target/release/eb [--work DIR] [--hold] [--eb-arg=ARG…]
 //! ```
 
 use clap::Parser;
@@ -29,6 +29,9 @@ struct Args {
     /// Start the devnet and keep it running until Ctrl-C, without the scenarios (to try eb by hand).
     #[arg(long)]
     hold: bool,
+    /// One more argument for eb (repeatable), e.g. `--eb-arg=--policy=strict.wasm` with `--hold`.
+    #[arg(long = "eb-arg", allow_hyphen_values = true)]
+    eb_args: Vec<String>,
 }
 
 async fn scenarios(devnet: &mut Devnet) -> Result<Value, String> {
@@ -84,7 +87,7 @@ async fn run(args: Args) -> Result<Value, String> {
         work: absolute(work)?,
     };
     let start = Instant::now();
-    let mut devnet = Devnet::start(paths.clone())
+    let mut devnet = Devnet::start(paths.clone(), &args.eb_args)
         .await
         .map_err(|e| format!("{e}\n{}", paths.logs()))?;
     let startup = start.elapsed().as_secs_f64();

@@ -160,8 +160,9 @@ fn write_secret(path: &Path) -> Result<JwtSecret, String> {
 }
 
 impl Devnet {
-    /// Starts the ELs, the stand-in, eb and Lodestar, and waits until eb sees every EL.
-    pub async fn start(paths: Paths) -> Result<Devnet, String> {
+    /// Starts the ELs, the stand-in, eb (with `eb_extra` arguments after the devnet's own) and
+    /// Lodestar, and waits until eb sees every EL.
+    pub async fn start(paths: Paths, eb_extra: &[String]) -> Result<Devnet, String> {
         std::fs::create_dir_all(&paths.work)
             .map_err(|e| format!("{}: {e}", paths.work.display()))?;
         let genesis = crate::workspace().join("tests/devnet/genesis.json");
@@ -219,7 +220,7 @@ impl Devnet {
                 )
             })
             .collect();
-        let eb_args = [
+        let mut eb_args = vec![
             "--jwt-secret".to_owned(),
             paths.secret("cl").display().to_string(),
             "--nodes".to_owned(),
@@ -233,6 +234,7 @@ impl Devnet {
             "--record-votes".to_owned(),
             paths.votes().display().to_string(),
         ];
+        eb_args.extend_from_slice(eb_extra);
         let eb = Service::start(
             "eb",
             &paths.eb,
