@@ -210,7 +210,7 @@ pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
         )
         .await?;
     let votes = devnet.paths.votes();
-    let votes_again = devnet
+    devnet
         .until(
             "the restarted EL to vote VALID on newPayload",
             slots(30),
@@ -225,8 +225,7 @@ pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
                     .map(|_| ())
             },
         )
-        .await;
-    votes_again?;
+        .await?;
     let caught_up_s = seconds(restarted);
     let down: Vec<Case> = recorded(&votes)
         .into_iter()
