@@ -42,6 +42,7 @@ async fn scenarios(devnet: &mut Devnet) -> Result<Value, String> {
         scenarios::primary_killed(devnet).await?,
     );
     report.insert("lying_el".into(), scenarios::lying_el(devnet).await?);
+    report.insert("eb_answers_by_method".into(), devnet.admin.answers().await?);
     devnet.stop();
     report.insert("replay".into(), scenarios::replay(devnet)?);
     Ok(Value::Object(report))

@@ -177,6 +177,39 @@ impl Admin {
         read_json(response, &what).await
     }
 
+    /// `eb_requests_total` from `GET /metrics`: `{method: {answer kind: count}}`.
+    pub async fn answers(&self) -> Result<Value, String> {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("GET /metrics: {e}"))?
+            .text()
+            .await
+            .map_err(|e| format!("GET /metrics: {e}"))?;
+        let mut answers = serde_json::Map::new();
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix("eb_requests_total{") else {
+                continue;
+            };
+            let label = |name: &str| {
+                let start = rest.find(&format!("{name}=\""))? + name.len() + 2;
+                let len = rest[start..].find('"')?;
+                Some(rest[start..start + len].to_owned())
+            };
+            let count = line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok());
+            if let (Some(method), Some(kind), Some(count)) =
+                (label("method"), label("answer"), count)
+            {
+                let entry = answers.entry(method).or_insert_with(|| json!({}));
+                entry[kind] = json!(count as u64);
+            }
+        }
+        Ok(Value::Object(answers))
+    }
+
     /// `GET /status`.
     pub async fn status(&self) -> Result<Value, String> {
         self.send(reqwest::Method::GET, "/status", None).await
