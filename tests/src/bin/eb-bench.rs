@@ -485,9 +485,9 @@ fn table(report: &Value) -> String {
     }
     let p = &report["proxy"];
     out += &format!(
-        "throughput: direct {:.0} req/s, proxy {:.0} req/s; proxy RSS idle {} KiB, peak {} KiB; proxy CPU {} ms; failures {}\n",
+        "throughput: direct {:.0} req/s, proxy {:.0} req/s; proxy RSS idle {} KiB, peak {} KiB, at the end {} KiB; proxy CPU {} ms; failures {}\n",
         report["direct"]["throughput_rps"].as_f64().unwrap_or(0.0), p["throughput_rps"].as_f64().unwrap_or(0.0),
-        p["rss_idle_kib"], p["rss_peak_kib"], p["cpu_ms"], p["failures"]
+        p["rss_idle_kib"], p["rss_peak_kib"], p["rss_after_kib"], p["cpu_ms"], p["failures"]
     );
     out
 }
