@@ -118,8 +118,6 @@ pub struct Devnet {
     pub beacon: Beacon,
     eb: Option<Service>,
     cl: Option<Service>,
-    /// When Lodestar's genesis is.
-    pub genesis: SystemTime,
     /// Every URL of the devnet, by name (for `--hold` and reports).
     pub endpoints: Value,
 }
@@ -311,16 +309,8 @@ impl Devnet {
             beacon: Beacon::new(&rest),
             eb: Some(eb),
             cl: Some(cl),
-            genesis,
             paths,
         })
-    }
-
-    /// The current slot by the clock.
-    pub fn clock_slot(&self) -> u64 {
-        SystemTime::now()
-            .duration_since(self.genesis)
-            .map_or(0, |d| d.as_secs() / SLOT.as_secs())
     }
 
     /// Kills EL `index` (SIGKILL: a crash, not a shutdown).

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 /// What the stand-in is doing.
 #[derive(Default)]
-pub struct Counters {
+struct Counters {
     lying: AtomicBool,
     forwarded: AtomicU64,
     lies: AtomicU64,
