@@ -412,7 +412,10 @@ impl Devnet {
         if let Some(cl) = self.cl.take() {
             cl.stop(Duration::from_secs(10));
         }
-        self.stop_eb();
+        if let Some(eb) = self.eb.take() {
+            // SIGTERM: eb drains and closes the recording.
+            eb.stop(Duration::from_secs(15));
+        }
         for el in &mut self.els {
             if let Some(service) = el.service.take() {
                 service.stop(Duration::from_secs(2));
@@ -420,32 +423,19 @@ impl Devnet {
         }
     }
 
-    /// Stops eb (SIGTERM: it drains and closes the recording).
-    pub fn stop_eb(&mut self) {
-        if let Some(eb) = self.eb.take() {
-            eb.stop(Duration::from_secs(15));
-        }
-    }
-
-    /// Every EL's `(number, hash)` of its latest block.
-    pub async fn el_heads(&self) -> Vec<Result<(u64, String), String>> {
-        let mut heads = Vec::new();
-        for el in &self.els {
-            heads.push(el.rpc.block("latest").await);
-        }
-        heads
-    }
-
-    /// Waits until the three ELs and the CL's head agree; returns the common `(number, hash)`.
-    pub async fn same_head(&self, limit: Duration) -> Result<(u64, String), String> {
+    /// Waits until the three ELs' latest blocks and the CL's head agree; returns each EL's
+    /// `(number, hash)` as read in that agreeing poll.
+    pub async fn same_head(&self, limit: Duration) -> Result<Vec<(u64, String)>, String> {
         self.until("the three ELs and the CL on one head", limit, || async {
             let cl = self.beacon.head_execution_hash().await.ok()?;
-            let heads = self.el_heads().await;
-            let first = heads.first()?.as_ref().ok()?.clone();
+            let mut heads = Vec::with_capacity(self.els.len());
+            for el in &self.els {
+                heads.push(el.rpc.block("latest").await.ok()?);
+            }
             heads
                 .iter()
-                .all(|h| h.as_ref().is_ok_and(|h| *h == first && h.1 == cl))
-                .then_some(first)
+                .all(|h| *h == heads[0] && h.1 == cl)
+                .then_some(heads)
         })
         .await
     }

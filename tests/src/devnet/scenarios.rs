@@ -51,23 +51,15 @@ async fn block_runs(devnet: &Devnet, head: u64) -> Result<(u64, Vec<u64>), Strin
 /// Where the chain is once the three ELs and the CL agree on a head (waiting up to `limit`):
 /// the CL's head slot and finalized epoch, and each EL's latest block.
 async fn chain(devnet: &Devnet, limit: Duration) -> Result<Value, String> {
-    let (number, hash) = devnet.same_head(limit).await?;
+    let heads = devnet.same_head(limit).await?;
     let (head_slot, _) = devnet.beacon.syncing().await?;
     let finalized_epoch = devnet.beacon.finalized_epoch().await?;
-    let el_heads: Vec<Value> = devnet
-        .el_heads()
-        .await
-        .into_iter()
-        .map(|h| match h {
-            Ok((number, hash)) => json!({"number": number, "hash": hash}),
-            Err(e) => json!({ "error": e }),
-        })
-        .collect();
+    let head = |(number, hash): &(u64, String)| json!({"number": number, "hash": hash});
     Ok(json!({
         "head_slot": head_slot,
         "finalized_epoch": finalized_epoch,
-        "common_head": {"number": number, "hash": hash},
-        "el_heads": el_heads,
+        "common_head": head(&heads[0]),
+        "el_heads": heads.iter().map(head).collect::<Vec<_>>(),
     }))
 }
 
@@ -375,7 +367,8 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
 pub fn replay(devnet: &Devnet) -> Result<Value, String> {
     let start = Instant::now();
     let votes = devnet.paths.votes();
-    let cases = recorded(&votes).len();
+    let recording = recorded(&votes);
+    let cases = recording.len();
     let output = std::process::Command::new(&devnet.paths.eb)
         .args(["policy", "test"])
         .arg(&votes)
@@ -391,7 +384,7 @@ pub fn replay(devnet: &Devnet) -> Result<Value, String> {
             String::from_utf8_lossy(&output.stderr)
         ));
     }
-    let methods = |m: &str| recorded(&votes).iter().filter(|c| c.method == m).count();
+    let methods = |m: &str| recording.iter().filter(|c| c.method == m).count();
     Ok(json!({
         "seconds": seconds(start),
         "cases": cases,
