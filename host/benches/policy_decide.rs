@@ -1,8 +1,10 @@
 //! One policy decision, measured: native function vs Wasm in a fresh instance, and how long
 //! each hostile module takes to be stopped. Run: `cargo bench -p eb --bench policy_decide`.
+// Wall-clock timing of synchronous code, outside any runtime: std's clock is the right one.
+#![allow(clippy::disallowed_types)]
 
 use eb::policy::{Ballot, Policy, PolicySource, WasmPolicy};
-use policy_sdk::{Context, Input, Method, Status, Vote};
+use policy_sdk::{Context, Input, Status, Vote, VoteKind};
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -24,7 +26,7 @@ fn ballot(n: u16) -> Ballot {
         .collect();
     Ballot {
         context: Context {
-            method: Method::NewPayload,
+            kind: VoteKind::NewPayload,
             method_version: 4,
             nodes_configured: n,
             pending: 0,

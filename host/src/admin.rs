@@ -2,9 +2,10 @@
 //! plus eb's own fields, rechecks, adding and removing nodes. Mutating calls need the
 //! `--admin-token` when one is set.
 
-use crate::app::App;
+use crate::app::{AddNodeError, App};
 use crate::health;
-use crate::nodes::NodeState;
+use crate::nodes::{NodeState, NodesError};
+use crate::policy::ReloadError;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -28,17 +29,69 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// `None` when the call may go ahead, else the 401 answer.
-fn denied(app: &App, headers: &HeaderMap) -> Option<Response> {
-    let token = app.admin_token.as_ref()?;
+/// Why an admin call was refused; the HTTP status comes from the kind.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// A mutating call without the `--admin-token` (401).
+    #[error("admin token required")]
+    Unauthorized,
+    /// The body is not what the call takes (400).
+    #[error("expected {0}")]
+    BadBody(&'static str),
+    /// A node could not be added: a bad spec (400) or a duplicate (409).
+    #[error(transparent)]
+    AddNode(#[from] AddNodeError),
+    /// A node could not be removed: no such index (404) or the last node (409).
+    #[error(transparent)]
+    RemoveNode(NodesError),
+    /// The new policy was refused; the active one stays (422).
+    #[error("refused, the active policy stays: {0}")]
+    Reload(#[from] ReloadError),
+}
+
+impl AdminError {
+    /// The HTTP status for this kind of refusal.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::BadBody(_) | AdminError::AddNode(AddNodeError::Spec(_)) => {
+                StatusCode::BAD_REQUEST
+            }
+            AdminError::AddNode(AddNodeError::Nodes(_))
+            | AdminError::RemoveNode(NodesError::LastNode | NodesError::Duplicate(_)) => {
+                StatusCode::CONFLICT
+            }
+            AdminError::RemoveNode(NodesError::NoSuchIndex(_)) => StatusCode::NOT_FOUND,
+            AdminError::Reload(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+
+    /// The response, with `more` fields beside `error`.
+    fn respond(&self, mut more: serde_json::Map<String, Value>) -> Response {
+        more.insert("error".to_owned(), Value::from(self.to_string()));
+        (self.status(), Json(Value::Object(more))).into_response()
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        self.respond(serde_json::Map::new())
+    }
+}
+
+/// `Ok` when the call may go ahead.
+fn authorize(app: &App, headers: &HeaderMap) -> Result<(), AdminError> {
+    let Some(token) = app.admin_token.as_ref() else {
+        return Ok(());
+    };
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    (!token.accepts(given)).then(|| problem(StatusCode::UNAUTHORIZED, "admin token required"))
-}
-
-fn problem(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+    if token.accepts(given) {
+        Ok(())
+    } else {
+        Err(AdminError::Unauthorized)
+    }
 }
 
 /// `GET /status`.
@@ -56,16 +109,16 @@ pub fn status_json(app: &App) -> Value {
     for (index, node) in nodes.iter().enumerate() {
         let h = node.health();
         if let Some(ms) = h.latency_ms {
-            response_times.insert(node.name.clone(), json!(ms));
+            response_times.insert(node.url.clone(), json!(ms));
         }
         match h.state {
-            NodeState::Synced => alive.push(node.name.clone()),
-            NodeState::Syncing => syncing.push(node.name.clone()),
-            _ => dead.push(node.name.clone()),
+            NodeState::Synced => alive.push(node.url.clone()),
+            NodeState::Syncing => syncing.push(node.url.clone()),
+            _ => dead.push(node.url.clone()),
         }
         detail.push(json!({
             "index": index,
-            "url": node.name,
+            "url": node.url,
             "state": h.state,
             "latency_ms": h.latency_ms,
             "client": h.client.letters().map(|l| String::from_utf8_lossy(&l).into_owned()),
@@ -76,14 +129,14 @@ pub fn status_json(app: &App) -> Value {
             "last_error": h.last_error,
         }));
     }
-    let policy = app.policy();
+    let policy = app.policy.current();
     let info = policy.info();
     json!({
         "response_times": response_times,
         "alive_nodes": alive,
         "syncing_nodes": syncing,
         "dead_nodes": dead,
-        "primary_node": nodes.iter().find(|n| Some(n.id) == primary).map(|n| n.name.clone()),
+        "primary_node": nodes.iter().find(|n| Some(n.id) == primary).map(|n| n.url.clone()),
         "nodes": detail,
         "policy": {
             "name": info.name,
@@ -115,12 +168,13 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
 }
 
 /// `POST /recheck`: checks every node now.
-async fn recheck(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Some(denied) = denied(&app, &headers) {
-        return denied;
-    }
+async fn recheck(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AdminError> {
+    authorize(&app, &headers)?;
     health::recheck_all(&app.nodes).await;
-    Json(status_json(&app)).into_response()
+    Ok(Json(status_json(&app)))
 }
 
 /// Node specs to add: `{"nodes": [..]}`, a bare array, or one comma-separated string.
@@ -152,55 +206,43 @@ async fn add_nodes(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    if let Some(denied) = denied(&app, &headers) {
-        return denied;
-    }
+) -> Result<Json<Value>, Response> {
+    authorize(&app, &headers).map_err(IntoResponse::into_response)?;
     let specs = match serde_json::from_slice::<NodeList>(&body) {
         Ok(NodeList::Object { nodes } | NodeList::Bare(nodes)) => nodes.into_vec(),
         Err(_) => {
-            return problem(
-                StatusCode::BAD_REQUEST,
-                "expected {\"nodes\": [\"URL#jwt-secret=PATH#timeout=MS\", ...]}",
-            )
+            let expected = r#"{"nodes": ["URL#jwt-secret=PATH#timeout=MS", ...]}"#;
+            return Err(AdminError::BadBody(expected).into_response());
         }
     };
     let mut added = Vec::new();
     for spec in specs.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
         match app.add_node(spec) {
             Ok(node) => {
-                tracing::info!(node = %node.name, "node added");
-                added.push(node.name.clone());
+                tracing::info!(node = %node.url, "node added");
+                added.push(Value::from(node.url.clone()));
             }
             Err(e) => {
-                let status = if e.contains("configured already") {
-                    StatusCode::CONFLICT
-                } else {
-                    StatusCode::BAD_REQUEST
-                };
-                return (status, Json(json!({ "error": e, "added": added }))).into_response();
+                let mut more = serde_json::Map::new();
+                more.insert("added".to_owned(), Value::Array(added));
+                return Err(AdminError::from(e).respond(more));
             }
         }
     }
-    Json(json!({ "added": added })).into_response()
+    Ok(Json(json!({ "added": added })))
 }
 
 /// `POST /policy/reload` (also on SIGHUP).
-async fn reload_policy(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Some(denied) = denied(&app, &headers) {
-        return denied;
-    }
-    match app.reload_policy().await {
-        Ok(policy) => Json(json!({
-            "reloaded": policy.info().name,
-            "sha256": policy.info().sha256,
-        }))
-        .into_response(),
-        Err(reason) => problem(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            &format!("refused, the active policy stays: {reason}"),
-        ),
-    }
+async fn reload_policy(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, AdminError> {
+    authorize(&app, &headers)?;
+    let policy = app.policy.reload().await?;
+    Ok(Json(json!({
+        "reloaded": policy.info().name,
+        "sha256": policy.info().sha256,
+    })))
 }
 
 /// `DELETE /nodes/{index}`.
@@ -208,15 +250,36 @@ async fn remove_node(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Path(index): Path<usize>,
-) -> Response {
-    if let Some(denied) = denied(&app, &headers) {
-        return denied;
-    }
-    match app.remove_node(index) {
-        Ok(node) => {
-            tracing::info!(node = %node.name, "node removed");
-            Json(json!({ "removed": node.name })).into_response()
+) -> Result<Json<Value>, AdminError> {
+    authorize(&app, &headers)?;
+    let node = app.nodes.remove(index).map_err(AdminError::RemoveNode)?;
+    tracing::info!(node = %node.url, "node removed");
+    Ok(Json(json!({ "removed": node.url })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_refusal_kind_has_its_status() {
+        let cases = [
+            (AdminError::Unauthorized, 401),
+            (AdminError::BadBody("x"), 400),
+            (AdminError::AddNode(AddNodeError::Spec("bad".into())), 400),
+            (
+                AdminError::AddNode(AddNodeError::Nodes(NodesError::Duplicate("u".into()))),
+                409,
+            ),
+            (AdminError::RemoveNode(NodesError::NoSuchIndex(4)), 404),
+            (AdminError::RemoveNode(NodesError::LastNode), 409),
+            (
+                AdminError::Reload(ReloadError::Fixtures("gone".into())),
+                422,
+            ),
+        ];
+        for (error, status) in cases {
+            assert_eq!(error.status().as_u16(), status, "{error}");
         }
-        Err(e) => problem(StatusCode::NOT_FOUND, &e.to_string()),
     }
 }

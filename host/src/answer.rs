@@ -1,19 +1,20 @@
-//! The answer the CL gets: the followed EL's result verbatim (with eb's payloadId for a build),
-//! or a synthetic SYNCING. Always JSON-RPC with the CL's own id.
+//! The answer the CL gets for a state-changing call, rendered from its [`Settled`] verdict: the
+//! followed EL's result verbatim (with eb's payloadId for a build), the remembered answer, a
+//! synthetic SYNCING of the method version's shape, or the ELs' unanimous error.
 
-use crate::fanout::Collected;
-use crate::rpc;
-use policy_sdk::{Method, Outcome, Status, Verdict};
-use serde_json::value::RawValue;
+use crate::error::{Answer, EngineError};
+use crate::verdict::Settled;
+use bytes::Bytes;
+use policy_sdk::{Status, VoteKind};
 
 /// `PayloadStatus` SYNCING for `method` version `version` (V2 shape from newPayloadV6 and
 /// forkchoiceUpdatedV5 on, which adds `inclusionListSatisfied`).
-pub fn syncing_result(method: Method, version: u8) -> &'static str {
+pub fn syncing_result(method: VoteKind, version: u8) -> &'static str {
     match (method, version) {
-        (Method::NewPayload, v) if v >= 6 => {
+        (VoteKind::NewPayload, v) if v >= 6 => {
             r#"{"status":"SYNCING","latestValidHash":null,"validationError":null,"inclusionListSatisfied":null}"#
         }
-        (Method::NewPayload, _) => {
+        (VoteKind::NewPayload, _) => {
             r#"{"status":"SYNCING","latestValidHash":null,"validationError":null}"#
         }
         (_, v) if v >= 5 => {
@@ -25,46 +26,24 @@ pub fn syncing_result(method: Method, version: u8) -> &'static str {
     }
 }
 
-/// The answer for a fanned-out call. `payload_id` is eb's id for a build the policy accepted.
-pub fn answer(
-    id: &RawValue,
-    collected: &Collected,
-    method: Method,
-    version: u8,
-    payload_id: Option<&str>,
-) -> Vec<u8> {
-    let received = &collected.collector.received;
-    if let Verdict::Follow { vote, .. } = collected.decision.verdict {
-        if let Some(result) = received
-            .get(usize::from(vote))
-            .and_then(|r| r.result.as_deref())
-        {
-            if method == Method::ForkchoiceUpdatedWithAttributes {
-                return rpc::result(id, &with_payload_id(result.get(), payload_id));
-            }
-            return rpc::result(id, result.get());
+/// The answer for a settled state-changing call of `kind`, version `version`.
+pub fn render(settled: Settled, kind: VoteKind, version: u8) -> Answer {
+    let build = kind == VoteKind::ForkchoiceUpdatedWithAttributes;
+    match settled {
+        Settled::Follow { result, payload_id } if build => {
+            Ok(with_payload_id(&result, payload_id.as_deref()))
         }
-    }
-    // Every EL refused the call with the same JSON-RPC error (a malformed request, an
-    // unsupported fork): that error is the answer, not SYNCING, so the CL does not import.
-    let first_error = received.first().and_then(|r| r.error.as_deref());
-    let unanimous = !received.is_empty()
-        && received.iter().all(|r| {
-            r.vote.outcome == Outcome::RpcError
-                && r.vote.rpc_error_code == received[0].vote.rpc_error_code
-        });
-    match first_error {
-        Some(error) if unanimous && collected.decision.fault.is_none() => {
-            rpc::error_raw(id, error.get())
-        }
-        _ => rpc::result(id, syncing_result(method, version)),
+        Settled::Remembered { result } if build => Ok(with_payload_id(&result, None)),
+        Settled::Follow { result, .. } | Settled::Remembered { result } => Ok(result),
+        Settled::Syncing => Ok(Bytes::from_static(syncing_result(kind, version).as_bytes())),
+        Settled::UnanimousError(error) => Err(EngineError::Upstream(error)),
     }
 }
 
 /// A forkchoiceUpdated result with `payloadId` replaced by eb's own id (null unless VALID).
-pub fn with_payload_id(result: &str, payload_id: Option<&str>) -> String {
-    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(result) else {
-        return result.to_owned();
+fn with_payload_id(result: &Bytes, payload_id: Option<&str>) -> Bytes {
+    let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(result) else {
+        return result.clone();
     };
     let valid = value["payloadStatus"]["status"] == Status::Valid.name();
     if let Some(object) = value.as_object_mut() {
@@ -73,7 +52,7 @@ pub fn with_payload_id(result: &str, payload_id: Option<&str>) -> String {
             .map_or(serde_json::Value::Null, |p| p.into());
         object.insert("payloadId".to_owned(), id);
     }
-    value.to_string()
+    Bytes::from(value.to_string())
 }
 
 #[cfg(test)]
@@ -83,10 +62,10 @@ mod tests {
     #[test]
     fn syncing_results_are_valid_json_of_the_right_shape() {
         for (method, version, has_status_object, v2) in [
-            (Method::NewPayload, 4, false, false),
-            (Method::NewPayload, 6, false, true),
-            (Method::ForkchoiceUpdated, 3, true, false),
-            (Method::ForkchoiceUpdatedWithAttributes, 5, true, true),
+            (VoteKind::NewPayload, 4, false, false),
+            (VoteKind::NewPayload, 6, false, true),
+            (VoteKind::ForkchoiceUpdated, 3, true, false),
+            (VoteKind::ForkchoiceUpdatedWithAttributes, 5, true, true),
         ] {
             let value: serde_json::Value =
                 serde_json::from_str(syncing_result(method, version)).expect("json");
@@ -106,22 +85,45 @@ mod tests {
 
     #[test]
     fn payload_id_is_rewritten_only_for_valid_builds() {
-        let valid = serde_json::from_str::<&RawValue>(
-            r#"{"payloadStatus":{"status":"VALID","latestValidHash":"0x01","validationError":null},"payloadId":"0xaaaa"}"#,
-        )
-        .expect("json");
-        let out: serde_json::Value =
-            serde_json::from_str(&with_payload_id(valid.get(), Some("0x00000000000000ff")))
-                .expect("json");
+        let build = VoteKind::ForkchoiceUpdatedWithAttributes;
+        let valid = Bytes::from_static(
+            br#"{"payloadStatus":{"status":"VALID","latestValidHash":"0x01","validationError":null},"payloadId":"0xaaaa"}"#,
+        );
+        let follow = |result: &Bytes| Settled::Follow {
+            result: result.clone(),
+            payload_id: Some("0x00000000000000ff".into()),
+        };
+        let json = |answer: Answer| -> serde_json::Value {
+            serde_json::from_slice(&answer.expect("a result")).expect("json")
+        };
+        let out = json(render(follow(&valid), build, 3));
         assert_eq!(out["payloadId"], "0x00000000000000ff");
         assert_eq!(out["payloadStatus"]["latestValidHash"], "0x01");
-        let syncing = serde_json::from_str::<&RawValue>(
-            r#"{"payloadStatus":{"status":"SYNCING","latestValidHash":null,"validationError":null},"payloadId":"0xaaaa"}"#,
-        )
-        .expect("json");
-        let out: serde_json::Value =
-            serde_json::from_str(&with_payload_id(syncing.get(), Some("0x00000000000000ff")))
-                .expect("json");
-        assert!(out["payloadId"].is_null());
+        let remembered = json(render(
+            Settled::Remembered {
+                result: valid.clone(),
+            },
+            build,
+            3,
+        ));
+        assert!(
+            remembered["payloadId"].is_null(),
+            "no new build under eb's id"
+        );
+        let syncing = Bytes::from_static(
+            br#"{"payloadStatus":{"status":"SYNCING","latestValidHash":null,"validationError":null},"payloadId":"0xaaaa"}"#,
+        );
+        assert!(json(render(follow(&syncing), build, 3))["payloadId"].is_null());
+        let plain = render(follow(&valid), VoteKind::ForkchoiceUpdated, 3).expect("result");
+        assert_eq!(plain, valid, "verbatim when not a build");
+        let error = Bytes::from_static(br#"{"code":-38005,"message":"Unsupported fork"}"#);
+        assert_eq!(
+            render(
+                Settled::UnanimousError(error.clone()),
+                VoteKind::NewPayload,
+                4
+            ),
+            Err(EngineError::Upstream(error))
+        );
     }
 }

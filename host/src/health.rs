@@ -68,10 +68,10 @@ pub async fn check(node: &Node) -> NodeState {
     if state != before {
         match state {
             NodeState::Synced | NodeState::Syncing => {
-                tracing::info!(node = %node.name, ?state, "EL state");
+                tracing::info!(node = %node.url, ?state, "EL state");
             }
             _ => {
-                tracing::warn!(node = %node.name, ?state, error = error.as_deref().unwrap_or(""), "EL state")
+                tracing::warn!(node = %node.url, ?state, error = error.as_deref().unwrap_or(""), "EL state")
             }
         }
     }
@@ -136,4 +136,112 @@ pub async fn recheck_all(nodes: &Nodes) {
     let all = nodes.snapshot();
     futures_util::future::join_all(all.iter().map(|n| check(n))).await;
     nodes.update_primary();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nodes::testing;
+    use std::sync::Mutex;
+
+    /// An EL whose `eth_syncing` answer can be changed; it identifies itself as Reth.
+    fn el(answer: Arc<Mutex<(Duration, Reply)>>) -> Arc<testing::Scripted> {
+        testing::scripted(Box::new(move |body| {
+            if body.windows(16).any(|w| w == b"getClientVersion") {
+                let who =
+                    r#"{"result":[{"code":"RH","name":"reth","version":"1.9.0","commit":"0x01"}]}"#;
+                return (
+                    Duration::ZERO,
+                    Reply::Body(Bytes::from_static(who.as_bytes())),
+                );
+            }
+            answer.lock().expect("answer").clone()
+        }))
+    }
+
+    fn body(text: &'static str) -> (Duration, Reply) {
+        (
+            Duration::from_millis(3),
+            Reply::Body(Bytes::from_static(text.as_bytes())),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_walk_the_state_machine() {
+        let answer = Arc::new(Mutex::new(body(r#"{"result":false}"#)));
+        let nodes = testing::nodes(&[el(Arc::clone(&answer))], Duration::from_secs(1));
+        let node = &nodes.snapshot()[0];
+        let steps = [
+            (body(r#"{"result":false}"#), NodeState::Synced),
+            (
+                body(r#"{"result":{"currentBlock":"0x1"}}"#),
+                NodeState::Syncing,
+            ),
+            (body(r#"{"result":"nonsense"}"#), NodeState::Offline),
+            (
+                (Duration::from_secs(60), Reply::Timeout),
+                NodeState::Offline,
+            ),
+            (
+                (Duration::ZERO, Reply::AuthRejected(401)),
+                NodeState::AuthFailed,
+            ),
+            (
+                (Duration::ZERO, Reply::Unreachable("refused".into())),
+                NodeState::Offline,
+            ),
+            (body(r#"{"result":true}"#), NodeState::Syncing),
+        ];
+        for (reply, expected) in steps {
+            *answer.lock().expect("answer") = reply;
+            assert_eq!(check(node).await, expected);
+            assert_eq!(node.health().state, expected);
+        }
+        let health = node.health();
+        assert_eq!(
+            health.client_version.as_deref(),
+            Some("reth 1.9.0"),
+            "learned on reconnect"
+        );
+        assert_eq!(health.client, ClientCode::from_letters("RH").expect("code"));
+        assert!(health.last_error.is_none(), "cleared once up again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_node_is_rechecked_early_but_never_in_a_tight_loop() {
+        let answer = Arc::new(Mutex::new((
+            Duration::ZERO,
+            Reply::Unreachable("refused".into()),
+        )));
+        let transport = el(Arc::clone(&answer));
+        let nodes = testing::nodes(&[Arc::clone(&transport)], Duration::from_secs(1));
+        let node = Arc::clone(&nodes.snapshot()[0]);
+        let interval = Duration::from_secs(5);
+        tokio::spawn(run(Arc::clone(&nodes), Arc::clone(&node), interval));
+        let checks = || {
+            transport
+                .seen
+                .lock()
+                .expect("seen")
+                .iter()
+                .filter(|b| b.windows(11).any(|w| w == b"eth_syncing"))
+                .count()
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!((checks(), node.health().state), (1, NodeState::Offline));
+        for _ in 0..20 {
+            node.recheck.notify_one();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // 2 s of failures asked for a recheck every 100 ms: at most one per MIN_RECHECK_GAP.
+        assert!((4..=5).contains(&checks()), "{} checks in 2 s", checks());
+        *answer.lock().expect("answer") = body(r#"{"result":false}"#);
+        tokio::time::sleep(interval * 2).await;
+        assert_eq!(node.health().state, NodeState::Synced);
+        assert_eq!(
+            nodes.primary_id(),
+            Some(node.id),
+            "the loop keeps the primary current"
+        );
+    }
 }

@@ -4,11 +4,13 @@
 //! policy turns the ELs' answers into the one answer the CL gets. The modules follow the data
 //! path:
 //!
-//! `config` → [`server`] (HTTP) → [`auth`] (JWT) → [`rpc`] (JSON-RPC, with [`params`]) → [`route`] (what to do)
-//! → [`fanout`] (every EL, in order, via [`nodes`] and [`upstream`]) → [`votes`] → [`policy`]
-//! → [`answer`] (never turning a final answer around: [`memory`]); reads go through [`primary`], builds through [`payloads`], merged calls
-//! through [`merge`]; [`health`] keeps node states and the primary current; [`admin`] serves
-//! status, [`metrics`] and node management; [`run`] starts and stops it all.
+//! [`config`] → [`server`] (HTTP) → [`auth`] (JWT) → [`rpc`] (JSON-RPC, with [`params`]) →
+//! [`dispatch`] ([`route`]: what to do) → [`fanout`] (every EL, in order, via [`nodes`] and
+//! [`upstream`]) → [`votes`] → [`policy`] → [`verdict`] (with [`memory`]: never turning a final
+//! answer around) → [`answer`]. Reads go through [`primary`], builds through [`payloads`],
+//! merged calls through [`merge`]; every refusal is an [`error::EngineError`]. [`health`] keeps
+//! [`node_state`] and the primary current; [`admin`] serves status, [`metrics`] and node
+//! management; [`app`] builds the stages and [`run`] starts and stops it all.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -17,11 +19,14 @@ pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod dispatch;
+pub mod error;
 pub mod fanout;
 pub mod health;
 pub mod memory;
 pub mod merge;
 pub mod metrics;
+pub mod node_state;
 pub mod nodes;
 pub mod params;
 pub mod payloads;
@@ -33,4 +38,5 @@ pub mod rpc;
 pub mod run;
 pub mod server;
 pub mod upstream;
+pub mod verdict;
 pub mod votes;

@@ -2,7 +2,8 @@
 //! it. The CL has no path from VALID to INVALID or back (consensus-specs, optimistic sync); a
 //! SYNCING or ACCEPTED answer may still become VALID or INVALID as ELs catch up.
 
-use policy_sdk::{Method, Status};
+use bytes::Bytes;
+use policy_sdk::{Status, VoteKind};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
@@ -20,9 +21,9 @@ pub enum Kind {
 
 impl Kind {
     /// The kind for a vote method.
-    pub fn of(method: Method) -> Kind {
+    pub fn of(method: VoteKind) -> Kind {
         match method {
-            Method::NewPayload => Kind::Payload,
+            VoteKind::NewPayload => Kind::Payload,
             _ => Kind::Head,
         }
     }
@@ -34,7 +35,7 @@ pub struct Remembered {
     /// VALID or INVALID.
     pub status: Status,
     /// The result eb answered with (JSON text).
-    pub result: String,
+    pub result: Bytes,
 }
 
 /// What to answer now.
@@ -69,7 +70,7 @@ fn is_final(status: Status) -> bool {
 impl VerdictMemory {
     /// Decides what to answer for `hash` given the new answer's status (`None` for a synthetic
     /// SYNCING) and result, remembering a first final answer.
-    pub fn recall(&self, kind: Kind, hash: &str, status: Option<Status>, result: &str) -> Recall {
+    pub fn recall(&self, kind: Kind, hash: &str, status: Option<Status>, result: &Bytes) -> Recall {
         let key = (kind, hash.to_ascii_lowercase());
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (map, order) = &mut *guard;
@@ -95,7 +96,7 @@ impl VerdictMemory {
                 key,
                 Remembered {
                     status,
-                    result: result.to_owned(),
+                    result: result.clone(),
                 },
             );
         }
@@ -117,37 +118,41 @@ impl VerdictMemory {
 mod tests {
     use super::*;
 
+    fn b(text: &'static str) -> Bytes {
+        Bytes::from_static(text.as_bytes())
+    }
+
     #[test]
     fn a_final_answer_is_never_turned_around() {
         let memory = VerdictMemory::default();
         assert_eq!(
-            memory.recall(Kind::Payload, "0xAB", Some(Status::Syncing), "s"),
+            memory.recall(Kind::Payload, "0xAB", Some(Status::Syncing), &b("s")),
             Recall::Answer
         );
         assert!(memory.is_empty(), "SYNCING is not final");
         assert_eq!(
-            memory.recall(Kind::Payload, "0xAB", Some(Status::Valid), "v"),
+            memory.recall(Kind::Payload, "0xAB", Some(Status::Valid), &b("v")),
             Recall::Answer
         );
         assert_eq!(
-            memory.recall(Kind::Payload, "0xab", Some(Status::Valid), "v2"),
+            memory.recall(Kind::Payload, "0xab", Some(Status::Valid), &b("v2")),
             Recall::Answer
         );
-        let keep = memory.recall(Kind::Payload, "0xab", Some(Status::Invalid), "i");
+        let keep = memory.recall(Kind::Payload, "0xab", Some(Status::Invalid), &b("i"));
         assert_eq!(
             keep,
             Recall::Keep {
                 remembered: Remembered {
                     status: Status::Valid,
-                    result: "v".into()
+                    result: b("v")
                 },
                 flip: true
             }
         );
-        let syncing = memory.recall(Kind::Payload, "0xab", None, "s");
+        let syncing = memory.recall(Kind::Payload, "0xab", None, &b("s"));
         assert!(matches!(syncing, Recall::Keep { flip: false, .. }));
         assert_eq!(
-            memory.recall(Kind::Head, "0xab", Some(Status::Invalid), "i"),
+            memory.recall(Kind::Head, "0xab", Some(Status::Invalid), &b("i")),
             Recall::Answer,
             "kinds are apart"
         );
@@ -157,11 +162,16 @@ mod tests {
     fn is_bounded() {
         let memory = VerdictMemory::default();
         for i in 0..CAPACITY + 10 {
-            memory.recall(Kind::Payload, &format!("0x{i:x}"), Some(Status::Valid), "v");
+            memory.recall(
+                Kind::Payload,
+                &format!("0x{i:x}"),
+                Some(Status::Valid),
+                &b("v"),
+            );
         }
         assert_eq!(memory.len(), CAPACITY);
         assert_eq!(
-            memory.recall(Kind::Payload, "0x0", Some(Status::Invalid), "i"),
+            memory.recall(Kind::Payload, "0x0", Some(Status::Invalid), &b("i")),
             Recall::Answer,
             "oldest evicted"
         );

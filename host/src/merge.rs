@@ -2,17 +2,18 @@
 //! (the methods every answering EL supports) and `engine_getClientVersionV1` (every EL's
 //! entries in one flat array, as `identification.md` asks of multiplexers).
 
-use crate::app::App;
+use crate::error::{Answer, EngineError};
 use crate::health::record_client;
-use crate::nodes::Node;
-use crate::rpc::{self, code, Call};
+use crate::nodes::{Node, Nodes};
+use crate::rpc::Call;
 use crate::upstream::{Reply, Timed};
+use bytes::Bytes;
 use std::sync::Arc;
 
 /// Sends `call` to every EL at once and waits for all (each within the call's budget).
-async fn ask_all(app: &App, call: &Call<'_>) -> Vec<(Arc<Node>, Timed)> {
+async fn ask_all(nodes: &Nodes, call: &Call<'_>) -> Vec<(Arc<Node>, Timed)> {
     let budget = crate::route::budget(&call.method);
-    let nodes = app.nodes.snapshot();
+    let nodes = nodes.snapshot();
     futures_util::future::join_all(nodes.iter().map(|node| {
         let body = call.bytes.clone();
         async move {
@@ -41,42 +42,43 @@ fn results<T: serde::de::DeserializeOwned>(replies: &[(Arc<Node>, Timed)]) -> Ve
         .collect()
 }
 
-fn nobody(call: &Call<'_>) -> Vec<u8> {
-    rpc::error(call.id, code::SERVER_ERROR, "no execution client answered")
+fn nobody() -> Answer {
+    Err(EngineError::NoAnswer("no execution client answered".into()))
+}
+
+/// `value` as a result's JSON text.
+fn json(value: &impl serde::Serialize) -> Answer {
+    Ok(Bytes::from(
+        serde_json::to_vec(value).unwrap_or_else(|_| b"[]".to_vec()),
+    ))
 }
 
 /// `engine_exchangeCapabilities`: the intersection of the answering ELs' lists, in the first
 /// list's order, never listing `engine_exchangeCapabilities` itself.
-pub async fn capabilities(app: &App, call: &Call<'_>) -> Vec<u8> {
-    let replies = ask_all(app, call).await;
+pub async fn capabilities(nodes: &Nodes, call: &Call<'_>) -> Answer {
+    let replies = ask_all(nodes, call).await;
     let lists = results::<Vec<String>>(&replies);
     let Some(((_, first), rest)) = lists.split_first() else {
-        return nobody(call);
+        return nobody();
     };
     let common: Vec<&String> = first
         .iter()
         .filter(|m| m.as_str() != "engine_exchangeCapabilities")
         .filter(|m| rest.iter().all(|(_, list)| list.contains(m)))
         .collect();
-    rpc::result(
-        call.id,
-        &serde_json::to_string(&common).unwrap_or_else(|_| "[]".into()),
-    )
+    json(&common)
 }
 
 /// `engine_getClientVersionV1`: every answering EL's entries, flattened, in node order.
-pub async fn client_versions(app: &App, call: &Call<'_>) -> Vec<u8> {
-    let replies = ask_all(app, call).await;
+pub async fn client_versions(nodes: &Nodes, call: &Call<'_>) -> Answer {
+    let replies = ask_all(nodes, call).await;
     let lists = results::<Vec<serde_json::Value>>(&replies);
     if lists.is_empty() {
-        return nobody(call);
+        return nobody();
     }
     for (node, entries) in &lists {
         record_client(node, entries.first());
     }
     let all: Vec<&serde_json::Value> = lists.iter().flat_map(|(_, entries)| entries).collect();
-    rpc::result(
-        call.id,
-        &serde_json::to_string(&all).unwrap_or_else(|_| "[]".into()),
-    )
+    json(&all)
 }

@@ -1,7 +1,7 @@
 //! Prometheus metrics (OpenMetrics text on the admin listener's `GET /metrics`). The names here
 //! are the ones `contrib/grafana-dashboard.json` queries; a test keeps the two in step.
 
-use crate::nodes::NodeState;
+use crate::node_state::NodeState;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -143,34 +143,11 @@ impl Default for Metrics {
     }
 }
 
-/// Every node state, for the `eb_el_state` gauge.
-pub const STATES: [NodeState; 5] = [
-    NodeState::Unknown,
-    NodeState::Synced,
-    NodeState::Syncing,
-    NodeState::Offline,
-    NodeState::AuthFailed,
-];
-
-/// A node state's label value.
-pub fn state_name(state: NodeState) -> &'static str {
-    match state {
-        NodeState::Unknown => "unknown",
-        NodeState::Synced => "synced",
-        NodeState::Syncing => "syncing",
-        NodeState::Offline => "offline",
-        NodeState::AuthFailed => "auth_failed",
-    }
-}
-
 impl Metrics {
     /// Sets `eb_el_state` for `node`: 1 for `state`, 0 for the others.
     pub fn set_state(&self, node: &str, state: NodeState) {
-        for s in STATES {
-            let labels = vec![
-                ("node", node.to_owned()),
-                ("state", state_name(s).to_owned()),
-            ];
+        for s in NodeState::ALL {
+            let labels = vec![("node", node.to_owned()), ("state", s.label().to_owned())];
             self.el_state
                 .get_or_create(&labels)
                 .set(i64::from(s == state));

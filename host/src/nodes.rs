@@ -4,11 +4,11 @@
 use crate::auth::Minter;
 use crate::config::{redact, NodeConfig};
 use crate::metrics::Metrics;
-use crate::upstream::{self, Reply, Timed};
+pub use crate::node_state::NodeState;
+use crate::upstream::{self, Http, Reply, Timed, Transport};
 use bytes::Bytes;
 use policy_sdk::ClientCode;
 use reqwest::{Client, Url};
-use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -16,22 +16,6 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 
 /// Calls waiting for one EL before new ones are refused (answered as unreachable).
 pub const QUEUE_DEPTH: usize = 256;
-
-/// An EL's health, as the health checks and live traffic see it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum NodeState {
-    /// Not checked yet.
-    Unknown,
-    /// `eth_syncing` answered `false`.
-    Synced,
-    /// `eth_syncing` answered a sync status.
-    Syncing,
-    /// No answer, or an unusable one.
-    Offline,
-    /// The EL refused eb's token: a wrong `#jwt-secret`, not a dead node.
-    AuthFailed,
-}
 
 /// What eb knows about one EL.
 #[derive(Clone, Debug)]
@@ -57,25 +41,19 @@ struct Job {
     reply: oneshot::Sender<Timed>,
 }
 
-/// What the ordered worker needs: the endpoint without the queue (so dropping the node stops
-/// the worker).
-struct Endpoint {
-    url: Url,
-    minter: Minter,
-    client: Client,
-}
-
 /// One EL.
 pub struct Node {
     /// Stable id (indices shift when nodes are removed).
     pub id: u64,
-    /// The URL, redacted for display.
-    pub name: String,
+    /// The URL, redacted for display (logs, metrics, `/status`).
+    pub url: String,
+    /// The URL as configured (compared when nodes are added).
+    endpoint: Url,
     /// The configured timeout.
     pub timeout: Duration,
     /// `#do-not-use`.
     pub do_not_use: bool,
-    endpoint: Arc<Endpoint>,
+    transport: Arc<dyn Transport>,
     queue: mpsc::Sender<Job>,
     health: Mutex<Health>,
     /// Wakes the health loop for an early check.
@@ -88,27 +66,29 @@ impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("id", &self.id)
-            .field("name", &self.name)
+            .field("url", &self.url)
             .finish()
     }
 }
 
 impl Node {
-    /// Creates the node and starts its ordered worker (needs a tokio runtime).
-    pub fn spawn(id: u64, config: &NodeConfig, client: Client, metrics: Arc<Metrics>) -> Arc<Node> {
-        let endpoint = Arc::new(Endpoint {
-            url: config.url.clone(),
-            minter: Minter::new(&config.secret),
-            client,
-        });
+    /// Creates the node and starts its ordered worker (needs a tokio runtime); the worker
+    /// stops when the node is dropped.
+    pub fn spawn(
+        id: u64,
+        config: &NodeConfig,
+        transport: Arc<dyn Transport>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Node> {
         let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(deliver_in_order(Arc::clone(&endpoint), jobs));
+        tokio::spawn(deliver_in_order(Arc::clone(&transport), jobs));
         Arc::new(Node {
             id,
-            name: redact(&config.url),
+            url: redact(&config.url),
+            endpoint: config.url.clone(),
             timeout: config.timeout,
             do_not_use: config.do_not_use,
-            endpoint,
+            transport,
             queue,
             health: Mutex::new(Health {
                 state: NodeState::Unknown,
@@ -144,8 +124,7 @@ impl Node {
 
     /// Sends a call now, outside the ordered queue (reads, merges, health checks).
     pub async fn call(&self, body: Bytes, timeout: Duration) -> Timed {
-        let e = &self.endpoint;
-        upstream::post(&e.client, &e.url, &e.minter, body, timeout).await
+        self.transport.post(body, timeout).await
     }
 
     /// A copy of the current health.
@@ -165,7 +144,7 @@ impl Node {
         match &timed.reply {
             Reply::Body(_) => self.record_latency(timed),
             Reply::AuthRejected(status) => {
-                self.metrics.set_state(&self.name, NodeState::AuthFailed);
+                self.metrics.set_state(&self.url, NodeState::AuthFailed);
                 let mut health = self.lock();
                 health.state = NodeState::AuthFailed;
                 health.last_error = Some(format!("HTTP {status}: eb's token refused"));
@@ -178,7 +157,7 @@ impl Node {
     pub fn record_latency(&self, timed: &Timed) {
         self.metrics
             .el_latency
-            .get_or_create(&vec![("node", self.name.clone())])
+            .get_or_create(&vec![("node", self.url.clone())])
             .observe(timed.latency.as_secs_f64());
         let ms = timed.latency.as_secs_f64() * 1000.0;
         let mut health = self.lock();
@@ -190,7 +169,7 @@ impl Node {
 
     /// Records a health check's verdict.
     pub fn set_state(&self, state: NodeState, error: Option<String>) {
-        self.metrics.set_state(&self.name, state);
+        self.metrics.set_state(&self.url, state);
         let mut health = self.lock();
         health.state = state;
         if error.is_some() || matches!(state, NodeState::Synced | NodeState::Syncing) {
@@ -217,12 +196,20 @@ impl Node {
 }
 
 /// The ordered worker: one call at a time, in the order they were queued.
-async fn deliver_in_order(endpoint: Arc<Endpoint>, mut jobs: mpsc::Receiver<Job>) {
+async fn deliver_in_order(transport: Arc<dyn Transport>, mut jobs: mpsc::Receiver<Job>) {
     while let Some(job) = jobs.recv().await {
-        let e = &endpoint;
-        let timed = upstream::post(&e.client, &e.url, &e.minter, job.body, job.timeout).await;
+        let timed = transport.post(job.body, job.timeout).await;
         let _ = job.reply.send(timed);
     }
+}
+
+/// The HTTP transport of the EL `config` describes.
+fn http(client: &Client, config: &NodeConfig) -> Arc<dyn Transport> {
+    Arc::new(Http {
+        client: client.clone(),
+        url: config.url.clone(),
+        minter: Minter::new(&config.secret),
+    })
 }
 
 /// The configured ELs, the primary among them, and the HTTP client they share.
@@ -255,13 +242,25 @@ impl Nodes {
         let list: Vec<Arc<Node>> = configs
             .iter()
             .enumerate()
-            .map(|(i, c)| Node::spawn(i as u64, c, client.clone(), Arc::clone(&metrics)))
+            .map(|(i, c)| Node::spawn(i as u64, c, http(&client, c), Arc::clone(&metrics)))
             .collect();
         Nodes {
             next_id: AtomicU64::new(list.len() as u64),
             list: RwLock::new(Arc::new(list)),
             primary: watch::channel(None).0,
             client,
+            metrics,
+        }
+    }
+
+    /// Nodes already built (tests on scripted transports).
+    #[cfg(test)]
+    pub(crate) fn from_list(list: Vec<Arc<Node>>, metrics: Arc<Metrics>) -> Nodes {
+        Nodes {
+            next_id: AtomicU64::new(list.len() as u64),
+            list: RwLock::new(Arc::new(list)),
+            primary: watch::channel(None).0,
+            client: upstream::client(),
             metrics,
         }
     }
@@ -275,13 +274,13 @@ impl Nodes {
     pub fn add(&self, config: &NodeConfig) -> Result<Arc<Node>, NodesError> {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
         let name = redact(&config.url);
-        if list.iter().any(|n| n.endpoint.url == config.url) {
+        if list.iter().any(|n| n.endpoint == config.url) {
             return Err(NodesError::Duplicate(name));
         }
         let node = Node::spawn(
             self.next_id.fetch_add(1, Ordering::Relaxed),
             config,
-            self.client.clone(),
+            http(&self.client, config),
             Arc::clone(&self.metrics),
         );
         let mut next = list.as_ref().clone();
@@ -321,7 +320,7 @@ impl Nodes {
         if chosen != current {
             let name = |id: Option<u64>| {
                 id.and_then(|id| nodes.iter().find(|n| n.id == id))
-                    .map_or_else(|| "none".to_owned(), |n| n.name.clone())
+                    .map_or_else(|| "none".to_owned(), |n| n.url.clone())
             };
             tracing::info!(from = %name(current), to = %name(chosen), "primary EL changed");
             self.metrics.primary_changes.inc();
@@ -390,5 +389,173 @@ pub fn choose_primary(nodes: &[Arc<Node>], current: Option<u64>) -> Option<u64> 
         }
         (None, Some((id, _, _))) => Some(id),
         (_, None) => fastest(NodeState::Syncing).map(|(id, _, _)| id),
+    }
+}
+
+/// Nodes on scripted transports, for unit tests on tokio's paused clock (no sockets).
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::auth::JwtSecret;
+    use futures_util::future::BoxFuture;
+
+    /// How a scripted EL answers one body: after `delay`, with `reply`.
+    pub type Script = Box<dyn Fn(&[u8]) -> (Duration, Reply) + Send + Sync>;
+
+    /// A transport that answers from a script and keeps every body it was sent.
+    pub struct Scripted {
+        script: Script,
+        /// Bodies received, in order.
+        pub seen: Mutex<Vec<Bytes>>,
+    }
+
+    impl Transport for Scripted {
+        fn post(&self, body: Bytes, timeout: Duration) -> BoxFuture<'static, Timed> {
+            let (delay, reply) = (self.script)(&body);
+            self.seen.lock().expect("seen").push(body);
+            Box::pin(async move {
+                if delay > timeout {
+                    tokio::time::sleep(timeout).await;
+                    return Timed {
+                        reply: Reply::Timeout,
+                        latency: timeout,
+                    };
+                }
+                tokio::time::sleep(delay).await;
+                Timed {
+                    reply,
+                    latency: delay,
+                }
+            })
+        }
+    }
+
+    /// A scripted EL.
+    pub fn scripted(script: Script) -> Arc<Scripted> {
+        Arc::new(Scripted {
+            script,
+            seen: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Answers every call with `result` (JSON text) after `delay`.
+    pub fn answering(delay: Duration, result: &'static str) -> Arc<Scripted> {
+        scripted(Box::new(move |_| {
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#);
+            (delay, Reply::Body(Bytes::from(body)))
+        }))
+    }
+
+    /// The config of test node `i` (a placeholder URL that is never dialled).
+    pub fn config(i: usize, timeout: Duration, do_not_use: bool) -> NodeConfig {
+        NodeConfig {
+            url: Url::parse(&format!("http://127.0.0.1:{}/", 9000 + i)).expect("url"),
+            secret: JwtSecret::from_hex(&"11".repeat(32)).expect("hex"),
+            timeout,
+            do_not_use,
+        }
+    }
+
+    /// Nodes on the given transports, each with `timeout`.
+    pub fn nodes(transports: &[Arc<Scripted>], timeout: Duration) -> Arc<Nodes> {
+        let metrics = Arc::new(Metrics::default());
+        let list = transports
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let transport: Arc<dyn Transport> = Arc::clone(t) as Arc<dyn Transport>;
+                Node::spawn(
+                    i as u64,
+                    &config(i, timeout, false),
+                    transport,
+                    Arc::clone(&metrics),
+                )
+            })
+            .collect();
+        Arc::new(Nodes::from_list(list, metrics))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::*;
+    use super::*;
+
+    fn set(nodes: &Nodes, index: usize, state: NodeState, latency_ms: f64) {
+        let node = &nodes.snapshot()[index];
+        node.set_state(state, None);
+        node.lock().latency_ms = Some(latency_ms);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn primary_is_the_fastest_synced_node_with_hysteresis() {
+        let els: Vec<_> = (0..3).map(|_| answering(Duration::ZERO, "false")).collect();
+        let nodes = nodes(&els, Duration::from_secs(1));
+        assert_eq!(nodes.primary_id(), None, "nothing checked yet");
+        set(&nodes, 0, NodeState::Synced, 10.0);
+        set(&nodes, 1, NodeState::Synced, 6.0);
+        set(&nodes, 2, NodeState::Syncing, 1.0);
+        nodes.update_primary();
+        assert_eq!(nodes.primary_id(), Some(1), "fastest Synced, never Syncing");
+        set(&nodes, 0, NodeState::Synced, 4.0);
+        nodes.update_primary();
+        assert_eq!(nodes.primary_id(), Some(1), "not twice as fast: no change");
+        set(&nodes, 0, NodeState::Synced, 2.0);
+        nodes.update_primary();
+        assert_eq!(nodes.primary_id(), Some(0), "twice as fast: takes over");
+        set(&nodes, 0, NodeState::Offline, 2.0);
+        set(&nodes, 1, NodeState::Offline, 6.0);
+        nodes.update_primary();
+        assert_eq!(nodes.primary_id(), Some(2), "no Synced node: a Syncing one");
+        let order: Vec<u64> = nodes.read_order().iter().map(|n| n.id).collect();
+        assert_eq!(order, [2, 0, 1], "primary first, then by state and latency");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ordered_worker_delivers_in_queue_order_and_a_full_queue_answers_at_once() {
+        let el = answering(Duration::from_millis(100), "true");
+        let nodes = nodes(&[Arc::clone(&el)], Duration::from_secs(1));
+        let node = &nodes.snapshot()[0];
+        let mut receivers = Vec::new();
+        // Nothing runs between these sends: the worker has taken none yet.
+        for i in 0..=QUEUE_DEPTH {
+            receivers.push(node.enqueue(Bytes::from(i.to_string()), Duration::from_secs(1)));
+        }
+        let last = receivers.pop().expect("one");
+        let refused = last.await.expect("answered");
+        assert!(matches!(refused.reply, Reply::Unreachable(ref e) if e == "call queue full"));
+        for receiver in receivers {
+            assert!(matches!(
+                receiver.await.expect("reply").reply,
+                Reply::Body(_)
+            ));
+        }
+        let seen: Vec<String> = el
+            .seen
+            .lock()
+            .expect("seen")
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        let expected: Vec<String> = (0..QUEUE_DEPTH).map(|i| i.to_string()).collect();
+        assert_eq!(seen, expected, "one at a time, in order");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn adding_a_duplicate_and_removing_the_last_node_are_refused() {
+        let nodes = nodes(
+            &[answering(Duration::ZERO, "false")],
+            Duration::from_secs(1),
+        );
+        let same = config(0, Duration::from_secs(1), false);
+        assert!(matches!(nodes.add(&same), Err(NodesError::Duplicate(_))));
+        assert!(matches!(nodes.remove(3), Err(NodesError::NoSuchIndex(3))));
+        assert!(matches!(nodes.remove(0), Err(NodesError::LastNode)));
+        let added = nodes
+            .add(&config(1, Duration::from_secs(1), false))
+            .expect("added");
+        assert_eq!(added.id, 1);
+        assert_eq!(nodes.remove(0).expect("removed").id, 0);
+        assert_eq!(nodes.snapshot().len(), 1);
     }
 }

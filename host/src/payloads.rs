@@ -3,10 +3,10 @@
 //! own ids: the primary's build first, the others on failure, inside the 1 s budget
 //! (`--get-payload best-value`: all at once, the highest `blockValue` built on the right head).
 
-use crate::app::App;
 use crate::cli::GetPayloadMode;
-use crate::nodes::Node;
-use crate::rpc::{self, code, Call, ElAnswer};
+use crate::error::{Answer, EngineError};
+use crate::nodes::{Node, Nodes};
+use crate::rpc::{Call, ElAnswer};
 use crate::upstream::Reply;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -15,7 +15,8 @@ use std::collections::VecDeque;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// Builds remembered at most.
 pub const MAX_BUILDS: usize = 128;
@@ -45,7 +46,7 @@ impl Default for PayloadIds {
     fn default() -> Self {
         PayloadIds {
             builds: Mutex::new(VecDeque::with_capacity(MAX_BUILDS)),
-            seed: RandomState::new().hash_one(Instant::now()),
+            seed: RandomState::new().hash_one(std::process::id()),
             counter: AtomicU64::new(0),
         }
     }
@@ -115,38 +116,29 @@ fn builder_request(call: &Call<'_>, el_id: &str) -> Bytes {
     Bytes::from(out)
 }
 
-/// What one builder answered.
-enum Got {
-    /// A result, with its raw text.
-    Result(String),
-    /// A JSON-RPC error object.
-    Error(String),
-    /// Nothing usable.
-    Nothing,
-}
-
-fn classify(reply: &Reply) -> Got {
+/// A builder's answer: its result or error object, or `None` when it gave nothing usable.
+fn classify(reply: &Reply) -> Option<Answer> {
     let Reply::Body(body) = reply else {
-        return Got::Nothing;
+        return None;
     };
-    match serde_json::from_slice::<ElAnswer<'_>>(body) {
-        Ok(ElAnswer {
-            result: Some(r),
-            error: None,
-        }) => Got::Result(r.get().to_owned()),
-        Ok(ElAnswer { error: Some(e), .. }) => Got::Error(e.get().to_owned()),
-        _ => Got::Nothing,
-    }
+    serde_json::from_slice::<ElAnswer<'_>>(body)
+        .ok()?
+        .into_answer(body)
 }
 
-/// `engine_getPayloadV*`.
-pub async fn get_payload(app: &App, call: &Call<'_>) -> Vec<u8> {
+/// `engine_getPayloadV*`: asks the builders of the build eb called `params[0]`.
+pub async fn get_payload(
+    nodes: &Nodes,
+    payloads: &PayloadIds,
+    mode: GetPayloadMode,
+    call: &Call<'_>,
+) -> Answer {
     let requested = call.params.first_string.as_deref();
-    let Some(build) = requested.and_then(|id| app.payloads.get(id)) else {
-        return rpc::error(call.id, code::UNKNOWN_PAYLOAD, "Unknown payload");
+    let Some(build) = requested.and_then(|id| payloads.get(id)) else {
+        return Err(EngineError::UnknownPayload("Unknown payload"));
     };
-    let nodes = app.nodes.snapshot();
-    let primary = app.nodes.primary_id();
+    let primary = nodes.primary_id();
+    let nodes = nodes.snapshot();
     let mut builders: Vec<(Arc<Node>, String)> = build
         .builders
         .iter()
@@ -159,28 +151,22 @@ pub async fn get_payload(app: &App, call: &Call<'_>) -> Vec<u8> {
         .collect();
     builders.sort_by_key(|(n, _)| Some(n.id) != primary);
     if builders.is_empty() {
-        return rpc::error(
-            call.id,
-            code::UNKNOWN_PAYLOAD,
+        return Err(EngineError::UnknownPayload(
             "Unknown payload: its builders are gone",
-        );
+        ));
     }
     let budget = crate::route::budget(&call.method);
-    let answer = match app.get_payload {
+    let answer = match mode {
         GetPayloadMode::PrimaryFirst => first_success(call, builders, budget).await,
         GetPayloadMode::BestValue => {
             best_value(call, builders, budget, build.head.as_deref()).await
         }
     };
-    match answer {
-        Got::Result(result) => rpc::result(call.id, &result),
-        Got::Error(error) => rpc::error_raw(call.id, &error),
-        Got::Nothing => rpc::error(
-            call.id,
-            code::SERVER_ERROR,
-            "no builder answered getPayload in time",
-        ),
-    }
+    answer.unwrap_or_else(|| {
+        Err(EngineError::NoAnswer(
+            "no builder answered getPayload in time".into(),
+        ))
+    })
 }
 
 type Asked = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
@@ -195,20 +181,20 @@ fn ask(call: &Call<'_>, node: Arc<Node>, el_id: &str, timeout: Duration) -> Aske
 }
 
 /// Asks builders in order; the next one starts when the previous fails or after a third of the
-/// budget without an answer (hedging), and the first result wins.
+/// budget without an answer (hedging), and the first result wins (else the last error).
 async fn first_success(
     call: &Call<'_>,
     builders: Vec<(Arc<Node>, String)>,
     budget: Duration,
-) -> Got {
-    let deadline = tokio::time::Instant::now() + budget;
+) -> Option<Answer> {
+    let deadline = Instant::now() + budget;
     let hedge = budget / 3;
     let mut waiting = builders.into_iter();
     let mut asked: FuturesUnordered<Asked> = FuturesUnordered::new();
-    let mut last = Got::Nothing;
-    let mut next_hedge = tokio::time::Instant::now();
+    let mut last = None;
+    let mut next_hedge = Instant::now();
     loop {
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         if now >= next_hedge || asked.is_empty() {
             match waiting.next() {
                 Some((node, el_id)) => {
@@ -226,12 +212,12 @@ async fn first_success(
         }
         tokio::select! {
             Some(reply) = asked.next() => match classify(&reply) {
-                Got::Result(r) => return Got::Result(r),
-                Got::Error(e) => { last = Got::Error(e); next_hedge = tokio::time::Instant::now(); }
-                Got::Nothing => next_hedge = tokio::time::Instant::now(),
+                Some(Ok(result)) => return Some(Ok(result)),
+                Some(Err(error)) => { last = Some(Err(error)); next_hedge = Instant::now(); }
+                None => next_hedge = Instant::now(),
             },
             () = tokio::time::sleep_until(next_hedge.min(deadline)) => {
-                if tokio::time::Instant::now() >= deadline {
+                if Instant::now() >= deadline {
                     return last;
                 }
             }
@@ -265,26 +251,26 @@ fn quantity_key(hex: &str) -> (usize, String) {
 }
 
 /// Asks every builder at once; keeps the highest `blockValue` among payloads whose parent is
-/// the head the CL asked to build on.
+/// the head the CL asked to build on (else the last error).
 async fn best_value(
     call: &Call<'_>,
     builders: Vec<(Arc<Node>, String)>,
     budget: Duration,
     head: Option<&str>,
-) -> Got {
-    let deadline = tokio::time::Instant::now() + budget;
+) -> Option<Answer> {
+    let deadline = Instant::now() + budget;
     let mut asked: FuturesUnordered<Asked> = builders
         .into_iter()
         .map(|(node, el_id)| ask(call, node, &el_id, budget))
         .collect();
-    let mut best: Option<((usize, String), String)> = None;
-    let mut last = Got::Nothing;
+    let mut best: Option<((usize, String), Bytes)> = None;
+    let mut last = None;
     loop {
         tokio::select! {
             next = asked.next() => match next.map(|reply| classify(&reply)) {
                 None => break,
-                Some(Got::Result(result)) => {
-                    let Ok(built) = serde_json::from_str::<Built>(&result) else { continue };
+                Some(Some(Ok(result))) => {
+                    let Ok(built) = serde_json::from_slice::<Built>(&result) else { continue };
                     let parent = built.execution_payload.map(|p| p.parent_hash).or(built.parent_hash);
                     let on_head = match (head, parent.as_deref()) {
                         (Some(head), Some(parent)) => head.eq_ignore_ascii_case(parent),
@@ -299,12 +285,13 @@ async fn best_value(
                         best = Some((key, result));
                     }
                 }
-                Some(other) => last = other,
+                Some(Some(Err(error))) => last = Some(Err(error)),
+                Some(None) => {}
             },
             () = tokio::time::sleep_until(deadline) => break,
         }
     }
-    best.map_or(last, |(_, result)| Got::Result(result))
+    best.map(|(_, result)| Ok(result)).or(last)
 }
 
 #[cfg(test)]
@@ -337,6 +324,20 @@ mod tests {
         }
         assert!(ids.get(&first).is_none(), "evicted");
         assert!(ids.get("0x0000000000000000").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn builds_expire_after_their_ttl() {
+        let ids = PayloadIds::default();
+        let old = ids.insert(None, vec![(0, "0x01".into())]);
+        tokio::time::advance(BUILD_TTL - Duration::from_millis(1)).await;
+        let fresh = ids.insert(None, vec![(1, "0x02".into())]);
+        assert!(ids.get(&old).is_some(), "just inside its TTL");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(ids.get(&old).is_none(), "expired");
+        assert!(ids.get(&fresh).is_some());
+        ids.insert(None, Vec::new());
+        assert_eq!(ids.len(), 2, "an insert drops expired builds");
     }
 
     #[test]

@@ -2,61 +2,48 @@
 //! transport (timeout, refused, HTTP error, unreadable answer), all inside the call's budget.
 //! A JSON-RPC error is an answer and is returned as is.
 
-use crate::app::App;
-use crate::rpc::{self, code, Call, ElAnswer};
+use crate::error::{Answer, EngineError};
+use crate::nodes::Nodes;
+use crate::rpc::{Call, ElAnswer};
 use crate::upstream::{Reply, Timed};
+use tokio::time::Instant;
 
-/// The EL's answer re-addressed to the CL's id, or `None` if it is not a JSON-RPC answer.
-fn readdress(call: &Call<'_>, timed: &Timed) -> Option<Vec<u8>> {
+/// The EL's answer as eb's, or `None` if it is not a JSON-RPC answer.
+fn answer_of(timed: &Timed) -> Option<Answer> {
     let Reply::Body(body) = &timed.reply else {
         return None;
     };
-    match serde_json::from_slice::<ElAnswer<'_>>(body).ok()? {
-        ElAnswer { error: Some(e), .. } => Some(rpc::error_raw(call.id, e.get())),
-        ElAnswer {
-            result: Some(r), ..
-        } => Some(rpc::result(call.id, r.get())),
-        _ => None,
-    }
+    serde_json::from_slice::<ElAnswer<'_>>(body)
+        .ok()?
+        .into_answer(body)
 }
 
-fn describe(reply: &Reply) -> String {
-    match reply {
-        Reply::Body(_) => "unreadable answer".to_owned(),
-        Reply::Timeout => "timeout".to_owned(),
-        Reply::AuthRejected(status) => format!("HTTP {status}"),
-        Reply::Unreachable(e) => e.clone(),
-    }
-}
-
-/// Sends a read to the primary, failing over to the next EL in [`read_order`](crate::nodes::Nodes::read_order).
-pub async fn read(app: &App, call: &Call<'_>) -> Vec<u8> {
-    let deadline = tokio::time::Instant::now() + crate::route::budget(&call.method);
+/// Sends a read to the primary, failing over to the next EL in [`read_order`](Nodes::read_order).
+pub async fn read(nodes: &Nodes, call: &Call<'_>) -> Answer {
+    let deadline = Instant::now() + crate::route::budget(&call.method);
     let mut last = "no usable execution client".to_owned();
-    for node in app.nodes.read_order() {
-        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+    for node in nodes.read_order() {
+        let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             break;
         }
         let timed = node.call(call.bytes.clone(), remaining).await;
         node.observe(&timed);
-        if let Some(answer) = readdress(call, &timed) {
+        if let Some(answer) = answer_of(&timed) {
             return answer;
         }
-        last = format!("{}: {}", node.name, describe(&timed.reply));
+        last = format!("{}: {}", node.url, timed.reply.failure());
     }
-    rpc::error(
-        call.id,
-        code::SERVER_ERROR,
-        &format!("no execution client answered ({last})"),
-    )
+    Err(EngineError::NoAnswer(format!(
+        "no execution client answered ({last})"
+    )))
 }
 
 /// Sends to every usable EL at once (`eth_sendRawTransaction`: any EL may build the next
 /// block); answers with the first answer in read order.
-pub async fn broadcast(app: &App, call: &Call<'_>) -> Vec<u8> {
+pub async fn broadcast(nodes: &Nodes, call: &Call<'_>) -> Answer {
     let budget = crate::route::budget(&call.method);
-    let order = app.nodes.read_order();
+    let order = nodes.read_order();
     let replies = futures_util::future::join_all(order.iter().map(|node| {
         let body = call.bytes.clone();
         async move {
@@ -68,6 +55,6 @@ pub async fn broadcast(app: &App, call: &Call<'_>) -> Vec<u8> {
     .await;
     replies
         .iter()
-        .find_map(|timed| readdress(call, timed))
-        .unwrap_or_else(|| rpc::error(call.id, code::SERVER_ERROR, "no execution client answered"))
+        .find_map(answer_of)
+        .unwrap_or_else(|| Err(EngineError::NoAnswer("no execution client answered".into())))
 }

@@ -3,10 +3,9 @@
 //! A line is written once every EL answered or timed out, so late votes are in it too (marked
 //! `late`, outside the ballot the policy saw).
 
-use crate::policy::Decision;
 use crate::votes::Received;
 use policy_sdk::fixture::{status_name, Action, Case, Expect, VoteSpec};
-use policy_sdk::{Method, Outcome, Verdict, VoteFlags};
+use policy_sdk::{Outcome, VoteFlags, VoteKind};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -87,37 +86,50 @@ pub fn vote_spec(received: &Received, late: bool) -> VoteSpec {
     }
 }
 
-/// The decision as a fixture case (late votes are added before it is written).
-#[allow(clippy::too_many_arguments)]
+/// What a recorded decision was about, beside its votes.
+pub struct Recorded<'a> {
+    /// The JSON-RPC method name.
+    pub method: &'a str,
+    /// The vote kind.
+    pub kind: VoteKind,
+    /// The method version.
+    pub version: u8,
+    /// ELs the call went to.
+    pub nodes: u16,
+    /// Votes still outstanding when the policy decided.
+    pub pending: u16,
+    /// The policy's config string.
+    pub config: &'a str,
+    /// The block (newPayload) or head (forkchoiceUpdated) hash.
+    pub block_hash: Option<&'a str>,
+    /// Milliseconds from fan-out to the decision, as the policy saw them.
+    pub elapsed_ms: u32,
+    /// The deciding policy's SHA-256.
+    pub policy_sha256: &'a str,
+}
+
+/// The decision as a fixture case: the votes the policy saw, the one it `followed` (if any)
+/// and its reason code (late votes are added before it is written).
 pub fn case(
-    method: Method,
-    method_name: &str,
-    version: u8,
-    nodes: u16,
-    pending: u16,
-    config: &str,
-    block_hash: Option<&str>,
+    about: &Recorded<'_>,
     received: &[Received],
-    decision: &Decision,
-    policy_sha256: &str,
+    followed: Option<&Received>,
+    reason: u32,
 ) -> Case {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
-    let followed = match decision.verdict {
-        Verdict::Follow { vote, .. } => received.get(usize::from(vote)),
-        _ => None,
-    };
+    let block_hash = about.block_hash;
     let short = block_hash.map_or("-", |h| h.get(..12).unwrap_or(h));
     Case {
-        name: format!("{method_name} {short} at {}", now.as_millis()),
-        method: method.name().to_owned(),
-        method_version: Some(version),
-        nodes: Some(nodes),
-        config: config.to_owned(),
+        name: format!("{} {short} at {}", about.method, now.as_millis()),
+        method: about.kind.name().to_owned(),
+        method_version: Some(about.version),
+        nodes: Some(about.nodes),
+        config: about.config.to_owned(),
         block_hash: block_hash.map(str::to_owned),
-        pending,
-        elapsed_ms: 0,
+        pending: about.pending,
+        elapsed_ms: about.elapsed_ms,
         votes: received.iter().map(|r| vote_spec(r, false)).collect(),
         expect: Expect {
             action: if followed.is_some() {
@@ -127,9 +139,9 @@ pub fn case(
             },
             status: followed.map(|r| status_name(&r.vote).to_owned()),
             node: followed.map(|r| r.vote.node),
-            reason: Some(decision.verdict.reason()),
+            reason: Some(reason),
         },
-        policy: Some(policy_sha256.to_owned()),
+        policy: Some(about.policy_sha256.to_owned()),
         recorded_at_ms: Some(now.as_millis() as u64),
     }
 }

@@ -1,19 +1,19 @@
 //! The routing table: every method eb can be asked, what it does with it, and how long the CL
-//! waits (Engine API `common.md` timeouts, summarised in `engine-api.md` §5 and §12).
+//! waits (the timeouts of the Engine API spec, `src/engine/common.md` in ethereum/execution-apis).
 //!
 //! Matching is by method family, not by exact version, so `engine_newPayloadV7` routes as a vote
 //! without a code change.
 
-use policy_sdk::Method;
+use crate::params::Params;
+use policy_sdk::VoteKind;
 use std::time::Duration;
 
 /// What eb does with a call.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// State-changing: every EL, in order; votes → policy → answer. The method is
-    /// `NewPayload` or `ForkchoiceUpdated` (with attributes it becomes a build, decided from
-    /// the params).
-    Vote(Method),
+    /// State-changing: every EL, in order; votes → policy → answer. A forkchoiceUpdated with
+    /// payload attributes is the kind `ForkchoiceUpdatedWithAttributes` (a build).
+    Vote(VoteKind),
     /// `engine_getPayloadV*`: to the EL(s) that built the payload, with their own ids.
     ByPayloadId,
     /// `engine_exchangeCapabilities`: every EL, intersection of their lists.
@@ -36,19 +36,26 @@ fn version_of(method: &str, family: &str) -> Option<u8> {
     method.strip_prefix(family)?.strip_prefix('V')?.parse().ok()
 }
 
-/// Routes `method`; the second value is its version suffix (0 when it has none).
-pub fn route(method: &str) -> (Route, u8) {
+/// Routes `method` with its `params`; the second value is its version suffix (0 when it has
+/// none).
+pub fn route(method: &str, params: &Params) -> (Route, u8) {
     let families = [
-        ("engine_newPayload", Route::Vote(Method::NewPayload)),
+        ("engine_newPayload", Route::Vote(VoteKind::NewPayload)),
         (
             "engine_forkchoiceUpdated",
-            Route::Vote(Method::ForkchoiceUpdated),
+            Route::Vote(VoteKind::ForkchoiceUpdated),
         ),
         ("engine_getPayload", Route::ByPayloadId),
         ("engine_getClientVersion", Route::ClientVersions),
     ];
     for (family, route) in families {
         if let Some(version) = version_of(method, family) {
+            let route = match route {
+                Route::Vote(VoteKind::ForkchoiceUpdated) if params.has_second => {
+                    Route::Vote(VoteKind::ForkchoiceUpdatedWithAttributes)
+                }
+                other => other,
+            };
             return (route, version);
         }
     }
@@ -103,17 +110,17 @@ mod tests {
     #[test]
     fn routes_every_method_family_through_the_newest_fork() {
         let table = [
-            ("engine_newPayloadV1", Route::Vote(Method::NewPayload), 1),
-            ("engine_newPayloadV6", Route::Vote(Method::NewPayload), 6),
-            ("engine_newPayloadV7", Route::Vote(Method::NewPayload), 7),
+            ("engine_newPayloadV1", Route::Vote(VoteKind::NewPayload), 1),
+            ("engine_newPayloadV6", Route::Vote(VoteKind::NewPayload), 6),
+            ("engine_newPayloadV7", Route::Vote(VoteKind::NewPayload), 7),
             (
                 "engine_forkchoiceUpdatedV3",
-                Route::Vote(Method::ForkchoiceUpdated),
+                Route::Vote(VoteKind::ForkchoiceUpdated),
                 3,
             ),
             (
                 "engine_forkchoiceUpdatedV5",
-                Route::Vote(Method::ForkchoiceUpdated),
+                Route::Vote(VoteKind::ForkchoiceUpdated),
                 5,
             ),
             ("engine_getPayloadV6", Route::ByPayloadId, 6),
@@ -134,9 +141,23 @@ mod tests {
             ("engine_newPayload", Route::Primary, 0),
             ("engine_newPayloadVx", Route::Primary, 0),
         ];
+        let none = Params::default();
         for (method, expected, version) in table {
-            assert_eq!(route(method), (expected, version), "{method}");
+            assert_eq!(route(method, &none), (expected, version), "{method}");
         }
+        let attributes = Params {
+            has_second: true,
+            ..Params::default()
+        };
+        assert_eq!(
+            route("engine_forkchoiceUpdatedV3", &attributes),
+            (Route::Vote(VoteKind::ForkchoiceUpdatedWithAttributes), 3)
+        );
+        assert_eq!(
+            route("engine_newPayloadV4", &attributes),
+            (Route::Vote(VoteKind::NewPayload), 4),
+            "newPayload's later params are not attributes"
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! Calls borrow from the request body: params are never re-serialised, and the bytes forwarded
 //! to the ELs are the CL's own bytes (a zero-copy slice of the body for batch elements).
 
+use crate::error::{Answer, EngineError};
 use crate::params::Params;
 use bytes::Bytes;
 use serde::de::IgnoredAny;
@@ -12,20 +13,6 @@ use std::borrow::Cow;
 
 /// Largest batch eb accepts; a larger one is refused whole with -32600.
 pub const MAX_BATCH: usize = 1024;
-
-/// JSON-RPC and Engine API error codes eb answers with.
-pub mod code {
-    /// Body is not JSON.
-    pub const PARSE_ERROR: i64 = -32700;
-    /// JSON is not a request.
-    pub const INVALID_REQUEST: i64 = -32600;
-    /// Internal error.
-    pub const INTERNAL_ERROR: i64 = -32603;
-    /// Generic server error (the only code that carries `data.err`).
-    pub const SERVER_ERROR: i64 = -32000;
-    /// getPayload with an unknown payloadId.
-    pub const UNKNOWN_PAYLOAD: i64 = -38001;
-}
 
 /// One request, borrowed from the body.
 #[derive(Debug)]
@@ -47,6 +34,16 @@ pub struct Invalid<'a> {
     pub id: &'a RawValue,
     /// Why it is invalid.
     pub reason: &'static str,
+}
+
+impl Invalid<'_> {
+    /// The -32600 answer, with the id if one could be read.
+    pub fn answer(&self) -> Vec<u8> {
+        encode(
+            self.id,
+            &Err(EngineError::InvalidRequest(self.reason.into())),
+        )
+    }
 }
 
 /// What the CL sent.
@@ -150,36 +147,30 @@ pub fn parse<'a>(text: &'a [u8], body: &Bytes) -> Result<Incoming<'a>, BodyError
 }
 
 /// `{"jsonrpc":"2.0","id":<id>,"<member>":<value>}`, written directly from raw JSON text.
-fn envelope(id: &RawValue, member: &[u8], value: &str) -> Vec<u8> {
+fn envelope(id: &RawValue, member: &[u8], value: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(32 + id.get().len() + value.len());
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
     out.extend_from_slice(id.get().as_bytes());
     out.extend_from_slice(b",\"");
     out.extend_from_slice(member);
     out.extend_from_slice(b"\":");
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
     out.push(b'}');
     out
 }
 
-/// `{"jsonrpc":"2.0","id":<id>,"result":<result>}`.
-pub fn result(id: &RawValue, result: &str) -> Vec<u8> {
-    envelope(id, b"result", result)
+/// The answer to one call, with the CL's id: `{"jsonrpc":"2.0","id":<id>,"result":<result>}` or
+/// `{…,"error":<error>}`. The only place answers are encoded.
+pub fn encode(id: &RawValue, answer: &Answer) -> Vec<u8> {
+    match answer {
+        Ok(result) => envelope(id, b"result", result),
+        Err(error) => envelope(id, b"error", error.to_json().as_bytes()),
+    }
 }
 
-/// `{"jsonrpc":"2.0","id":<id>,"error":<error>}` with an error object given as JSON text.
-pub fn error_raw(id: &RawValue, error: &str) -> Vec<u8> {
-    envelope(id, b"error", error)
-}
-
-/// An error answer with `code` and `message` (and `data.err` for -32000, as the spec asks).
-pub fn error(id: &RawValue, code: i64, message: &str) -> Vec<u8> {
-    let object = if code == code::SERVER_ERROR {
-        serde_json::json!({"code": code, "message": message, "data": {"err": message}})
-    } else {
-        serde_json::json!({"code": code, "message": message})
-    };
-    error_raw(id, &object.to_string())
+/// The answer to a body that could not be read as calls (id null).
+pub fn refuse(error: &EngineError) -> Vec<u8> {
+    encode(null(), &Err(error.clone()))
 }
 
 /// The parts of an EL's answer eb looks at.
@@ -197,15 +188,18 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValu
     <&RawValue>::deserialize(d).map(Some)
 }
 
-/// The code of a JSON-RPC error object.
-pub fn error_code(error: &RawValue) -> Option<i64> {
-    #[derive(Deserialize)]
-    struct Code {
-        code: i64,
+impl ElAnswer<'_> {
+    /// The EL's answer as eb's: its result or its error object, as zero-copy slices of `body`
+    /// (the bytes this answer was read from); `None` when it has neither.
+    pub fn into_answer(self, body: &Bytes) -> Option<Answer> {
+        match (self.result, self.error) {
+            (_, Some(error)) => Some(Err(EngineError::Upstream(
+                body.slice_ref(error.get().as_bytes()),
+            ))),
+            (Some(result), None) => Some(Ok(body.slice_ref(result.get().as_bytes()))),
+            (None, None) => None,
+        }
     }
-    serde_json::from_str::<Code>(error.get())
-        .ok()
-        .map(|c| c.code)
 }
 
 #[cfg(test)]
@@ -299,18 +293,40 @@ mod tests {
     }
 
     #[test]
-    fn builds_answers() {
+    fn encodes_answers_with_the_cl_id() {
         let id = serde_json::from_str::<&RawValue>(r#""x""#).expect("json");
         assert_eq!(
-            result(id, "true"),
+            encode(id, &Ok(Bytes::from_static(b"true"))),
             br#"{"jsonrpc":"2.0","id":"x","result":true}"#
         );
         let e: serde_json::Value =
-            serde_json::from_slice(&error(id, code::SERVER_ERROR, "boom")).expect("json");
-        assert_eq!(e["error"]["data"]["err"], "boom");
+            serde_json::from_slice(&encode(id, &Err(EngineError::NoAnswer("boom".into()))))
+                .expect("json");
+        assert_eq!(
+            (e["id"].as_str(), &e["error"]["data"]["err"]),
+            (Some("x"), &"boom".into())
+        );
         let e: serde_json::Value =
-            serde_json::from_slice(&error(null(), code::PARSE_ERROR, "bad")).expect("json");
-        assert_eq!(e["error"]["code"], -32700);
-        assert!(e["error"].get("data").is_none());
+            serde_json::from_slice(&refuse(&EngineError::Parse)).expect("json");
+        assert_eq!(
+            (e["error"]["code"].as_i64(), e["id"].is_null()),
+            (Some(-32700), true)
+        );
+    }
+
+    #[test]
+    fn el_answers_become_zero_copy_slices_of_their_body() {
+        let body = Bytes::from_static(br#"{"jsonrpc":"2.0","id":9,"result":{"a":[1,2]}}"#);
+        let answer: ElAnswer<'_> = serde_json::from_slice(&body).expect("json");
+        let Some(Ok(result)) = answer.into_answer(&body) else {
+            panic!("a result")
+        };
+        assert_eq!(&result[..], br#"{"a":[1,2]}"#);
+        assert_eq!(result.as_ptr(), body[33..].as_ptr(), "a slice, not a copy");
+        let body = Bytes::from_static(br#"{"id":9,"error":{"code":-1,"message":"m"}}"#);
+        let answer: ElAnswer<'_> = serde_json::from_slice(&body).expect("json");
+        assert!(
+            matches!(answer.into_answer(&body), Some(Err(EngineError::Upstream(e))) if &e[..] == br#"{"code":-1,"message":"m"}"#)
+        );
     }
 }

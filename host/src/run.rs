@@ -103,7 +103,7 @@ impl Bound {
     /// (at most [`DRAIN`]).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let (engine_addr, admin_addr) = (self.engine_addr(), self.admin_addr());
-        let policy = self.app.policy();
+        let policy = self.app.policy.current();
         tracing::info!(
             engine = %engine_addr,
             admin = %admin_addr,
@@ -122,7 +122,7 @@ impl Bound {
         let engine = self.engine.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        let engine = axum::serve(engine, server::router(Arc::clone(&self.app)))
+        let engine = axum::serve(engine, server::router(Arc::clone(&self.app.endpoint)))
             .with_graceful_shutdown(signal(stopped.clone()));
         let admin = axum::serve(self.admin, admin::router(Arc::clone(&self.app)))
             .with_graceful_shutdown(signal(stopped));
@@ -157,7 +157,7 @@ fn reload_on_sighup(app: Arc<App>) {
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let _ = app.reload_policy().await;
+            let _ = app.policy.reload().await;
         }
     });
 }

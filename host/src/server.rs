@@ -1,8 +1,10 @@
 //! The Engine API endpoint the CL talks to: auth → body → JSON-RPC (single or batch) →
 //! dispatch. Every answer is JSON-RPC JSON with the CL's id, including refusals.
 
-use crate::app::App;
-use crate::rpc::{self, code, BodyError, Incoming};
+use crate::auth::Verifier;
+use crate::dispatch::Engine;
+use crate::error::EngineError;
+use crate::rpc::{self, BodyError, Incoming};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -12,13 +14,23 @@ use axum::routing::post;
 use axum::Router;
 use std::sync::Arc;
 
-/// The engine router (no socket: tests drive it with `oneshot`).
-pub fn router(app: Arc<App>) -> Router {
-    let limit = app.max_body;
+/// What the endpoint needs: the CL's token check, the body limit, and the engine.
+pub struct Endpoint {
+    /// Checks the CL's tokens.
+    pub verifier: Verifier,
+    /// Largest CL request body, in bytes.
+    pub max_body: usize,
+    /// Answers the calls.
+    pub engine: Engine,
+}
+
+/// The engine router (no socket: it can be driven with `tower::ServiceExt::oneshot`).
+pub fn router(endpoint: Arc<Endpoint>) -> Router {
+    let limit = endpoint.max_body;
     Router::new()
         .route("/", post(handle))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(app)
+        .with_state(endpoint)
 }
 
 fn json(status: StatusCode, body: Vec<u8>) -> Response {
@@ -26,53 +38,44 @@ fn json(status: StatusCode, body: Vec<u8>) -> Response {
 }
 
 async fn handle(
-    State(app): State<Arc<App>>,
+    State(endpoint): State<Arc<Endpoint>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = app.verifier.verify(authorization) {
+    if let Err(e) = endpoint.verifier.verify(authorization) {
         tracing::warn!(reason = %e, "CL request refused");
-        return json(
-            StatusCode::UNAUTHORIZED,
-            rpc::error(
-                rpc::null(),
-                code::SERVER_ERROR,
-                &format!("unauthorized: {e}"),
-            ),
-        );
+        let refusal = EngineError::Unauthorized(e.to_string());
+        return json(StatusCode::UNAUTHORIZED, rpc::refuse(&refusal));
     }
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
             let status = rejection.status();
             let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("request body larger than {} MiB", app.max_body >> 20)
+                format!("request body larger than {} MiB", endpoint.max_body >> 20)
             } else {
                 rejection.body_text()
             };
-            return json(
-                status,
-                rpc::error(rpc::null(), code::INVALID_REQUEST, &message),
-            );
+            let refusal = EngineError::InvalidRequest(message.into());
+            return json(status, rpc::refuse(&refusal));
         }
     };
+    let engine = &endpoint.engine;
     let answer = match rpc::parse(&body, &body) {
-        Err(BodyError::Parse) => rpc::error(rpc::null(), code::PARSE_ERROR, "Parse error"),
-        Err(BodyError::Invalid(reason)) => rpc::error(rpc::null(), code::INVALID_REQUEST, reason),
-        Ok(Incoming::Single(Ok(call))) => app.dispatch(&call).await,
-        Ok(Incoming::Single(Err(invalid))) => {
-            rpc::error(invalid.id, code::INVALID_REQUEST, invalid.reason)
-        }
+        Err(BodyError::Parse) => rpc::refuse(&EngineError::Parse),
+        Err(BodyError::Invalid(reason)) => rpc::refuse(&EngineError::InvalidRequest(reason.into())),
+        Ok(Incoming::Single(Ok(call))) => engine.dispatch(&call).await,
+        Ok(Incoming::Single(Err(invalid))) => invalid.answer(),
         Ok(Incoming::Batch(items)) => {
             // Futures are first polled in batch order, so state-changing calls are queued to
             // every EL in the order the CL listed them.
             let answers = futures_util::future::join_all(items.iter().map(|item| async {
                 match item {
-                    Ok(call) => app.dispatch(call).await,
-                    Err(invalid) => rpc::error(invalid.id, code::INVALID_REQUEST, invalid.reason),
+                    Ok(call) => engine.dispatch(call).await,
+                    Err(invalid) => invalid.answer(),
                 }
             }))
             .await;
@@ -90,4 +93,98 @@ async fn handle(
         }
     };
     json(StatusCode::OK, answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::{JwtSecret, Minter};
+    use crate::cli::GetPayloadMode;
+    use crate::metrics::Metrics;
+    use crate::nodes::testing;
+    use crate::policy::PolicySlot;
+    use axum::body::Body;
+    use axum::http::Request;
+    use std::time::Duration;
+    use tower::ServiceExt;
+
+    /// The router over one scripted EL that answers every call with `true`, no socket.
+    fn app(secret: &JwtSecret) -> Router {
+        let nodes = testing::nodes(
+            &[testing::answering(Duration::ZERO, "true")],
+            Duration::from_secs(1),
+        );
+        let metrics = Arc::new(Metrics::default());
+        let policy = Arc::new(PolicySlot::embedded(Arc::clone(&metrics)));
+        let engine = Engine::new(nodes, policy, metrics, None, GetPayloadMode::PrimaryFirst);
+        router(Arc::new(Endpoint {
+            verifier: Verifier::new(secret),
+            max_body: 1 << 10,
+            engine,
+        }))
+    }
+
+    async fn post(
+        router: Router,
+        token: Option<String>,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let mut request = Request::post("/").header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = token {
+            request = request.header(header::AUTHORIZATION, token);
+        }
+        let response = router
+            .oneshot(request.body(Body::from(body.to_owned())).expect("request"))
+            .await
+            .expect("infallible");
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("body");
+        (status, serde_json::from_slice(&bytes).expect("JSON answer"))
+    }
+
+    #[tokio::test]
+    async fn refusals_and_batches_are_json_rpc_with_the_right_status() {
+        let secret = JwtSecret::from_hex(&"42".repeat(32)).expect("hex");
+        let token = || Some(Minter::new(&secret).bearer());
+        let call = r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":[]}"#;
+
+        let (status, answer) = post(app(&secret), None, call).await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (StatusCode::UNAUTHORIZED, &(-32000).into())
+        );
+        let forged =
+            Some(Minter::new(&JwtSecret::from_hex(&"43".repeat(32)).expect("hex")).bearer());
+        assert_eq!(
+            post(app(&secret), forged, call).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+
+        let (status, answer) = post(app(&secret), token(), call).await;
+        assert_eq!(
+            (status, &answer["id"], &answer["result"]),
+            (StatusCode::OK, &1.into(), &true.into())
+        );
+
+        let batch = format!(r#"[{call}, {{"id":"b"}}, 3]"#);
+        let (_, answers) = post(app(&secret), token(), &batch).await;
+        assert_eq!(answers[0]["result"], true);
+        assert_eq!(
+            (&answers[1]["id"], &answers[1]["error"]["code"]),
+            (&"b".into(), &(-32600).into())
+        );
+        assert_eq!(answers[2]["error"]["code"], -32600);
+
+        assert_eq!(
+            post(app(&secret), token(), "{nope").await.1["error"]["code"],
+            -32700
+        );
+        let (status, answer) = post(app(&secret), token(), &"x".repeat(2048)).await;
+        assert_eq!(
+            (status, &answer["error"]["code"]),
+            (StatusCode::PAYLOAD_TOO_LARGE, &(-32600).into())
+        );
+    }
 }

@@ -1,10 +1,14 @@
-//! One HTTP call to one EL: fresh JWT, the CL's bytes, a timeout; the outcome classified.
+//! One call to one EL: fresh JWT, the CL's bytes, a timeout; the outcome classified. The
+//! [`Transport`] trait is the seam between eb and the network: [`Http`] is the real one, and
+//! unit tests plug in scripted transports that answer on tokio's (paused) clock.
 
 use crate::auth::Minter;
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Client, StatusCode, Url};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// How a call to an EL ended.
 #[derive(Clone, Debug)]
@@ -19,6 +23,18 @@ pub enum Reply {
     Unreachable(String),
 }
 
+impl Reply {
+    /// Why a reply is not an answer, for logs and error messages.
+    pub fn failure(&self) -> String {
+        match self {
+            Reply::Body(_) => "unreadable answer".to_owned(),
+            Reply::Timeout => "timeout".to_owned(),
+            Reply::AuthRejected(status) => format!("HTTP {status}: eb's token refused"),
+            Reply::Unreachable(e) => e.clone(),
+        }
+    }
+}
+
 /// A reply with the time it took.
 #[derive(Clone, Debug)]
 pub struct Timed {
@@ -26,6 +42,12 @@ pub struct Timed {
     pub reply: Reply,
     /// Time from sending to the complete answer (or to giving up).
     pub latency: Duration,
+}
+
+/// Sends one JSON-RPC body to one EL and classifies what comes back.
+pub trait Transport: Send + Sync {
+    /// Posts `body`, waiting at most `timeout`.
+    fn post(&self, body: Bytes, timeout: Duration) -> BoxFuture<'static, Timed>;
 }
 
 /// The HTTP client shared by all EL calls (keep-alive pools per EL).
@@ -37,46 +59,54 @@ pub fn client() -> Client {
         .unwrap_or_else(|_| Client::new())
 }
 
-/// Posts `body` to `url` with a fresh token from `minter`, waiting at most `timeout`.
-pub async fn post(
-    client: &Client,
-    url: &Url,
-    minter: &Minter,
-    body: Bytes,
-    timeout: Duration,
-) -> Timed {
-    let start = Instant::now();
-    let request = client
-        .post(url.clone())
-        .header(AUTHORIZATION, minter.bearer())
-        .header(CONTENT_TYPE, "application/json")
-        .body(body);
-    let reply = match tokio::time::timeout(timeout, async {
-        let response = request.send().await?;
-        let status = response.status();
-        let body = response.bytes().await?;
-        Ok::<_, reqwest::Error>((status, body))
-    })
-    .await
-    {
-        Err(_) => Reply::Timeout,
-        Ok(Err(e)) => Reply::Unreachable(describe(&e)),
-        Ok(Ok((status, _)))
-            if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
-        {
-            Reply::AuthRejected(status.as_u16())
-        }
-        Ok(Ok((status, body))) if status.is_success() => Reply::Body(body),
-        Ok(Ok((status, _))) => Reply::Unreachable(format!("HTTP {}", status.as_u16())),
-    };
-    Timed {
-        reply,
-        latency: start.elapsed(),
+/// An EL's Engine API over HTTP, each call with a fresh token from its own secret.
+pub struct Http {
+    /// The shared client.
+    pub client: Client,
+    /// The EL's URL.
+    pub url: Url,
+    /// Mints tokens with the EL's secret.
+    pub minter: Minter,
+}
+
+impl Transport for Http {
+    fn post(&self, body: Bytes, timeout: Duration) -> BoxFuture<'static, Timed> {
+        let start = Instant::now();
+        let request = self
+            .client
+            .post(self.url.clone())
+            .header(AUTHORIZATION, self.minter.bearer())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        Box::pin(async move {
+            let reply = match tokio::time::timeout(timeout, async {
+                let response = request.send().await?;
+                let status = response.status();
+                let body = response.bytes().await?;
+                Ok::<_, reqwest::Error>((status, body))
+            })
+            .await
+            {
+                Err(_) => Reply::Timeout,
+                Ok(Err(e)) => Reply::Unreachable(error_chain(&e)),
+                Ok(Ok((status, _)))
+                    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
+                {
+                    Reply::AuthRejected(status.as_u16())
+                }
+                Ok(Ok((status, body))) if status.is_success() => Reply::Body(body),
+                Ok(Ok((status, _))) => Reply::Unreachable(format!("HTTP {}", status.as_u16())),
+            };
+            Timed {
+                reply,
+                latency: start.elapsed(),
+            }
+        })
     }
 }
 
-/// A reqwest error without the URL (which may carry credentials).
-fn describe(error: &reqwest::Error) -> String {
+/// A reqwest error and its innermost cause, without the URL (which may carry credentials).
+fn error_chain(error: &reqwest::Error) -> String {
     let kind = if error.is_connect() {
         "connection failed"
     } else if error.is_body() || error.is_decode() {

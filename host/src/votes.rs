@@ -1,23 +1,25 @@
 //! EL replies → votes. Each reply becomes an ABI [`Vote`] for the policy plus the parts of the
 //! answer eb may return to the CL (the raw result, an error object, the EL's payloadId).
 
+use crate::error::error_code;
 use crate::nodes::{Node, NodeState};
 use crate::policy::Ballot;
-use crate::rpc::{error_code, ElAnswer};
+use crate::rpc::ElAnswer;
 use crate::upstream::{Reply, Timed};
-use policy_sdk::{Context, Method, Outcome, Status, Vote, VoteFlags};
+use bytes::Bytes;
+use policy_sdk::{Context, Outcome, Status, Verdict, Vote, VoteFlags, VoteKind};
 use serde::Deserialize;
-use serde_json::value::RawValue;
 
 /// One EL's reply, classified.
 #[derive(Debug)]
 pub struct Received {
     /// The vote as the policy sees it (`lvh_group` is set by [`Collector::push`]).
     pub vote: Vote,
-    /// The EL's `result`, returned verbatim when the policy follows this vote.
-    pub result: Option<Box<RawValue>>,
-    /// The EL's error object, when it answered with one.
-    pub error: Option<Box<RawValue>>,
+    /// The EL's `result` (a slice of its answer), returned verbatim when the policy follows
+    /// this vote.
+    pub result: Option<Bytes>,
+    /// The EL's error object (a slice of its answer), when it answered with one.
+    pub error: Option<Bytes>,
     /// The answer's `latestValidHash`.
     pub lvh: Option<String>,
     /// The EL's own payloadId (forkchoiceUpdated with attributes).
@@ -69,11 +71,11 @@ pub fn failed(index: u16, node: &Node, outcome: Outcome) -> Received {
     }
 }
 
-/// Classifies `timed`, the reply of the node at `index` to a `method` call about `block_hash`.
+/// Classifies `timed`, the reply of the node at `index` to a `kind` call about `block_hash`.
 pub fn receive(
     index: u16,
     node: &Node,
-    method: Method,
+    kind: VoteKind,
     timed: &Timed,
     block_hash: Option<&str>,
 ) -> Received {
@@ -96,12 +98,13 @@ pub fn receive(
     match (answer.result, answer.error) {
         (_, Some(error)) => {
             received.vote.outcome = Outcome::RpcError;
-            received.vote.rpc_error_code = error_code(error).map_or(0, |c| c as i32);
-            received.error = Some(error.to_owned());
+            received.vote.rpc_error_code =
+                error_code(error.get().as_bytes()).map_or(0, |c| c as i32);
+            received.error = Some(body.slice_ref(error.get().as_bytes()));
         }
         (Some(result), None) => {
-            let parsed = match method {
-                Method::NewPayload => serde_json::from_str::<PayloadStatus>(result.get())
+            let parsed = match kind {
+                VoteKind::NewPayload => serde_json::from_str::<PayloadStatus>(result.get())
                     .ok()
                     .map(|s| (s, None)),
                 _ => serde_json::from_str::<ForkchoiceResult>(result.get())
@@ -124,7 +127,7 @@ pub fn receive(
                         );
                     received.lvh = status.latest_valid_hash;
                     received.payload_id = payload_id;
-                    received.result = Some(result.to_owned());
+                    received.result = Some(body.slice_ref(result.get().as_bytes()));
                 }
             }
         }
@@ -136,7 +139,7 @@ pub fn receive(
 /// The votes of one call as they arrive, ready to be asked about at any point.
 #[derive(Debug)]
 pub struct Collector {
-    method: Method,
+    kind: VoteKind,
     version: u8,
     nodes: u16,
     lvh_groups: Vec<String>,
@@ -146,9 +149,9 @@ pub struct Collector {
 
 impl Collector {
     /// An empty collector for a call to `nodes` ELs.
-    pub fn new(method: Method, version: u8, nodes: usize) -> Collector {
+    pub fn new(kind: VoteKind, version: u8, nodes: usize) -> Collector {
         Collector {
-            method,
+            kind,
             version,
             nodes: nodes as u16,
             lvh_groups: Vec::new(),
@@ -175,12 +178,23 @@ impl Collector {
         self.received.push(received);
     }
 
+    /// The reply the decision follows, if it follows one that carries an answer.
+    pub fn followed(&self, verdict: Verdict) -> Option<&Received> {
+        match verdict {
+            Verdict::Follow { vote, .. } => self
+                .received
+                .get(usize::from(vote))
+                .filter(|r| r.result.is_some()),
+            _ => None,
+        }
+    }
+
     /// The ballot so far.
     pub fn ballot(&self, elapsed_ms: u32, config: &str) -> Ballot {
         let pending = self.nodes.saturating_sub(self.received.len() as u16);
         Ballot {
             context: Context {
-                method: self.method,
+                kind: self.kind,
                 method_version: self.version,
                 nodes_configured: self.nodes,
                 pending,
@@ -190,5 +204,134 @@ impl Collector {
             votes: self.received.iter().map(|r| r.vote).collect(),
             config: config.to_owned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nodes::testing;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const BLOCK: &str = "0xbb";
+
+    fn timed(reply: Reply) -> Timed {
+        Timed {
+            reply,
+            latency: Duration::from_micros(1_500),
+        }
+    }
+
+    fn body(text: &'static str) -> Timed {
+        timed(Reply::Body(Bytes::from_static(text.as_bytes())))
+    }
+
+    fn one_node() -> Arc<crate::nodes::Nodes> {
+        testing::nodes(
+            &[testing::answering(Duration::ZERO, "false")],
+            Duration::from_secs(1),
+        )
+    }
+
+    #[tokio::test]
+    async fn replies_become_votes_with_their_answer_parts() {
+        let nodes = one_node();
+        let node = &nodes.snapshot()[0];
+        let valid = receive(
+            0,
+            node,
+            VoteKind::NewPayload,
+            &body(
+                r#"{"result":{"status":"VALID","latestValidHash":"0xBB","validationError":null}}"#,
+            ),
+            Some(BLOCK),
+        );
+        assert_eq!(
+            (valid.vote.status, valid.vote.outcome),
+            (Status::Valid, Outcome::Answered)
+        );
+        assert!(
+            valid.vote.flags.has(VoteFlags::LVH_PRESENT)
+                && valid.vote.flags.has(VoteFlags::LVH_IS_BLOCK)
+        );
+        assert_eq!(valid.vote.latency_us, 1_500);
+        assert_eq!(
+            valid.result.as_deref(),
+            Some(&br#"{"status":"VALID","latestValidHash":"0xBB","validationError":null}"#[..])
+        );
+        let build = receive(
+            0,
+            node,
+            VoteKind::ForkchoiceUpdatedWithAttributes,
+            &body(
+                r#"{"result":{"payloadStatus":{"status":"VALID","latestValidHash":null,"validationError":null},"payloadId":"0x01"}}"#,
+            ),
+            Some(BLOCK),
+        );
+        assert_eq!(build.payload_id.as_deref(), Some("0x01"));
+        let error = receive(
+            0,
+            node,
+            VoteKind::NewPayload,
+            &body(r#"{"error":{"code":-38005,"message":"Unsupported fork"}}"#),
+            Some(BLOCK),
+        );
+        assert_eq!(
+            (error.vote.outcome, error.vote.rpc_error_code),
+            (Outcome::RpcError, -38005)
+        );
+        assert!(error.error.is_some() && error.result.is_none());
+        for (reply, outcome) in [
+            (body("<html>"), Outcome::Malformed),
+            (body(r#"{"result":{"status":"MAYBE"}}"#), Outcome::Malformed),
+            (timed(Reply::Timeout), Outcome::Timeout),
+            (timed(Reply::AuthRejected(401)), Outcome::Unreachable),
+        ] {
+            let vote = receive(0, node, VoteKind::NewPayload, &reply, Some(BLOCK)).vote;
+            assert_eq!((vote.status, vote.outcome), (Status::None, outcome));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_collector_groups_equal_latest_valid_hashes_and_counts_pending() {
+        let nodes = one_node();
+        let node = &nodes.snapshot()[0];
+        let invalid = |lvh: &'static str| {
+            let text = format!(
+                r#"{{"result":{{"status":"INVALID","latestValidHash":"{lvh}","validationError":"bad"}}}}"#
+            );
+            receive(
+                0,
+                node,
+                VoteKind::NewPayload,
+                &timed(Reply::Body(Bytes::from(text))),
+                Some(BLOCK),
+            )
+        };
+        let mut collector = Collector::new(VoteKind::NewPayload, 4, 4);
+        collector.push(invalid("0xaa"));
+        collector.push(invalid("0xcc"));
+        collector.push(invalid("0xAA"));
+        let groups: Vec<u8> = collector
+            .received
+            .iter()
+            .map(|r| r.vote.lvh_group)
+            .collect();
+        assert_eq!(groups, [1, 2, 1]);
+        let ballot = collector.ballot(12, "majority=0.6");
+        assert_eq!(
+            (ballot.context.pending, ballot.context.is_final),
+            (1, false)
+        );
+        assert_eq!(
+            (ballot.context.elapsed_ms, ballot.config.as_str()),
+            (12, "majority=0.6")
+        );
+        let follow = Verdict::Follow { vote: 1, reason: 0 };
+        assert_eq!(
+            collector.followed(follow).map(|r| r.lvh.as_deref()),
+            Some(Some("0xcc"))
+        );
     }
 }

@@ -23,10 +23,11 @@ pub const MIN_INPUT_CAP: usize = HEADER_SIZE + MAX_VOTES * RECORD_SIZE;
 /// Header flag: no more votes will come; the policy must not answer [`Verdict::Wait`].
 pub const FLAG_FINAL: u8 = 1;
 
-/// Which Engine API call the ballot is about.
+/// What kind of vote a ballot is about: the state-changing Engine API call (its version is
+/// separate, [`Context::method_version`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
-pub enum Method {
+pub enum VoteKind {
     /// `engine_newPayloadV*`.
     NewPayload = 1,
     /// `engine_forkchoiceUpdatedV*` without payload attributes.
@@ -35,13 +36,13 @@ pub enum Method {
     ForkchoiceUpdatedWithAttributes = 3,
 }
 
-impl Method {
+impl VoteKind {
     /// Decodes a method byte; `None` for a code this SDK does not know.
-    pub fn from_u8(code: u8) -> Option<Method> {
+    pub fn from_u8(code: u8) -> Option<VoteKind> {
         match code {
-            1 => Some(Method::NewPayload),
-            2 => Some(Method::ForkchoiceUpdated),
-            3 => Some(Method::ForkchoiceUpdatedWithAttributes),
+            1 => Some(VoteKind::NewPayload),
+            2 => Some(VoteKind::ForkchoiceUpdated),
+            3 => Some(VoteKind::ForkchoiceUpdatedWithAttributes),
             _ => None,
         }
     }
@@ -49,9 +50,9 @@ impl Method {
     /// Name used in fixtures and logs.
     pub fn name(self) -> &'static str {
         match self {
-            Method::NewPayload => "newPayload",
-            Method::ForkchoiceUpdated => "forkchoiceUpdated",
-            Method::ForkchoiceUpdatedWithAttributes => "forkchoiceUpdatedWithAttributes",
+            VoteKind::NewPayload => "newPayload",
+            VoteKind::ForkchoiceUpdated => "forkchoiceUpdated",
+            VoteKind::ForkchoiceUpdatedWithAttributes => "forkchoiceUpdatedWithAttributes",
         }
     }
 }
@@ -295,8 +296,8 @@ impl Vote {
 /// What a ballot is about and how far collection has come: the header minus the layout fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Context {
-    /// The Engine API call.
-    pub method: Method,
+    /// The kind of state-changing call.
+    pub kind: VoteKind,
     /// Its version suffix (`4` for `engine_newPayloadV4`).
     pub method_version: u8,
     /// How many ELs eb is configured with.
@@ -320,8 +321,8 @@ pub enum LayoutError {
     Config,
     /// The ABI major version differs from [`ABI_MAJOR`].
     Version,
-    /// Unknown method code.
-    Method,
+    /// Unknown vote kind code.
+    Kind,
     /// More votes than the ABI allows, or the output buffer is too small.
     TooLarge,
 }
@@ -333,7 +334,7 @@ impl core::fmt::Display for LayoutError {
             LayoutError::RecordSize => "record_size below 32",
             LayoutError::Config => "config string out of bounds or not UTF-8",
             LayoutError::Version => "ABI major version mismatch",
-            LayoutError::Method => "unknown method code",
+            LayoutError::Kind => "unknown vote kind code",
             LayoutError::TooLarge => "ballot does not fit the input buffer",
         })
     }
@@ -355,7 +356,7 @@ pub fn encode_input(
     header.fill(0);
     header[0] = ABI_MAJOR;
     header[1] = ABI_MINOR;
-    header[2] = context.method as u8;
+    header[2] = context.kind as u8;
     header[3] = context.method_version;
     header[4..6].copy_from_slice(&context.nodes_configured.to_le_bytes());
     header[6..8].copy_from_slice(&(votes.len() as u16).to_le_bytes());
@@ -514,7 +515,7 @@ mod tests {
     #[test]
     fn encode_refuses_oversized_ballots() {
         let context = Context {
-            method: Method::NewPayload,
+            kind: VoteKind::NewPayload,
             method_version: 4,
             nodes_configured: 1,
             pending: 0,

@@ -6,7 +6,7 @@ use crate::Input;
 /// Everything a policy is asked about one decision.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ballot {
-    /// Method, node count, pending votes, FINAL flag, elapsed time.
+    /// Vote kind, node count, pending votes, FINAL flag, elapsed time.
     pub context: Context,
     /// The votes received so far, in arrival order.
     pub votes: Vec<Vote>,

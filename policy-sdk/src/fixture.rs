@@ -14,7 +14,7 @@
 //! `error_code`, `MALFORMED`). The same cases run natively ([`run`] with a Rust function) and
 //! through a Wasm module (the host's `eb policy test`).
 
-use crate::abi::{ClientCode, Context, Method, Outcome, Status, Verdict, Vote, VoteFlags};
+use crate::abi::{ClientCode, Context, Outcome, Status, Verdict, Vote, VoteFlags, VoteKind};
 use crate::ballot::Ballot;
 use serde::{Deserialize, Serialize};
 use std::fmt::{self, Write as _};
@@ -124,7 +124,7 @@ pub enum Action {
 }
 
 fn default_method() -> String {
-    Method::NewPayload.name().to_owned()
+    VoteKind::NewPayload.name().to_owned()
 }
 fn is_zero(n: &u16) -> bool {
     *n == 0
@@ -199,11 +199,11 @@ pub fn status_name(vote: &Vote) -> &'static str {
 }
 
 /// Parses a fixture method name.
-pub fn parse_method(text: &str) -> Option<Method> {
+pub fn parse_method(text: &str) -> Option<VoteKind> {
     [
-        Method::NewPayload,
-        Method::ForkchoiceUpdated,
-        Method::ForkchoiceUpdatedWithAttributes,
+        VoteKind::NewPayload,
+        VoteKind::ForkchoiceUpdated,
+        VoteKind::ForkchoiceUpdatedWithAttributes,
     ]
     .into_iter()
     .find(|m| m.name().eq_ignore_ascii_case(text))
@@ -270,12 +270,12 @@ impl Case {
             return Err(self.invalid(format!("a vote names node {} of {nodes}", highest - 1)));
         }
         let method_version = self.method_version.unwrap_or(match method {
-            Method::NewPayload => 4,
+            VoteKind::NewPayload => 4,
             _ => 3,
         });
         Ok(Ballot {
             context: Context {
-                method,
+                kind: method,
                 method_version,
                 nodes_configured: nodes,
                 pending: self.pending,
@@ -289,7 +289,7 @@ impl Case {
 
     /// `None` when `verdict` is what the case expects, else a one-line explanation.
     pub fn mismatch(&self, ballot: &Ballot, verdict: Verdict) -> Option<String> {
-        let got = describe(ballot, verdict);
+        let got = describe_verdict(ballot, verdict);
         let expect = &self.expect;
         let action_ok = matches!(
             (expect.action, verdict),
@@ -331,7 +331,7 @@ impl Case {
 }
 
 /// A verdict in words, e.g. `follow VALID (vote 1, node 2) reason 1`.
-pub fn describe(ballot: &Ballot, verdict: Verdict) -> String {
+pub fn describe_verdict(ballot: &Ballot, verdict: Verdict) -> String {
     match verdict {
         Verdict::Wait => "wait".to_owned(),
         Verdict::Syncing { reason } => format!("syncing reason {reason}"),

@@ -1,7 +1,7 @@
 //! A zero-copy, bounds-checked view of one ballot as a policy receives it.
 
 use crate::abi::{
-    u16_at, u32_at, Context, LayoutError, Method, Vote, ABI_MAJOR, FLAG_FINAL, HEADER_SIZE,
+    u16_at, u32_at, Context, LayoutError, Vote, VoteKind, ABI_MAJOR, FLAG_FINAL, HEADER_SIZE,
     RECORD_SIZE,
 };
 
@@ -29,7 +29,7 @@ impl<'a> Input<'a> {
         if header[0] != ABI_MAJOR {
             return Err(LayoutError::Version);
         }
-        let method = Method::from_u8(header[2]).ok_or(LayoutError::Method)?;
+        let kind = VoteKind::from_u8(header[2]).ok_or(LayoutError::Kind)?;
         let n_votes = usize::from(u16_at(header, 6));
         let record_size = usize::from(header[11]);
         if record_size < RECORD_SIZE {
@@ -45,7 +45,7 @@ impl<'a> Input<'a> {
             .ok_or(LayoutError::Config)?;
         Ok(Input {
             context: Context {
-                method,
+                kind,
                 method_version: header[3],
                 nodes_configured: u16_at(header, 4),
                 pending: u16_at(header, 8),
@@ -149,7 +149,7 @@ mod tests {
 
     fn context(pending: u16, is_final: bool) -> Context {
         Context {
-            method: Method::ForkchoiceUpdated,
+            kind: VoteKind::ForkchoiceUpdated,
             method_version: 3,
             nodes_configured: 3,
             pending,
@@ -205,7 +205,7 @@ mod tests {
         assert_eq!(Input::parse(&wrong).err(), Some(LayoutError::Version));
         let mut wrong = buf;
         wrong[2] = 9;
-        assert_eq!(Input::parse(&wrong).err(), Some(LayoutError::Method));
+        assert_eq!(Input::parse(&wrong).err(), Some(LayoutError::Kind));
         let mut wrong = buf;
         wrong[11] = 16;
         assert_eq!(Input::parse(&wrong).err(), Some(LayoutError::RecordSize));

@@ -26,7 +26,7 @@ pub mod ballot;
 #[cfg(feature = "std")]
 pub mod fixture;
 
-pub use abi::{ClientCode, Context, Method, Outcome, Status, Verdict, Vote, VoteFlags};
+pub use abi::{ClientCode, Context, Outcome, Status, Verdict, Vote, VoteFlags, VoteKind};
 pub use input::Input;
 
 #[doc(hidden)]

@@ -2,7 +2,7 @@
 
 use policy_sdk::abi::VOTE_KINDS as KINDS;
 use policy_sdk::ballot::Ballot;
-use policy_sdk::{ClientCode, Context, Method, Outcome, Status, Vote, VoteFlags};
+use policy_sdk::{ClientCode, Context, Outcome, Status, Vote, VoteFlags, VoteKind};
 use proptest::prelude::*;
 
 /// A vote of any kind from `node`; VALID and INVALID weighted up, as they decide most.
@@ -54,7 +54,7 @@ pub fn final_ballot(max: usize) -> impl Strategy<Value = Ballot> {
 pub fn ballot(votes: Vec<Vote>, pending: u16) -> Ballot {
     Ballot {
         context: Context {
-            method: Method::NewPayload,
+            kind: VoteKind::NewPayload,
             method_version: 4,
             nodes_configured: votes.len() as u16 + pending,
             pending,

@@ -1,6 +1,8 @@
 //! A mock execution client: a real HTTP server on `127.0.0.1:0` that checks its own JWT secret,
 //! answers each method as told (status, latestValidHash, error, delay, garbage, HTTP 500, hang),
-//! builds payloads under its own payloadIds, and records every call it receives, in order.
+//! builds payloads under its own payloadIds, and records every call it receives, in order, with
+//! the exact bytes. It shares no code with eb: its token check and its request reader are its
+//! own, so a bug in eb's cannot hide on both sides.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -8,7 +10,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
-use eb::auth::{JwtSecret, Verifier};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -82,15 +83,59 @@ impl Default for Behaviour {
 pub struct Seen {
     /// The method.
     pub method: String,
-    /// The params.
+    /// What the mock read from the params: `[{"blockHash", "headBlockHash"}, attributes or
+    /// null]`, or `[payloadId]`.
     pub params: Value,
+    /// The request body exactly as it arrived.
+    pub raw: Bytes,
     /// When it arrived.
     pub at: Instant,
 }
 
+/// The mock's own Engine API token check: `Bearer <HS256 JWT>` signed with its secret, `iat`
+/// within 60 s of now.
+struct TokenCheck {
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+}
+
+impl TokenCheck {
+    fn new(secret_hex: &str) -> TokenCheck {
+        let key =
+            hex::decode(secret_hex.trim().trim_start_matches("0x")).expect("mock secret is hex");
+        assert_eq!(key.len(), 32, "a 256-bit secret");
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.required_spec_claims.clear();
+        TokenCheck {
+            key: jsonwebtoken::DecodingKey::from_secret(&key),
+            validation,
+        }
+    }
+
+    fn check(&self, authorization: Option<&str>) -> Result<(), String> {
+        #[derive(serde::Deserialize)]
+        struct Claims {
+            iat: i64,
+        }
+        let token = authorization
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or("no bearer token")?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| e.to_string())?
+            .claims;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if (claims.iat - now).abs() > 60 {
+            return Err(format!("iat {} is not within 60 s of {now}", claims.iat));
+        }
+        Ok(())
+    }
+}
+
 struct Shared {
     name: String,
-    verifier: Verifier,
+    tokens: TokenCheck,
     behaviour: Mutex<Behaviour>,
     seen: Mutex<Vec<Seen>>,
     builds: Mutex<HashMap<String, String>>,
@@ -130,10 +175,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl MockEl {
     /// Starts a mock named `name` (used in its payloadIds) with secret `secret_hex`.
     pub async fn start(name: &str, secret_hex: &str) -> MockEl {
-        let secret = JwtSecret::from_hex(secret_hex).expect("mock secret is hex");
         let shared = Arc::new(Shared {
             name: name.to_owned(),
-            verifier: Verifier::new(&secret),
+            tokens: TokenCheck::new(secret_hex),
             behaviour: Mutex::new(Behaviour::default()),
             seen: Mutex::new(Vec::new()),
             builds: Mutex::new(HashMap::new()),
@@ -158,8 +202,19 @@ impl MockEl {
             .route("/", post(handle))
             .layer(axum::extract::DefaultBodyLimit::disable())
             .with_state(Arc::clone(&self.shared));
+        // Connections are served inside this task: aborting it (stop) closes every one of them,
+        // calls in flight included, as a crashing EL would (axum::serve lets them finish).
         let handle = tokio::spawn(async move {
-            let _ = axum::serve(listener, router).await;
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                connections.spawn(async move {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+                while connections.try_join_next().is_some() {}
+            }
         });
         *lock(&self.server) = Some(handle);
     }
@@ -193,7 +248,8 @@ impl MockEl {
         *lock(&self.shared.refused_tokens)
     }
 
-    /// Stops serving: new connections are refused.
+    /// Stops serving: new connections are refused and calls in flight are cut (their
+    /// connections closed without an answer).
     pub fn stop(&self) {
         if let Some(server) = lock(&self.server).take() {
             server.abort();
@@ -242,9 +298,9 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = shared.verifier.verify(auth) {
+    if let Err(e) = shared.tokens.check(auth) {
         *lock(&shared.refused_tokens) += 1;
-        return (StatusCode::UNAUTHORIZED, e.to_string()).into_response();
+        return (StatusCode::UNAUTHORIZED, e).into_response();
     }
     let Some((method, params, id)) = read_request(&body) else {
         return (StatusCode::BAD_REQUEST, "not json").into_response();
@@ -252,6 +308,7 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     lock(&shared.seen).push(Seen {
         method: method.clone(),
         params: params.clone(),
+        raw: body.clone(),
         at: Instant::now(),
     });
     let b = lock(&shared.behaviour).clone();
@@ -343,27 +400,43 @@ fn respond(
     }
 }
 
-/// (method, params, id), read in one pass with eb's own params reader: the mock keeps only the
-/// parts it answers from (`[{"blockHash"/"headBlockHash": …}, attributes?]` or `[payloadId]`),
-/// so a multi-MiB payload costs it a scan, not a tree (benchmarks use this mock too).
+/// (method, params, id): the mock keeps only the parts it answers from (`[{"blockHash" /
+/// "headBlockHash": …}, attributes?]` or `[payloadId]`). Params stay raw JSON and the first one
+/// is read into two fields, every other member skipped, so a multi-MiB payload costs a scan,
+/// not a tree (benchmarks use this mock too).
 fn read_request(body: &[u8]) -> Option<(String, Value, Value)> {
+    use serde_json::value::RawValue;
     #[derive(serde::Deserialize)]
     struct Request<'a> {
         #[serde(borrow)]
         method: std::borrow::Cow<'a, str>,
-        #[serde(default)]
-        params: Option<eb::params::Params>,
+        #[serde(borrow, default)]
+        params: Vec<&'a RawValue>,
         #[serde(default)]
         id: Value,
     }
+    #[derive(serde::Deserialize)]
+    struct First {
+        #[serde(rename = "blockHash")]
+        block_hash: Option<String>,
+        #[serde(rename = "headBlockHash")]
+        head_block_hash: Option<String>,
+    }
     let request: Request<'_> = serde_json::from_slice(body).ok()?;
-    let p = request.params.unwrap_or_default();
-    let params = match (p.first_string, p.hash) {
-        (Some(first), _) => json!([first]),
-        (None, hash) => json!([
-            {"blockHash": hash, "headBlockHash": hash},
-            if p.has_second { json!({}) } else { Value::Null }
-        ]),
+    let first = request.params.first().map(|p| p.get());
+    let params = match first {
+        Some(text) if text.starts_with('"') => json!([serde_json::from_str::<String>(text).ok()?]),
+        _ => {
+            let hash = first
+                .and_then(|text| serde_json::from_str::<First>(text).ok())
+                .and_then(|f| f.block_hash.or(f.head_block_hash));
+            let attributes = request
+                .params
+                .get(1)
+                .filter(|p| p.get() != "null")
+                .map(|_| json!({}));
+            json!([{"blockHash": hash, "headBlockHash": hash}, attributes])
+        }
     };
     Some((request.method.into_owned(), params, request.id))
 }

@@ -147,6 +147,16 @@ impl Proxy {
         serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
     }
 
+    /// eb's Prometheus metrics (`GET /metrics`, classic text format).
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// `GET` on the admin API.
     pub async fn admin_get(&self, path: &str) -> Value {
         let response = self

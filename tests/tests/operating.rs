@@ -26,15 +26,6 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-async fn scrape(proxy: &Proxy) -> String {
-    reqwest::get(format!("http://{}/metrics", proxy.admin))
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("text")
-}
-
 /// The value of the sample line starting with `series` (name and labels), if present.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -60,7 +51,7 @@ async fn metrics_count_known_traffic_and_pass_promtool() {
     proxy
         .call(&request(json!(10), "engine_nope", json!([])))
         .await;
-    let text = scrape(&proxy).await;
+    let text = proxy.metrics().await;
     let expect = [
         (
             r#"eb_requests_total{method="engine_newPayloadV4",answer="result"}"#,
@@ -141,7 +132,7 @@ async fn every_metric_the_dashboard_queries_exists() {
     proxy
         .wait_until("health checks ran", |app| app.nodes.primary_id().is_some())
         .await;
-    let text = scrape(&proxy).await;
+    let text = proxy.metrics().await;
     assert_eq!(
         sample(&text, r#"eb_policy_faults_total{kind="trap"}"#),
         Some(1.0),
@@ -192,8 +183,8 @@ async fn a_recorded_session_replays_with_zero_mismatches() {
         &["--record-votes", &path],
     )
     .await;
-    // All VALID; one INVALID dissent; an INVALID majority; a slow EL that times out (its answer
-    // is recorded late); everything down.
+    // All VALID; one INVALID dissent; an INVALID majority; a slow EL that times out; a build;
+    // an INVALID majority decided before the third EL answers (its vote is recorded late).
     proxy.call(&new_payload(1, 4, "R1")).await;
     els[0].set(|b| b.status = "INVALID");
     proxy.call(&new_payload(2, 4, "R2")).await;
@@ -207,12 +198,31 @@ async fn a_recorded_session_replays_with_zero_mismatches() {
     proxy
         .call(&eb_tests::engine::forkchoice(5, 3, "R4", true))
         .await;
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    els[0].set(|b| b.status = "INVALID");
+    els[1].set(|b| b.status = "INVALID");
+    els[2].set(|b| b.delay = Duration::from_millis(100));
+    proxy.call(&new_payload(6, 4, "R6")).await;
+    let lines = || {
+        std::fs::read_to_string(&recording)
+            .map(|text| text.lines().count())
+            .unwrap_or(0)
+    };
+    proxy
+        .wait_until("every decision is recorded", |_| lines() == 6)
+        .await;
     let cases = fixtures::load(std::slice::from_ref(&recording)).expect("recording loads");
-    assert_eq!(cases.len(), 5, "one line per decision");
+    assert_eq!(cases.len(), 6, "one line per decision");
+    let mut late: Vec<(u16, bool)> = cases[5].votes.iter().map(|v| (v.node, v.late)).collect();
+    late.sort_unstable();
+    assert_eq!(
+        late,
+        [(0, false), (1, false), (2, true)],
+        "decided on two INVALID; the third vote is recorded late"
+    );
     assert!(
-        cases.iter().any(|c| c.votes.iter().any(|v| v.late)),
-        "late votes are recorded"
+        cases[3].elapsed_ms >= 150,
+        "R4 waited for the slow EL's timeout: {}",
+        cases[3].elapsed_ms
     );
     let actions: Vec<_> = cases
         .iter()
@@ -222,7 +232,7 @@ async fn a_recorded_session_replays_with_zero_mismatches() {
     assert_eq!(actions[2].1.as_deref(), Some("INVALID"));
     let (report, passed) = eb::cli::policy::test(None, "", &[recording]).expect("replays");
     assert!(passed, "{report}");
-    assert!(report.ends_with("5 passed, 0 failed"), "{report}");
+    assert!(report.ends_with("6 passed, 0 failed"), "{report}");
 }
 
 #[tokio::test]
@@ -291,7 +301,7 @@ async fn reload_swaps_a_good_module_and_refuses_bad_ones() {
     assert_eq!(status(answer), "SYNCING", "the new policy decides");
     let after = proxy.admin_get("/status").await["policy"]["sha256"].clone();
     assert_ne!(before, after);
-    let metrics = scrape(&proxy).await;
+    let metrics = proxy.metrics().await;
     assert_eq!(
         sample(&metrics, r#"eb_policy_reloads_total{result="refused"}"#),
         Some(3.0)
@@ -343,7 +353,7 @@ async fn a_reload_racing_with_200_decisions_loses_none_and_mixes_none() {
     for el in &els {
         assert_eq!(el.engine_calls().len(), 200, "every EL got every call");
     }
-    let metrics = scrape(&proxy).await;
+    let metrics = proxy.metrics().await;
     assert_eq!(
         sample(&metrics, r#"eb_policy_faults_total{kind="trap"}"#),
         None,
@@ -368,7 +378,7 @@ async fn a_final_answer_is_kept_when_the_els_turn_around() {
         other["result"]["status"], "INVALID",
         "other blocks are decided afresh"
     );
-    let metrics = scrape(&proxy).await;
+    let metrics = proxy.metrics().await;
     assert_eq!(sample(&metrics, "eb_verdict_flips_total"), Some(1.0));
 }
 

@@ -462,7 +462,11 @@ async fn shutdown_finishes_in_flight_calls() {
             .await
             .map(|r| r.status().as_u16())
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy
+        .wait_until("both ELs hold the call", |_| {
+            els.iter().all(|el| el.engine_calls().len() == 1)
+        })
+        .await;
     proxy.shutdown().await;
     assert_eq!(in_flight.await.expect("joined").ok(), Some(200));
     let refused = reqwest::Client::new()

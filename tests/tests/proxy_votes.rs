@@ -212,14 +212,22 @@ async fn a_slow_el_still_receives_every_call_in_order() {
         forkchoice(2, 3, "B1", false),
         new_payload(3, 4, "B2"),
     );
+    // Each call is sent once eb has queued the one before (a fast EL already has it), while
+    // the slow EL is still busy with the first.
+    let queued = |n: usize| {
+        let fast = &els[0];
+        proxy.wait_until("eb queued the previous call", move |_| {
+            fast.engine_calls().len() == n
+        })
+    };
     let (a, b, c) = tokio::join!(
         proxy.call(&first),
         async {
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            queued(1).await;
             proxy.call(&second).await
         },
         async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            queued(2).await;
             proxy.call(&third).await
         }
     );
@@ -242,6 +250,23 @@ async fn a_slow_el_still_receives_every_call_in_order() {
         .map(|s| s.params[0]["blockHash"].clone())
         .collect();
     assert_eq!(hashes, [hash("B1"), hash("B2")]);
+    let sent: Vec<String> = [&first, &second, &third]
+        .iter()
+        .map(|r| r.to_string())
+        .collect();
+    for el in &els {
+        let raw: Vec<String> = el
+            .seen()
+            .iter()
+            .filter(|s| s.method.starts_with("engine_"))
+            .filter(|s| s.method != "engine_getClientVersionV1")
+            .map(|s| String::from_utf8_lossy(&s.raw).into_owned())
+            .collect();
+        assert_eq!(
+            raw, sent,
+            "every EL received the CL's exact bytes, in order"
+        );
+    }
 }
 
 #[tokio::test]

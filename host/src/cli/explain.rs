@@ -5,7 +5,7 @@
 
 use crate::policy::{Ballot, Policy, PolicySource, WasmPolicy};
 use policy_sdk::fixture::{self, status_name, Case};
-use policy_sdk::{Method, Verdict, Vote};
+use policy_sdk::{Verdict, Vote, VoteKind};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -14,11 +14,11 @@ fn who(vote: &Vote) -> String {
 }
 
 fn method_name(case: &Case, ballot: &Ballot) -> String {
-    let family = match ballot.context.method {
-        Method::NewPayload => "engine_newPayload",
+    let family = match ballot.context.kind {
+        VoteKind::NewPayload => "engine_newPayload",
         _ => "engine_forkchoiceUpdated",
     };
-    let build = if ballot.context.method == Method::ForkchoiceUpdatedWithAttributes {
+    let build = if ballot.context.kind == VoteKind::ForkchoiceUpdatedWithAttributes {
         " with payload attributes"
     } else {
         ""
@@ -83,7 +83,7 @@ pub fn chart(case: &Case, policy: &dyn Policy) -> Result<String, String> {
             out,
             "    eb->>policy: {arrived} votes, {pending} pending{final_note}"
         );
-        let answer = fixture::describe(&ballot, decision.verdict);
+        let answer = fixture::describe_verdict(&ballot, decision.verdict);
         let _ = writeln!(out, "    policy-->>eb: {answer}");
         if let Some(fault) = &decision.fault {
             let _ = writeln!(
@@ -106,7 +106,7 @@ pub fn chart(case: &Case, policy: &dyn Policy) -> Result<String, String> {
         let _ = writeln!(
             out,
             "    policy-->>eb: {}",
-            fixture::describe(&full, decision.verdict)
+            fixture::describe_verdict(&full, decision.verdict)
         );
         verdict = Some((full.clone(), decision.verdict));
     }

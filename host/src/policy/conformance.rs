@@ -8,7 +8,7 @@
 use super::{Ballot, Policy};
 use crate::policy::Fault;
 use policy_sdk::abi::{MAX_VOTES, VOTE_KINDS as KINDS};
-use policy_sdk::{ClientCode, Context, Method, Outcome, Status, Vote, VoteFlags};
+use policy_sdk::{ClientCode, Context, Outcome, Status, Vote, VoteFlags, VoteKind};
 
 /// The outcome of running the conformance cases.
 #[derive(Clone, Debug, Default)]
@@ -44,14 +44,14 @@ fn vote(node: usize, kind: usize) -> Vote {
 pub fn conformance_cases(config: &str) -> Vec<(String, Ballot)> {
     let mut cases = Vec::new();
     let methods = [
-        Method::NewPayload,
-        Method::ForkchoiceUpdated,
-        Method::ForkchoiceUpdatedWithAttributes,
+        VoteKind::NewPayload,
+        VoteKind::ForkchoiceUpdated,
+        VoteKind::ForkchoiceUpdatedWithAttributes,
     ];
-    let mut push = |name: String, votes: Vec<Vote>, pending: usize, method: Method| {
+    let mut push = |name: String, votes: Vec<Vote>, pending: usize, method: VoteKind| {
         let context = Context {
-            method,
-            method_version: if method == Method::NewPayload { 4 } else { 3 },
+            kind: method,
+            method_version: if method == VoteKind::NewPayload { 4 } else { 3 },
             nodes_configured: (votes.len() + pending) as u16,
             pending: pending as u16,
             is_final: pending == 0,
@@ -104,7 +104,7 @@ pub fn conformance_cases(config: &str) -> Vec<(String, Ballot)> {
         }
     }
     let full: Vec<Vote> = (0..MAX_VOTES).map(|i| vote(i, i % 3)).collect();
-    push(format!("{MAX_VOTES} votes"), full, 0, Method::NewPayload);
+    push(format!("{MAX_VOTES} votes"), full, 0, VoteKind::NewPayload);
     cases
 }
 

@@ -9,12 +9,14 @@ mod conformance;
 mod fault;
 mod module;
 pub mod sandbox;
+mod slot;
 
 pub use conformance::{conformance_cases, ConformanceReport};
 pub use fault::{Fault, LoadError};
 pub use module::{PolicySource, WasmPolicy};
 pub use policy_sdk::ballot::Ballot;
 pub use policy_sdk::Verdict;
+pub use slot::{PolicySlot, ReloadError};
 
 /// The default policy (`policies/default`), built for wasm32 and committed, so building eb needs
 /// no wasm toolchain.
@@ -93,12 +95,12 @@ pub trait Policy: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy_sdk::{Context, Method, Outcome, Status, Vote};
+    use policy_sdk::{Context, Outcome, Status, Vote, VoteKind};
 
     fn ballot(is_final: bool) -> Ballot {
         Ballot {
             context: Context {
-                method: Method::NewPayload,
+                kind: VoteKind::NewPayload,
                 method_version: 4,
                 nodes_configured: 2,
                 pending: u16::from(!is_final),

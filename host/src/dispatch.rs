@@ -1,0 +1,97 @@
+//! The engine's data path for one call, after auth and framing: route → the stage that answers
+//! it → one JSON-RPC answer, counted by its typed outcome.
+//!
+//! State-changing calls go fan-out → votes → policy → verdict → answer; builds are fetched from
+//! their builders; reads go to the primary; merged calls to every EL.
+
+use crate::answer;
+use crate::cli::GetPayloadMode;
+use crate::error::Answer;
+use crate::fanout::{Fanout, VoteCall};
+use crate::metrics::{InFlight, Metrics};
+use crate::nodes::Nodes;
+use crate::payloads::{self, PayloadIds};
+use crate::policy::PolicySlot;
+use crate::record::Recorder;
+use crate::route::{route, Route};
+use crate::rpc::{self, Call};
+use crate::verdict::Verdicts;
+use crate::{merge, primary};
+use policy_sdk::VoteKind;
+use std::sync::Arc;
+
+/// Everything a call needs past the CL's token: the stages, each with its own state.
+pub struct Engine {
+    nodes: Arc<Nodes>,
+    fanout: Fanout,
+    verdicts: Verdicts,
+    payloads: Arc<PayloadIds>,
+    get_payload: GetPayloadMode,
+    metrics: Arc<Metrics>,
+}
+
+impl Engine {
+    /// The engine over `nodes`: votes decided by `policy` (and recorded by `recorder`), builds
+    /// fetched with the `get_payload` strategy.
+    pub fn new(
+        nodes: Arc<Nodes>,
+        policy: Arc<PolicySlot>,
+        metrics: Arc<Metrics>,
+        recorder: Option<Arc<Recorder>>,
+        get_payload: GetPayloadMode,
+    ) -> Engine {
+        let payloads = Arc::new(PayloadIds::default());
+        Engine {
+            fanout: Fanout::new(Arc::clone(&nodes), policy, Arc::clone(&metrics), recorder),
+            verdicts: Verdicts::new(Arc::clone(&payloads), Arc::clone(&metrics)),
+            nodes,
+            payloads,
+            get_payload,
+            metrics,
+        }
+    }
+
+    /// The builds eb handed payloadIds for.
+    pub fn payloads(&self) -> Arc<PayloadIds> {
+        Arc::clone(&self.payloads)
+    }
+
+    /// Answers one call (never fails: every outcome is a JSON-RPC answer with the CL's id).
+    pub async fn dispatch(&self, call: &Call<'_>) -> Vec<u8> {
+        let _in_flight = InFlight::start(&self.metrics.in_flight);
+        let answer = self.answer(call).await;
+        let method: String = call.method.chars().take(48).collect();
+        let kind = if answer.is_ok() { "result" } else { "error" };
+        self.metrics
+            .requests
+            .get_or_create(&vec![("method", method), ("answer", kind.to_owned())])
+            .inc();
+        rpc::encode(call.id, &answer)
+    }
+
+    async fn answer(&self, call: &Call<'_>) -> Answer {
+        let nodes = &self.nodes;
+        match route(&call.method, &call.params) {
+            (Route::Vote(kind), version) => self.vote(call, kind, version).await,
+            (Route::ByPayloadId, _) => {
+                payloads::get_payload(nodes, &self.payloads, self.get_payload, call).await
+            }
+            (Route::Capabilities, _) => merge::capabilities(nodes, call).await,
+            (Route::ClientVersions, _) => merge::client_versions(nodes, call).await,
+            (Route::Broadcast, _) => primary::broadcast(nodes, call).await,
+            (Route::Primary, _) => primary::read(nodes, call).await,
+        }
+    }
+
+    async fn vote(&self, call: &Call<'_>, kind: VoteKind, version: u8) -> Answer {
+        let vote = VoteCall {
+            method: &call.method,
+            kind,
+            version,
+            body: call.bytes.clone(),
+            block_hash: call.params.hash.as_deref(),
+        };
+        let collected = self.fanout.run(&vote).await;
+        answer::render(self.verdicts.settle(&vote, &collected), kind, version)
+    }
+}

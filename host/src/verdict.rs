@@ -1,0 +1,148 @@
+//! The verdict stage: what the collected votes, the verdict memory and the payload builds make
+//! of one state-changing call, as one [`Settled`] value that [`answer`](crate::answer) only
+//! renders. Verdicts are counted and logged here, once.
+
+use crate::fanout::{Collected, VoteCall};
+use crate::memory::{Kind, Recall, VerdictMemory};
+use crate::metrics::Metrics;
+use crate::payloads::PayloadIds;
+use bytes::Bytes;
+use policy_sdk::fixture::{describe_verdict, describe_votes};
+use policy_sdk::{Outcome, Status, VoteKind};
+use std::sync::Arc;
+
+/// How one state-changing call ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Answer with the followed EL's result verbatim; a build gets eb's `payload_id` (set only
+    /// when the followed vote is VALID and some VALID EL started a build).
+    Follow {
+        /// The EL's result (JSON text).
+        result: Bytes,
+        /// eb's payloadId for a build.
+        payload_id: Option<String>,
+    },
+    /// eb answered this block VALID or INVALID before: the same answer again (a build's
+    /// payloadId is null: nothing new was started under eb's id).
+    Remembered {
+        /// The result eb gave then.
+        result: Bytes,
+    },
+    /// A synthetic SYNCING: no verdict to follow, or a policy fault.
+    Syncing,
+    /// Every EL refused the call with the same JSON-RPC error (a malformed request, an
+    /// unsupported fork): that error, so the CL does not import the block optimistically.
+    UnanimousError(Bytes),
+}
+
+/// The verdict stage's state: final answers already given, and the builds eb hands ids for.
+pub struct Verdicts {
+    memory: VerdictMemory,
+    payloads: Arc<PayloadIds>,
+    metrics: Arc<Metrics>,
+}
+
+impl Verdicts {
+    /// The stage, minting payloadIds into `payloads`.
+    pub fn new(payloads: Arc<PayloadIds>, metrics: Arc<Metrics>) -> Verdicts {
+        Verdicts {
+            memory: VerdictMemory::default(),
+            payloads,
+            metrics,
+        }
+    }
+
+    /// Settles `call` from what its fan-out `collected`.
+    pub fn settle(&self, call: &VoteCall<'_>, collected: &Collected) -> Settled {
+        log_decision(call, collected);
+        let followed = collected.followed();
+        if let Some(hash) = call.block_hash {
+            let (status, result) = match followed {
+                Some(r) => (Some(r.vote.status), r.result.clone().unwrap_or_default()),
+                None => (None, Bytes::new()),
+            };
+            if let Recall::Keep { remembered, flip } =
+                self.memory
+                    .recall(Kind::of(call.kind), hash, status, &result)
+            {
+                if flip {
+                    self.metrics.verdict_flips.inc();
+                    tracing::warn!(method = %call.method, block = %hash, kept = remembered.status.name(),
+                        "ELs now vote the opposite of the final answer already given; keeping it");
+                }
+                return Settled::Remembered {
+                    result: remembered.result,
+                };
+            }
+        }
+        let (action, status) = match followed {
+            Some(r) => ("follow", r.vote.status.name()),
+            None => ("syncing", "SYNCING"),
+        };
+        let labels = vec![
+            ("method", call.kind.name().to_owned()),
+            ("action", action.to_owned()),
+            ("status", status.to_owned()),
+            ("reason", collected.decision.verdict.reason().to_string()),
+        ];
+        self.metrics.verdicts.get_or_create(&labels).inc();
+        match followed {
+            Some(r) => Settled::Follow {
+                result: r.result.clone().unwrap_or_default(),
+                payload_id: self.build(call, collected, r.vote.status),
+            },
+            None => unanimous_error(collected).map_or(Settled::Syncing, Settled::UnanimousError),
+        }
+    }
+
+    /// eb's payloadId for a build whose followed vote is VALID: every VALID EL's own build.
+    fn build(&self, call: &VoteCall<'_>, collected: &Collected, status: Status) -> Option<String> {
+        if call.kind != VoteKind::ForkchoiceUpdatedWithAttributes || status != Status::Valid {
+            return None;
+        }
+        let builders: Vec<(u64, String)> = collected
+            .collector
+            .received
+            .iter()
+            .filter(|r| r.vote.status == Status::Valid)
+            .filter_map(|r| {
+                let node = collected.nodes.get(usize::from(r.vote.node))?;
+                Some((node.id, r.payload_id.clone()?))
+            })
+            .collect();
+        (!builders.is_empty()).then(|| {
+            self.payloads
+                .insert(call.block_hash.map(str::to_owned), builders)
+        })
+    }
+}
+
+/// The error object every EL answered with, when all answered the same JSON-RPC error code
+/// (and the policy did not fault).
+fn unanimous_error(collected: &Collected) -> Option<Bytes> {
+    let received = &collected.collector.received;
+    let first = received.first()?;
+    let unanimous = received.iter().all(|r| {
+        r.vote.outcome == Outcome::RpcError && r.vote.rpc_error_code == first.vote.rpc_error_code
+    });
+    (unanimous && collected.decision.fault.is_none())
+        .then(|| first.error.clone())
+        .flatten()
+}
+
+fn log_decision(call: &VoteCall<'_>, collected: &Collected) {
+    let fault = &collected.decision.fault;
+    if !(fault.is_some() || tracing::enabled!(tracing::Level::INFO)) {
+        return;
+    }
+    let ballot = collected.collector.ballot(collected.elapsed_ms, "");
+    let verdict = describe_verdict(&ballot, collected.decision.verdict);
+    let block = call.block_hash.map_or("-", |h| h.get(..12).unwrap_or(h));
+    let votes = describe_votes(&ballot);
+    match fault {
+        None => tracing::info!(method = %call.method, block, %votes, %verdict, "decision"),
+        Some(fault) => {
+            tracing::warn!(method = %call.method, block, %votes, %verdict, %fault, "policy fault, answered SYNCING")
+        }
+    }
+}
