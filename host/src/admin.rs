@@ -6,6 +6,7 @@ use crate::app::{AddNodeError, App};
 use crate::health;
 use crate::nodes::{NodeState, NodesError};
 use crate::policy::ReloadError;
+use crate::straggler::Straggler;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -58,9 +59,9 @@ impl AdminError {
                 StatusCode::BAD_REQUEST
             }
             AdminError::AddNode(AddNodeError::Nodes(_))
-            | AdminError::RemoveNode(NodesError::LastNode | NodesError::Duplicate(_)) => {
-                StatusCode::CONFLICT
-            }
+            | AdminError::RemoveNode(
+                NodesError::LastNode | NodesError::Duplicate(_) | NodesError::TooMany(_),
+            ) => StatusCode::CONFLICT,
             AdminError::RemoveNode(NodesError::NoSuchIndex(_)) => StatusCode::NOT_FOUND,
             AdminError::Reload(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
@@ -116,9 +117,21 @@ pub fn status_json(app: &App) -> Value {
             NodeState::Syncing => syncing.push(node.url.clone()),
             _ => dead.push(node.url.clone()),
         }
+        let queue = node.queue_depth();
         detail.push(json!({
             "index": index,
             "url": node.url,
+            "health": node.vote_health().name(),
+            "vote_latency_ms": h.vote_latency_ms,
+            "last_answer_ms_ago": h.last_answer.map(|t| t.elapsed().as_millis() as u64),
+            "straggler": straggler_name(node.straggler),
+            "cut_votes": node.cut_count(),
+            "queue": {
+                "calls": queue.calls,
+                "bytes": queue.bytes,
+                "dropped": queue.dropped,
+                "busy_ms": queue.busy_for.map(|d| d.as_millis() as u64),
+            },
             "state": h.state,
             "latency_ms": h.latency_ms,
             "client": h.client.letters().map(|l| String::from_utf8_lossy(&l).into_owned()),
@@ -150,10 +163,35 @@ pub fn status_json(app: &App) -> Value {
     })
 }
 
+fn straggler_name(straggler: Straggler) -> String {
+    match straggler {
+        Straggler::Auto => "auto".to_owned(),
+        Straggler::Wait => "wait".to_owned(),
+        Straggler::Fixed(extra) => format!("{} ms", extra.as_millis()),
+    }
+}
+
+/// Sets the gauges that are read from the nodes when scraped.
+fn sample_gauges(app: &App) {
+    let m = &app.metrics;
+    m.payload_builds.set(app.payloads.len() as i64);
+    for node in app.nodes.snapshot().iter() {
+        let labels = vec![("node", node.url.clone())];
+        let queue = node.queue_depth();
+        m.queue_calls.get_or_create(&labels).set(queue.calls as i64);
+        m.queue_bytes.get_or_create(&labels).set(queue.bytes as i64);
+        if let Some(at) = node.health().last_answer {
+            m.last_answer_age
+                .get_or_create(&labels)
+                .set(at.elapsed().as_secs_f64());
+        }
+    }
+}
+
 /// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does), the classic
 /// text format otherwise.
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    app.metrics.payload_builds.set(app.payloads.len() as i64);
+    sample_gauges(&app);
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())

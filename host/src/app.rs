@@ -1,8 +1,8 @@
 //! The composition root: builds each stage from the config with the state it owns, and keeps
 //! the handles the admin API and the health loops need. No stage depends on this module.
 
-use crate::auth::{JwtSecret, Verifier};
-use crate::config::{AdminToken, Config, NodeConfig};
+use crate::auth::Verifier;
+use crate::config::{AdminToken, Config, NodeConfig, NodeDefaults};
 use crate::dispatch::Engine;
 use crate::health;
 use crate::metrics::Metrics;
@@ -29,8 +29,7 @@ pub struct App {
     /// Token for mutating admin calls.
     pub admin_token: Option<AdminToken>,
     health_interval: Duration,
-    node_secret: JwtSecret,
-    node_timeout: Duration,
+    node_defaults: NodeDefaults,
 }
 
 /// Why a node could not be added at run time.
@@ -48,10 +47,6 @@ impl App {
     /// Builds every stage and starts each EL's ordered worker (needs a tokio runtime); health
     /// loops start with [`App::start_health`].
     pub fn new(config: Config, policy: Arc<dyn Policy>, recorder: Option<Recorder>) -> Arc<App> {
-        let node_timeout = config
-            .nodes
-            .first()
-            .map_or(crate::route::MAX_EL_TIMEOUT, |n| n.timeout);
         let metrics = Arc::new(Metrics::default());
         let nodes = Arc::new(Nodes::new(&config.nodes, Arc::clone(&metrics)));
         let policy = Arc::new(PolicySlot::new(
@@ -82,8 +77,7 @@ impl App {
             payloads,
             admin_token: config.admin_token,
             health_interval: config.health_interval,
-            node_secret: config.cl_secret,
-            node_timeout,
+            node_defaults: config.node_defaults,
         })
     }
 
@@ -105,8 +99,7 @@ impl App {
     /// Adds a node from an executionbackup spec (`URL[#jwt-secret=..][#timeout=..][#do-not-use]`)
     /// and starts its health loop.
     pub fn add_node(&self, spec: &str) -> Result<Arc<Node>, AddNodeError> {
-        let config = NodeConfig::parse(spec, &self.node_secret, self.node_timeout)
-            .map_err(AddNodeError::Spec)?;
+        let config = NodeConfig::parse(spec, &self.node_defaults).map_err(AddNodeError::Spec)?;
         let node = self.nodes.add(&config)?;
         self.watch(Arc::clone(&node));
         Ok(node)

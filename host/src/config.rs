@@ -4,7 +4,10 @@
 use crate::auth::{JwtSecret, SecretError};
 use crate::cli::{GetPayloadMode, RunArgs};
 use crate::policy::PolicySource;
+use crate::queue::Limits;
 use crate::route::MAX_EL_TIMEOUT;
+use crate::straggler::Straggler;
+use policy_sdk::abi::MAX_VOTES;
 use reqwest::Url;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -16,6 +19,8 @@ use zeroize::Zeroizing;
 pub struct Config {
     /// The ELs, in `--nodes` order.
     pub nodes: Vec<NodeConfig>,
+    /// What nodes added at run time get when their spec does not say.
+    pub node_defaults: NodeDefaults,
     /// The CL's secret.
     pub cl_secret: JwtSecret,
     /// Engine API address.
@@ -53,6 +58,24 @@ pub struct NodeConfig {
     pub timeout: Duration,
     /// Observed and voting, never counted by the default rule, never primary.
     pub do_not_use: bool,
+    /// How long a verdict waits for it once the others decide (`#straggler=`).
+    pub straggler: Straggler,
+    /// Its call queue's bounds.
+    pub queue: Limits,
+}
+
+/// What a node spec does not say: the `--jwt-secret`, `--timeout`, `--straggler` and
+/// `--queue-mib` of the command line.
+#[derive(Clone, Debug)]
+pub struct NodeDefaults {
+    /// The secret of nodes without `#jwt-secret`.
+    pub secret: JwtSecret,
+    /// The timeout of nodes without `#timeout`.
+    pub timeout: Duration,
+    /// The straggler setting of nodes without `#straggler`.
+    pub straggler: Straggler,
+    /// Every node's queue bounds.
+    pub queue: Limits,
 }
 
 /// The admin bearer token, zeroized on drop.
@@ -115,12 +138,8 @@ fn read_secret(flag: &'static str, path: &Path) -> Result<JwtSecret, ConfigError
 }
 
 impl NodeConfig {
-    /// Parses `URL[#jwt-secret=PATH][#timeout=MS][#do-not-use]`.
-    pub fn parse(
-        spec: &str,
-        default_secret: &JwtSecret,
-        default_timeout: Duration,
-    ) -> Result<NodeConfig, String> {
+    /// Parses `URL[#jwt-secret=PATH][#timeout=MS][#straggler=auto|wait|MS][#do-not-use]`.
+    pub fn parse(spec: &str, defaults: &NodeDefaults) -> Result<NodeConfig, String> {
         let mut parts = spec.trim().split('#');
         let url_text = parts.next().unwrap_or_default();
         let url = Url::parse(url_text).map_err(|e| format!("{url_text:?} is not a URL: {e}"))?;
@@ -136,9 +155,11 @@ impl NodeConfig {
         }
         let mut node = NodeConfig {
             url,
-            secret: default_secret.clone(),
-            timeout: default_timeout,
+            secret: defaults.secret.clone(),
+            timeout: defaults.timeout,
             do_not_use: false,
+            straggler: defaults.straggler,
+            queue: defaults.queue,
         };
         for option in parts {
             let (key, value) = option.split_once('=').unwrap_or((option, ""));
@@ -152,6 +173,7 @@ impl NodeConfig {
                     })?;
                     node.timeout = Duration::from_millis(ms);
                 }
+                "straggler" => node.straggler = value.parse()?,
                 "do-not-use" if value.is_empty() => node.do_not_use = true,
                 _ => return Err(format!("unknown node option {option:?}")),
             }
@@ -199,9 +221,33 @@ impl Config {
                 "required: at least one execution client URL",
             ));
         }
+        if specs.len() > MAX_VOTES {
+            return Err(error(
+                "nodes",
+                format!(
+                    "at most {MAX_VOTES} execution clients (one policy ballot holds that many)"
+                ),
+            ));
+        }
+        let straggler = args
+            .straggler
+            .parse()
+            .map_err(|e: String| error("straggler", e))?;
+        if args.queue_mib == 0 || args.queue_mib > 4096 {
+            return Err(error("queue-mib", "must be between 1 and 4096"));
+        }
+        let node_defaults = NodeDefaults {
+            secret: cl_secret.clone(),
+            timeout: default_timeout,
+            straggler,
+            queue: Limits {
+                bytes: args.queue_mib << 20,
+                ..Limits::default()
+            },
+        };
         let mut nodes: Vec<NodeConfig> = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
-            let node = NodeConfig::parse(spec, &cl_secret, default_timeout)
+            let node = NodeConfig::parse(spec, &node_defaults)
                 .map_err(|m| error("nodes", format!("node {i}: {m}")))?;
             if nodes.iter().any(|n| n.url == node.url) {
                 return Err(error(
@@ -264,6 +310,7 @@ impl Config {
         }
         Ok(Config {
             nodes,
+            node_defaults,
             cl_secret,
             listen: SocketAddr::new(args.listen_addr, args.port),
             admin: args.admin_addr,

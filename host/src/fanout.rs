@@ -1,7 +1,13 @@
 //! Fan-out of a state-changing call: queued to every EL in order, replies turned into votes as
-//! they arrive, the policy asked after each one until it gives a verdict; at the deadline the
-//! missing replies become TIMEOUT votes and the policy must decide. Calls still in flight after
-//! the verdict are never cancelled: they finish in the background as late votes.
+//! they arrive, the policy asked after each one until it gives a verdict.
+//!
+//! The verdict waits only for ELs that can answer in time. An EL that is offline, refuses
+//! eb's token or is hung on an earlier call still gets the call, but its vote is cut at once.
+//! Once the votes in hand would decide the call, the others get until the straggler deadline
+//! ([`crate::straggler`]) and are then cut. A policy may also ask to be woken at a time it names
+//! (`Wake`). At the CL's deadline every missing vote is a timeout and the policy must decide.
+//! Calls still in flight after the verdict are never cancelled: they finish as late votes,
+//! counted per node, and one that contradicts the answer given is logged and counted.
 
 use crate::metrics::Metrics;
 use crate::nodes::{Node, Nodes};
@@ -12,9 +18,11 @@ use crate::upstream::Timed;
 use crate::votes::{failed, receive, Collector, Received};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use policy_sdk::abi::Health;
 use policy_sdk::fixture::Case;
-use policy_sdk::{Outcome, Verdict, Vote, VoteKind};
+use policy_sdk::{Outcome, Status, Verdict, Vote, VoteKind};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
@@ -34,7 +42,8 @@ pub struct VoteCall<'a> {
 
 /// What the fan-out collected and what the policy decided.
 pub struct Collected {
-    /// The replies, in arrival order (indices match the decision's vote numbers).
+    /// The votes the decision saw, in arrival order (indices match the decision's vote
+    /// numbers; pending records are not among them).
     pub collector: Collector,
     /// The policy's decision.
     pub decision: Decision,
@@ -51,9 +60,8 @@ impl Collected {
     }
 }
 
-type Pending = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (usize, Result<Timed, oneshot::error::RecvError>)> + Send>,
->;
+type Reply = (usize, Result<Timed, oneshot::error::RecvError>);
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>;
 
 /// The fan-out stage: the ELs, the policy that decides, and where decisions are counted and
 /// recorded.
@@ -62,6 +70,14 @@ pub struct Fanout {
     policy: Arc<PolicySlot>,
     metrics: Arc<Metrics>,
     recorder: Option<Arc<Recorder>>,
+}
+
+/// Why a vote was not waited for, as `eb_el_cut_total{reason}` says it.
+fn cut_reason(health: Health) -> &'static str {
+    match health {
+        Health::Offline | Health::AuthFailed | Health::Hung => health.name(),
+        _ => "straggler",
+    }
 }
 
 impl Fanout {
@@ -86,6 +102,12 @@ impl Fanout {
         let budget = route::budget(call.method);
         let start = Instant::now();
         let deadline = start + budget;
+        // Each node's record as the policy sees it while its vote is out: health taken now.
+        let records: Vec<Vote> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| failed(i as u16, node, Outcome::Pending).vote)
+            .collect();
         let mut replies: FuturesUnordered<Pending> = FuturesUnordered::new();
         for (index, node) in nodes.iter().enumerate() {
             let receiver = node.enqueue(call.body.clone(), node.timeout.min(budget));
@@ -93,41 +115,83 @@ impl Fanout {
         }
         let policy = self.policy.current();
         let config = policy.info().config.clone();
-        let mut collector = Collector::new(call.kind, call.version, nodes.len());
-        let mut arrived = vec![false; nodes.len()];
-        let elapsed_ms = || start.elapsed().as_millis().min(u128::from(u32::MAX)) as u32;
+        let mut collector = Collector::new(call.kind, call.version, records.clone());
+        let unable = |i: usize| {
+            matches!(
+                records[i].health,
+                Health::Offline | Health::AuthFailed | Health::Hung
+            ) && nodes[i].straggler.cuts_unhealthy()
+        };
+        // Cut the ELs that cannot answer in time, unless no EL could: then wait as before.
+        if !(0..nodes.len()).all(unable) {
+            for i in (0..nodes.len()).filter(|&i| unable(i)) {
+                self.cut(&mut collector, &nodes, i, Outcome::Cut);
+            }
+        }
+        let elapsed = || start.elapsed();
+        let mut early_late: Vec<Reply> = Vec::new();
+        let mut straggler_at: Option<Instant> = None;
+        let mut wake_at: Option<Instant> = None;
         let (decision, elapsed_ms) = loop {
-            tokio::select! {
-                next = replies.next() => {
-                    let elapsed = elapsed_ms();
-                    let Some((index, reply)) = next else {
-                        break (self.decide(&*policy, &collector.ballot(elapsed, &config)), elapsed);
-                    };
-                    arrived[index] = true;
-                    let node = &nodes[index];
-                    let received = match reply {
-                        Ok(timed) => {
-                            node.observe(&timed);
-                            receive(index as u16, node, call.kind, &timed, call.block_hash)
-                        }
-                        Err(_) => failed(index as u16, node, Outcome::Unreachable),
-                    };
-                    self.count_vote(node, &received.vote);
-                    collector.push(received);
-                    let decision = self.decide(&*policy, &collector.ballot(elapsed, &config));
-                    if decision.verdict != Verdict::Wait {
-                        break (decision, elapsed);
+            let now = elapsed();
+            let elapsed_ms = millis(now);
+            // The policy is first asked once there is a vote to ask about (or nothing to wait for).
+            if !collector.received.is_empty() || collector.outstanding().next().is_none() {
+                let ballot = collector.ballot(elapsed_ms, &config);
+                let decision = self.decide(&*policy, &ballot);
+                match decision.verdict {
+                    _ if ballot.context.is_final => break (decision, elapsed_ms),
+                    Verdict::Wait => {}
+                    Verdict::Wake { at_ms } => {
+                        let at = start + Duration::from_millis(at_ms.into());
+                        wake_at = Some(at).filter(|at| *at > start + now);
                     }
+                    _ => break (decision, elapsed_ms),
                 }
-                () = tokio::time::sleep_until(deadline) => {
-                    for (index, node) in nodes.iter().enumerate().filter(|(i, _)| !arrived[*i]) {
-                        let mut timeout = failed(index as u16, node, Outcome::Timeout);
-                        timeout.vote.latency_us = budget.as_micros() as u32;
-                        self.count_vote(node, &timeout.vote);
-                        collector.push(timeout);
+                if straggler_at.is_none() {
+                    straggler_at =
+                        self.straggler_deadline(&*policy, &collector, &nodes, &config, now, start);
+                }
+            }
+            let timer = [Some(deadline), straggler_at, wake_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(deadline);
+            tokio::select! {
+                next = replies.next() => match next {
+                    Some((index, reply)) if !collector.has(index) => {
+                        let node = &nodes[index];
+                        let received = match reply {
+                            Ok(timed) => {
+                                node.observe_vote(&timed);
+                                receive(index as u16, node, call.kind, &timed, call.block_hash)
+                            }
+                            Err(_) => failed(index as u16, node, Outcome::Unreachable),
+                        };
+                        self.count_vote(node, &received.vote);
+                        collector.push(received);
                     }
-                    let elapsed = elapsed_ms();
-                    break (self.decide(&*policy, &collector.ballot(elapsed, &config)), elapsed);
+                    Some(late) => early_late.push(late),
+                    None => {}
+                },
+                () = tokio::time::sleep_until(timer) => {
+                    let now = Instant::now();
+                    let missing: Vec<usize> = collector.outstanding().collect();
+                    if now >= deadline {
+                        for i in missing {
+                            let mut timeout = failed(i as u16, &nodes[i], Outcome::Timeout);
+                            timeout.vote.latency_us = budget.as_micros() as u32;
+                            self.count_vote(&nodes[i], &timeout.vote);
+                            collector.push(timeout);
+                        }
+                    } else if straggler_at.is_some_and(|t| now >= t) {
+                        for i in missing {
+                            self.cut(&mut collector, &nodes, i, Outcome::Cut);
+                        }
+                    } else {
+                        wake_at = None;
+                    }
                 }
             }
         };
@@ -137,39 +201,78 @@ impl Fanout {
             nodes,
             elapsed_ms,
         };
-        let record = self.recorder.as_ref().map(|recorder| {
-            let received = &collected.collector.received;
-            let about = Recorded {
-                method: call.method,
-                kind: call.kind,
-                version: call.version,
-                nodes: collected.nodes.len() as u16,
-                pending: collected.nodes.len().saturating_sub(received.len()) as u16,
-                config: &config,
-                block_hash: call.block_hash,
-                elapsed_ms,
-                policy_sha256: &policy.info().sha256,
-            };
-            let reason = collected.decision.verdict.reason();
-            let case = record::case(&about, received, collected.followed(), reason);
-            (Arc::clone(recorder), case)
-        });
-        if !replies.is_empty() {
-            tokio::spawn(finish_late(
-                replies,
-                Late {
-                    nodes: Arc::clone(&collected.nodes),
+        let mut late = Late {
+            nodes: Arc::clone(&collected.nodes),
+            kind: call.kind,
+            method: call.method.to_owned(),
+            block_hash: call.block_hash.map(str::to_owned),
+            answered: collected.followed().map(|r| r.vote.status),
+            metrics: Arc::clone(&self.metrics),
+            record: self.recorder.as_ref().map(|recorder| {
+                let received = &collected.collector.received;
+                let seen = collected.collector.ballot(elapsed_ms, &config);
+                let about = Recorded {
+                    method: call.method,
                     kind: call.kind,
-                    method: call.method.to_owned(),
-                    block_hash: call.block_hash.map(str::to_owned),
-                    metrics: Arc::clone(&self.metrics),
-                    record,
-                },
-            ));
-        } else if let Some((recorder, case)) = record {
-            recorder.write(&case);
+                    version: call.version,
+                    nodes: collected.nodes.len() as u16,
+                    pending: seen.context.pending,
+                    config: &config,
+                    block_hash: call.block_hash,
+                    elapsed_ms,
+                    policy_sha256: &policy.info().sha256,
+                };
+                let reason = collected.decision.verdict.reason();
+                let pending = &seen.votes[received.len()..];
+                let case = record::case(&about, received, pending, collected.followed(), reason);
+                (Arc::clone(recorder), case)
+            }),
+        };
+        for reply in early_late {
+            late.take(reply);
+        }
+        if replies.is_empty() {
+            late.finish();
+        } else {
+            tokio::spawn(finish_late(replies, late));
         }
         collected
+    }
+
+    /// Counts node `index`'s vote as not waited for (its call still runs).
+    fn cut(&self, collector: &mut Collector, nodes: &[Arc<Node>], index: usize, outcome: Outcome) {
+        let node = &nodes[index];
+        let cut = failed(index as u16, node, outcome);
+        node.count_cut(cut_reason(cut.vote.health));
+        self.count_vote(node, &cut.vote);
+        collector.push(cut);
+    }
+
+    /// When the votes still out stop being waited for: once the votes in hand would give a
+    /// verdict to follow, each outstanding EL's straggler bound from `ready` (the latest of
+    /// them); `None` while nothing would be decided, or when an EL is to be waited for.
+    fn straggler_deadline(
+        &self,
+        policy: &dyn Policy,
+        collector: &Collector,
+        nodes: &[Arc<Node>],
+        config: &str,
+        ready: Duration,
+        start: Instant,
+    ) -> Option<Instant> {
+        let if_cut = policy.decide(&collector.ballot_if_cut(millis(ready), config));
+        if if_cut.fault.is_some() || !matches!(if_cut.verdict, Verdict::Follow { .. }) {
+            return None;
+        }
+        let mut until = ready;
+        for i in collector.outstanding() {
+            let typical = nodes[i]
+                .health()
+                .vote_latency_ms
+                .map(|ms| Duration::from_secs_f64(ms / 1e3));
+            until = until.max(nodes[i].straggler.until(ready, typical)?);
+        }
+        Some(start + until)
     }
 
     /// Asks `policy` about `ballot`, timing it and counting faults.
@@ -190,61 +293,108 @@ impl Fanout {
 
     /// `eb_votes_total{node, status, outcome}`.
     fn count_vote(&self, node: &Node, vote: &Vote) {
-        let outcome = match vote.outcome {
-            Outcome::Answered => "answered",
-            Outcome::Timeout => "timeout",
-            Outcome::Unreachable => "unreachable",
-            Outcome::RpcError => "rpc_error",
-            Outcome::Malformed => "malformed",
-        };
         let labels = vec![
             ("node", node.url.clone()),
             ("status", vote.status.name().to_owned()),
-            ("outcome", outcome.to_owned()),
+            ("outcome", outcome_name(vote.outcome).to_owned()),
         ];
         self.metrics.votes.get_or_create(&labels).inc();
     }
 }
 
-/// What the replies after the verdict still need.
+/// An outcome's label in `eb_votes_total`.
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Answered => "answered",
+        Outcome::Timeout => "timeout",
+        Outcome::Unreachable => "unreachable",
+        Outcome::RpcError => "rpc_error",
+        Outcome::Malformed => "malformed",
+        Outcome::Cut => "cut",
+        Outcome::Pending => "pending",
+    }
+}
+
+fn millis(d: Duration) -> u32 {
+    d.as_millis().min(u128::from(u32::MAX)) as u32
+}
+
+/// The replies that come after the verdict, and what they are checked against.
 struct Late {
     nodes: Arc<Vec<Arc<Node>>>,
     kind: VoteKind,
     method: String,
     block_hash: Option<String>,
+    /// The status of the answer given (`None`: SYNCING or an error).
+    answered: Option<Status>,
     metrics: Arc<Metrics>,
     record: Option<(Arc<Recorder>, Case)>,
 }
 
-/// Lets the replies that come after the verdict finish: their latency still feeds health, and
-/// the recording gets them as late votes.
-async fn finish_late(mut replies: FuturesUnordered<Pending>, mut late: Late) {
-    while let Some((index, reply)) = replies.next().await {
-        late.metrics.late_votes.inc();
-        let Ok(timed) = reply else { continue };
-        let node = &late.nodes[index];
-        node.observe(&timed);
-        tracing::debug!(node = %node.url, method = %late.method, latency_ms = timed.latency.as_millis() as u64, "late vote");
-        if let Some((_, case)) = &mut late.record {
-            let received = receive(
-                index as u16,
-                node,
-                late.kind,
-                &timed,
-                late.block_hash.as_deref(),
-            );
-            case.votes.push(record::vote_spec(&received, true));
+impl Late {
+    /// One late reply: it feeds health, is counted per node, is logged and counted when it
+    /// contradicts the answer given, and joins the recording.
+    fn take(&mut self, (index, reply): Reply) {
+        let node = &self.nodes[index];
+        let labels = vec![("node", node.url.clone())];
+        self.metrics.late_votes.get_or_create(&labels).inc();
+        let Ok(timed) = reply else { return };
+        node.observe_vote(&timed);
+        let received = receive(
+            index as u16,
+            node,
+            self.kind,
+            &timed,
+            self.block_hash.as_deref(),
+        );
+        let status = received.vote.status.normalized();
+        let contradicts = matches!(
+            (self.answered.map(Status::normalized), status),
+            (Some(Status::Valid), Status::Invalid) | (Some(Status::Invalid), Status::Valid)
+        );
+        if contradicts {
+            self.metrics
+                .late_contradictions
+                .get_or_create(&labels)
+                .inc();
+            tracing::warn!(node = %node.url, method = %self.method, block = self.block_hash.as_deref().unwrap_or("-"),
+                late = status.name(), answered = self.answered.map_or("-", Status::name),
+                "a late vote contradicts the answer given");
+        } else {
+            tracing::debug!(node = %node.url, method = %self.method, latency_ms = timed.latency.as_millis() as u64, "late vote");
+        }
+        if let Some((_, case)) = &mut self.record {
+            case.votes.push(record::vote_spec(
+                &received.vote,
+                received.lvh.as_deref(),
+                true,
+            ));
         }
     }
-    if let Some((recorder, case)) = late.record {
-        recorder.write(&case);
+
+    /// Writes the recording, late votes included.
+    fn finish(self) {
+        if let Some((recorder, case)) = self.record {
+            recorder.write(&case);
+        }
     }
+}
+
+/// Lets the replies that come after the verdict finish.
+async fn finish_late(mut replies: FuturesUnordered<Pending>, mut late: Late) {
+    while let Some(reply) = replies.next().await {
+        late.take(reply);
+    }
+    late.finish();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::nodes::testing::{self, Scripted};
+    use crate::nodes::NodeState;
+    use crate::policy::PolicySource;
+    use crate::straggler::Straggler;
     use crate::upstream::Reply;
     use policy_sdk::Status;
     use std::time::Duration;
@@ -264,12 +414,32 @@ mod tests {
         }))
     }
 
-    /// The fan-out over `els` (each with `timeout`), deciding with the embedded default policy.
-    fn fanout(els: &[Arc<Scripted>], timeout: Duration) -> Fanout {
-        let nodes = testing::nodes(els, timeout);
+    /// The fan-out over `els` (each with `timeout` and `straggler`), deciding with `policy`.
+    fn fanout_with(
+        els: &[Arc<Scripted>],
+        timeout: Duration,
+        straggler: Straggler,
+        policy: Option<Arc<dyn Policy>>,
+    ) -> (Fanout, Arc<Nodes>) {
+        let nodes = testing::nodes_with(els, timeout, straggler);
         let metrics = Arc::new(Metrics::default());
-        let slot = PolicySlot::embedded(Arc::clone(&metrics));
-        Fanout::new(nodes, Arc::new(slot), metrics, None)
+        let slot = match policy {
+            None => PolicySlot::embedded(Arc::clone(&metrics)),
+            Some(policy) => PolicySlot::new(
+                policy,
+                PolicySource::Embedded,
+                String::new(),
+                None,
+                Arc::clone(&metrics),
+            ),
+        };
+        let fanout = Fanout::new(Arc::clone(&nodes), Arc::new(slot), metrics, None);
+        (fanout, nodes)
+    }
+
+    /// The fan-out over `els` on the defaults, deciding with the embedded default policy.
+    fn fanout(els: &[Arc<Scripted>], timeout: Duration) -> Fanout {
+        fanout_with(els, timeout, Straggler::Auto, None).0
     }
 
     fn call(body: &'static str) -> VoteCall<'static> {
@@ -286,26 +456,134 @@ mod tests {
         collected.followed().map(|r| r.vote.status)
     }
 
+    /// (node, outcome, health) of each vote the decision saw.
+    fn votes(collected: &Collected) -> Vec<(u16, Outcome, Health)> {
+        let received = &collected.collector.received;
+        received
+            .iter()
+            .map(|r| (r.vote.node, r.vote.outcome, r.vote.health))
+            .collect()
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_slow_el_holds_a_valid_verdict_until_it_answers() {
+    async fn a_slow_el_is_cut_at_the_straggler_deadline_and_still_gets_the_call() {
+        let slow = el("VALID", 3_000);
         let fanout = fanout(
-            &[el("VALID", 10), el("VALID", 12), el("VALID", 3_000)],
+            &[el("VALID", 10), el("VALID", 12), Arc::clone(&slow)],
             route::MAX_EL_TIMEOUT,
         );
         let collected = fanout.run(&call("{}")).await;
         assert_eq!(followed_status(&collected), Some(Status::Valid));
-        assert_eq!(collected.collector.received.len(), 3, "every vote counted");
+        let floor = crate::straggler::FLOOR.as_millis() as u32;
         assert_eq!(
-            collected.elapsed_ms, 3_000,
-            "a VALID verdict waits for every vote: one late INVALID would make it SYNCING"
+            collected.elapsed_ms,
+            10 + floor,
+            "the first VALID would decide (the default rule counts answers): the floor past it"
+        );
+        assert_eq!(votes(&collected)[2], (2, Outcome::Cut, Health::Unknown));
+        assert_eq!(
+            slow.seen.lock().expect("seen").len(),
+            1,
+            "it still got the call"
         );
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_missing_el_counts_as_a_timeout_after_its_own_timeout() {
+    async fn a_slower_el_with_history_is_waited_for_twice_its_usual_time() {
+        let (fanout, nodes) = fanout_with(
+            &[el("VALID", 10), el("VALID", 12), el("VALID", 300)],
+            route::MAX_EL_TIMEOUT,
+            Straggler::Auto,
+            None,
+        );
+        let first = fanout.run(&call("{}")).await;
+        assert_eq!(first.elapsed_ms, 210, "no history yet: the floor");
+        // The cut call's answer still arrives and teaches eb the EL's usual time.
+        let learnt = || nodes.snapshot()[2].health().vote_latency_ms;
+        while learnt().is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let second = fanout.run(&call("{}")).await;
+        assert_eq!(
+            second.elapsed_ms, 300,
+            "waited for (2 × 300 ms from fan-out), it answered at 300"
+        );
+        assert_eq!(votes(&second)[2].1, Outcome::Answered);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn straggler_wait_keeps_the_verdict_waiting_for_every_el() {
+        let (fanout, _) = fanout_with(
+            &[el("VALID", 10), el("VALID", 12), el("VALID", 3_000)],
+            route::MAX_EL_TIMEOUT,
+            Straggler::Wait,
+            None,
+        );
+        let collected = fanout.run(&call("{}")).await;
+        assert_eq!(followed_status(&collected), Some(Status::Valid));
+        assert_eq!(collected.elapsed_ms, 3_000);
+        assert_eq!(votes(&collected)[2].1, Outcome::Answered);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_el_known_offline_is_cut_at_once() {
+        let (fanout, nodes) = fanout_with(
+            &[el("VALID", 10), el("VALID", 12), el("VALID", 3_600_000)],
+            route::MAX_EL_TIMEOUT,
+            Straggler::Auto,
+            None,
+        );
+        nodes.snapshot()[2].set_state(NodeState::Offline, None);
+        let collected = fanout.run(&call("{}")).await;
+        assert_eq!(followed_status(&collected), Some(Status::Valid));
+        assert_eq!(collected.elapsed_ms, 12, "as fast as the healthy ELs");
+        assert_eq!(votes(&collected)[0], (2, Outcome::Cut, Health::Offline));
+        assert_eq!(nodes.snapshot()[2].cut_count(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn when_every_el_looks_down_the_verdict_still_waits_for_them() {
+        let (fanout, nodes) = fanout_with(
+            &[el("VALID", 10), el("VALID", 12)],
+            route::MAX_EL_TIMEOUT,
+            Straggler::Auto,
+            None,
+        );
+        for node in nodes.snapshot().iter() {
+            node.set_state(NodeState::Offline, None);
+        }
+        let collected = fanout.run(&call("{}")).await;
+        assert_eq!(
+            followed_status(&collected),
+            Some(Status::Valid),
+            "they were back"
+        );
+        assert_eq!(collected.elapsed_ms, 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_el_is_cut_at_once_once_busy_past_a_second() {
+        let hung = el("VALID", 3_600_000);
         let fanout = fanout(
+            &[el("VALID", 10), el("VALID", 12), Arc::clone(&hung)],
+            route::MAX_EL_TIMEOUT,
+        );
+        let first = fanout.run(&call(r#"{"n":1}"#)).await;
+        assert_eq!(first.elapsed_ms, 210, "unknown yet: the straggler deadline");
+        tokio::time::sleep(crate::nodes::HUNG_AFTER).await;
+        let second = fanout.run(&call(r#"{"n":2}"#)).await;
+        assert_eq!(second.elapsed_ms, 12, "busy for over a second: cut at once");
+        assert_eq!(votes(&second)[0], (2, Outcome::Cut, Health::Hung));
+        assert_eq!(followed_status(&second), Some(Status::Valid));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_straggler_wait_a_missing_el_is_a_timeout_after_its_own_timeout() {
+        let (fanout, _) = fanout_with(
             &[el("VALID", 5), el("VALID", 7), el("VALID", 3_600_000)],
             Duration::from_millis(2_000),
+            Straggler::Wait,
+            None,
         );
         let collected = fanout.run(&call("{}")).await;
         assert_eq!(
@@ -313,9 +591,56 @@ mod tests {
             Some(Status::Valid),
             "2 of 2 counted"
         );
-        let missing = &collected.collector.received[2].vote;
-        assert_eq!((missing.node, missing.outcome), (2, Outcome::Timeout));
+        assert_eq!(votes(&collected)[2].1, Outcome::Timeout);
         assert_eq!(collected.elapsed_ms, 2_000);
+    }
+
+    /// A policy with its own straggler rule: wait until 100 ms, then follow the first answer.
+    struct WakeAt100(crate::policy::PolicyInfo);
+
+    impl Policy for WakeAt100 {
+        fn decide(&self, ballot: &Ballot) -> Decision {
+            let verdict = if ballot.context.elapsed_ms < 100 && !ballot.context.is_final {
+                Verdict::Wake { at_ms: 100 }
+            } else {
+                match ballot.votes.iter().position(Vote::is_answer) {
+                    Some(i) => Verdict::Follow {
+                        vote: i as u16,
+                        reason: 7,
+                    },
+                    None => Verdict::Syncing { reason: 7 },
+                }
+            };
+            Decision::checked(ballot, verdict, 0)
+        }
+
+        fn info(&self) -> &crate::policy::PolicyInfo {
+            &self.0
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_policy_is_woken_at_the_time_it_names() {
+        let info = crate::policy::PolicyInfo {
+            name: "wake".into(),
+            sha256: String::new(),
+            size: 0,
+            config: String::new(),
+            loaded_at: std::time::SystemTime::UNIX_EPOCH,
+        };
+        let (fanout, _) = fanout_with(
+            &[el("VALID", 10), el("VALID", 5_000)],
+            route::MAX_EL_TIMEOUT,
+            Straggler::Wait,
+            Some(Arc::new(WakeAt100(info))),
+        );
+        let collected = fanout.run(&call("{}")).await;
+        assert_eq!(
+            collected.elapsed_ms, 100,
+            "asked again at 100 ms without a new vote"
+        );
+        assert_eq!(collected.followed().map(|r| r.vote.node), Some(0));
+        assert_eq!(collected.decision.verdict.reason(), 7);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,28 +1,52 @@
 //! Calls every EL answers for itself, merged into one answer: `engine_exchangeCapabilities`
 //! (the methods every answering EL supports) and `engine_getClientVersionV1` (every EL's
-//! entries in one flat array, as `identification.md` asks of multiplexers).
+//! entries in one flat array, as `identification.md` asks of multiplexers). ELs that have not
+//! answered shortly after the first one are left out.
 
 use crate::error::{Answer, EngineError};
 use crate::health::record_client;
+use crate::hedge;
 use crate::nodes::{Node, Nodes};
 use crate::rpc::Call;
 use crate::upstream::{Reply, Timed};
 use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::sync::Arc;
+use tokio::time::Instant;
 
-/// Sends `call` to every EL at once and waits for all (each within the call's budget).
+/// Sends `call` to every EL at once; waits for all within the call's budget, but once one has
+/// answered, at most [`hedge::MAX`] more: a hung EL does not hold the merged answer.
 async fn ask_all(nodes: &Nodes, call: &Call<'_>) -> Vec<(Arc<Node>, Timed)> {
     let budget = crate::route::budget(&call.method);
-    let nodes = nodes.snapshot();
-    futures_util::future::join_all(nodes.iter().map(|node| {
-        let body = call.bytes.clone();
-        async move {
-            let timed = node.call(body, budget).await;
-            node.observe(&timed);
-            (Arc::clone(node), timed)
+    let mut asked: FuturesUnordered<_> = nodes
+        .snapshot()
+        .iter()
+        .map(|node| {
+            let (node, body) = (Arc::clone(node), call.bytes.clone());
+            async move {
+                let timed = node.call(body, budget).await;
+                node.observe(&timed);
+                (node, timed)
+            }
+        })
+        .collect();
+    let mut replies = Vec::with_capacity(asked.len());
+    let mut cutoff = Instant::now() + budget;
+    loop {
+        tokio::select! {
+            next = asked.next() => match next {
+                Some(reply) => {
+                    if matches!(reply.1.reply, Reply::Body(_)) {
+                        cutoff = cutoff.min(Instant::now() + hedge::MAX);
+                    }
+                    replies.push(reply);
+                }
+                None => break,
+            },
+            () = tokio::time::sleep_until(cutoff) => break,
         }
-    }))
-    .await
+    }
+    replies
 }
 
 /// The `result` of each reply that has one, as `T`.

@@ -45,8 +45,23 @@ pub struct Metrics {
     pub payload_builds: Gauge,
     /// `eb_in_flight_calls`: CL calls being answered.
     pub in_flight: Gauge,
-    /// `eb_late_votes_total`: EL answers that came after the verdict.
-    pub late_votes: Counter,
+    /// `eb_late_votes_total{node}`: EL answers that came after the verdict.
+    pub late_votes: Family<Labels, Counter>,
+    /// `eb_late_contradictions_total{node}`: late votes opposite to the answer given (INVALID
+    /// after VALID, or VALID after INVALID).
+    pub late_contradictions: Family<Labels, Counter>,
+    /// `eb_el_cut_total{node, reason}`: votes not waited for (offline, auth_failed, hung,
+    /// straggler).
+    pub cut_votes: Family<Labels, Counter>,
+    /// `eb_el_queue_dropped_total{node}`: queued calls dropped because the queue was full.
+    pub queue_dropped: Family<Labels, Counter>,
+    /// `eb_el_queue_calls{node}`: calls waiting in the EL's ordered queue (set when scraped).
+    pub queue_calls: Family<Labels, Gauge>,
+    /// `eb_el_queue_bytes{node}`: their bytes (set when scraped).
+    pub queue_bytes: Family<Labels, Gauge>,
+    /// `eb_el_last_answer_age_seconds{node}`: time since the EL last answered (set when
+    /// scraped; absent before its first answer).
+    pub last_answer_age: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// `eb_verdict_flips_total`: ELs voting the opposite of a final answer already given.
     pub verdict_flips: Counter,
     /// `eb_policy_reloads_total{result}`.
@@ -67,7 +82,13 @@ impl Default for Metrics {
             primary_changes: Counter::default(),
             payload_builds: Gauge::default(),
             in_flight: Gauge::default(),
-            late_votes: Counter::default(),
+            late_votes: Family::default(),
+            late_contradictions: Family::default(),
+            cut_votes: Family::default(),
+            queue_dropped: Family::default(),
+            queue_calls: Family::default(),
+            queue_bytes: Family::default(),
+            last_answer_age: Family::default(),
             verdict_flips: Counter::default(),
             policy_reloads: Family::default(),
         };
@@ -128,6 +149,37 @@ impl Default for Metrics {
             "late_votes",
             "EL answers that arrived after the verdict",
             m.late_votes.clone(),
+        );
+        r.register(
+            "late_contradictions",
+            "Late votes opposite to the answer given",
+            m.late_contradictions.clone(),
+        );
+        r.register(
+            "el_cut",
+            "Votes not waited for, by node and reason",
+            m.cut_votes.clone(),
+        );
+        r.register(
+            "el_queue_dropped",
+            "Queued calls dropped because the EL's queue was full",
+            m.queue_dropped.clone(),
+        );
+        r.register(
+            "el_queue_calls",
+            "Calls waiting in the EL's ordered queue",
+            m.queue_calls.clone(),
+        );
+        r.register(
+            "el_queue_bytes",
+            "Bytes of calls waiting in the EL's ordered queue",
+            m.queue_bytes.clone(),
+        );
+        r.register_with_unit(
+            "el_last_answer_age",
+            "Time since the EL last answered",
+            Unit::Seconds,
+            m.last_answer_age.clone(),
         );
         r.register(
             "verdict_flips",
@@ -229,6 +281,10 @@ mod tests {
             ])
             .inc();
         m.set_state("n", NodeState::Synced);
+        let node = vec![("node", "n".to_owned())];
+        m.last_answer_age.get_or_create(&node).set(0.25);
+        m.queue_calls.get_or_create(&node).set(3);
+        m.late_votes.get_or_create(&node).inc();
         {
             let _call = InFlight::start(&m.in_flight);
             assert_eq!(m.in_flight.get(), 1);
@@ -249,6 +305,15 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+        assert!(
+            text.contains(r#"eb_el_last_answer_age_seconds{node="n"} 0.25"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"eb_el_queue_calls{node="n"} 3"#), "{text}");
+        assert!(
+            text.contains(r#"eb_late_votes_total{node="n"} 1"#),
+            "{text}"
+        );
         let classic = m.encode_classic();
         assert!(
             classic.contains("# TYPE eb_verdict_flips_total counter"),

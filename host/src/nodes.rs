@@ -1,21 +1,26 @@
-//! The ELs eb drives: each with its own secret, timeout, ordered call queue and health state,
-//! and the choice of the primary among them.
+//! The ELs eb drives: each with its own secret, timeout, straggler setting, ordered call queue
+//! and health state, and the choice of the primary among them.
 
 use crate::auth::Minter;
 use crate::config::{redact, NodeConfig};
 use crate::metrics::Metrics;
 pub use crate::node_state::NodeState;
+use crate::queue::{self, CallQueue};
+use crate::straggler::Straggler;
 use crate::upstream::{self, Http, Reply, Timed, Transport};
 use bytes::Bytes;
+use policy_sdk::abi::Health as VoteHealth;
 use policy_sdk::ClientCode;
 use reqwest::{Client, Url};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
+use tokio::time::Instant;
 
-/// Calls waiting for one EL before new ones are refused (answered as unreachable).
-pub const QUEUE_DEPTH: usize = 256;
+/// Busy with one call for longer than this, an EL cannot answer a call queued behind it in
+/// time for the attestation: the fan-out cuts it at once.
+pub const HUNG_AFTER: Duration = Duration::from_secs(1);
 
 /// What eb knows about one EL.
 #[derive(Clone, Debug)]
@@ -24,6 +29,11 @@ pub struct Health {
     pub state: NodeState,
     /// Latency EWMA over health checks and live calls, in milliseconds.
     pub latency_ms: Option<f64>,
+    /// Latency EWMA of answered state-changing calls, in milliseconds (the straggler rule's
+    /// "typical" time).
+    pub vote_latency_ms: Option<f64>,
+    /// When the EL last answered anything.
+    pub last_answer: Option<Instant>,
     /// Client code from `engine_getClientVersionV1`.
     pub client: ClientCode,
     /// `name version` from `engine_getClientVersionV1`.
@@ -32,13 +42,11 @@ pub struct Health {
     pub last_error: Option<String>,
 }
 
-/// Weight of the newest sample in the latency EWMA.
+/// Weight of the newest sample in the latency EWMAs.
 const EWMA_WEIGHT: f64 = 0.2;
 
-struct Job {
-    body: Bytes,
-    timeout: Duration,
-    reply: oneshot::Sender<Timed>,
+fn ewma(old: Option<f64>, sample: f64) -> Option<f64> {
+    Some(old.map_or(sample, |old| old + EWMA_WEIGHT * (sample - old)))
 }
 
 /// One EL.
@@ -53,12 +61,15 @@ pub struct Node {
     pub timeout: Duration,
     /// `#do-not-use`.
     pub do_not_use: bool,
+    /// How long a verdict waits for this EL once the others decide it.
+    pub straggler: Straggler,
     transport: Arc<dyn Transport>,
-    queue: mpsc::Sender<Job>,
+    queue: Arc<CallQueue>,
     health: Mutex<Health>,
     /// Wakes the health loop for an early check.
     pub recheck: Notify,
     removed: AtomicBool,
+    cut: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -71,55 +82,84 @@ impl std::fmt::Debug for Node {
     }
 }
 
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
+}
+
 impl Node {
     /// Creates the node and starts its ordered worker (needs a tokio runtime); the worker
-    /// stops when the node is dropped.
+    /// stops once the node is dropped and its queue delivered.
     pub fn spawn(
         id: u64,
         config: &NodeConfig,
         transport: Arc<dyn Transport>,
         metrics: Arc<Metrics>,
     ) -> Arc<Node> {
-        let (queue, jobs) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(deliver_in_order(Arc::clone(&transport), jobs));
+        let queue = Arc::new(CallQueue::new(config.queue));
+        tokio::spawn(queue::deliver(Arc::clone(&queue), Arc::clone(&transport)));
         Arc::new(Node {
             id,
             url: redact(&config.url),
             endpoint: config.url.clone(),
             timeout: config.timeout,
             do_not_use: config.do_not_use,
+            straggler: config.straggler,
             transport,
             queue,
             health: Mutex::new(Health {
                 state: NodeState::Unknown,
                 latency_ms: None,
+                vote_latency_ms: None,
+                last_answer: None,
                 client: ClientCode::UNKNOWN,
                 client_version: None,
                 last_error: None,
             }),
             recheck: Notify::new(),
             removed: AtomicBool::new(false),
+            cut: AtomicU64::new(0),
             metrics,
         })
     }
 
-    /// Queues a state-changing call behind the ones already queued for this EL. The receiver
-    /// gets the reply; a full queue answers at once as unreachable.
+    /// Queues a state-changing call behind the ones already queued for this EL; the receiver
+    /// gets the reply. A full queue drops its oldest calls, loudly.
     pub fn enqueue(&self, body: Bytes, timeout: Duration) -> oneshot::Receiver<Timed> {
-        let (reply, receiver) = oneshot::channel();
-        if let Err(mpsc::error::TrySendError::Full(job) | mpsc::error::TrySendError::Closed(job)) =
-            self.queue.try_send(Job {
-                body,
-                timeout,
-                reply,
-            })
-        {
-            let _ = job.reply.send(Timed {
-                reply: Reply::Unreachable("call queue full".to_owned()),
-                latency: Duration::ZERO,
-            });
+        let (receiver, dropped) = self.queue.push(body, timeout);
+        if dropped > 0 {
+            self.metrics
+                .queue_dropped
+                .get_or_create(&vec![("node", self.url.clone())])
+                .inc_by(dropped as u64);
+            let depth = self.queue.depth();
+            tracing::warn!(node = %self.url, dropped, queued = depth.calls, queued_bytes = depth.bytes,
+                "EL call queue full: oldest calls dropped (the EL catches up from its peers)");
         }
         receiver
+    }
+
+    /// Counts a vote of this EL that was not waited for (`reason` as in `eb_el_cut_total`).
+    pub fn count_cut(&self, reason: &str) {
+        self.cut.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .cut_votes
+            .get_or_create(&vec![
+                ("node", self.url.clone()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// Votes of this EL not waited for since start.
+    pub fn cut_count(&self) -> u64 {
+        self.cut.load(Ordering::Relaxed)
+    }
+
+    /// What the EL's ordered queue holds now.
+    pub fn queue_depth(&self) -> queue::Depth {
+        self.queue.depth()
     }
 
     /// Sends a call now, outside the ordered queue (reads, merges, health checks).
@@ -138,11 +178,31 @@ impl Node {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Feeds a live call's outcome into the health state: latency into the EWMA; a failure
-    /// asks the health loop for an early recheck.
+    /// The EL's health as a policy sees it: its state, or hung while one call has been out
+    /// longer than [`HUNG_AFTER`].
+    pub fn vote_health(&self) -> VoteHealth {
+        if self.queue.depth().busy_for >= Some(HUNG_AFTER) {
+            return VoteHealth::Hung;
+        }
+        match self.lock().state {
+            NodeState::Unknown => VoteHealth::Unknown,
+            NodeState::Synced => VoteHealth::Synced,
+            NodeState::Syncing => VoteHealth::Syncing,
+            NodeState::Offline => VoteHealth::Offline,
+            NodeState::AuthFailed => VoteHealth::AuthFailed,
+        }
+    }
+
+    /// Feeds a live call's outcome into the health state: latency into the EWMA; a failure,
+    /// or an answer from an EL marked offline, asks the health loop for an early recheck.
     pub fn observe(&self, timed: &Timed) {
         match &timed.reply {
-            Reply::Body(_) => self.record_latency(timed),
+            Reply::Body(_) => {
+                self.record_latency(timed);
+                if self.lock().state == NodeState::Offline {
+                    self.recheck.notify_one();
+                }
+            }
             Reply::AuthRejected(status) => {
                 self.metrics.set_state(&self.url, NodeState::AuthFailed);
                 let mut health = self.lock();
@@ -153,18 +213,26 @@ impl Node {
         }
     }
 
+    /// [`observe`](Self::observe) for a state-changing call: an answer also feeds the EWMA
+    /// the straggler rule reads.
+    pub fn observe_vote(&self, timed: &Timed) {
+        self.observe(timed);
+        if let Reply::Body(_) = timed.reply {
+            let mut health = self.lock();
+            health.vote_latency_ms =
+                ewma(health.vote_latency_ms, timed.latency.as_secs_f64() * 1e3);
+        }
+    }
+
     /// Feeds an answered call's latency into the EWMA and the latency histogram.
     pub fn record_latency(&self, timed: &Timed) {
         self.metrics
             .el_latency
             .get_or_create(&vec![("node", self.url.clone())])
             .observe(timed.latency.as_secs_f64());
-        let ms = timed.latency.as_secs_f64() * 1000.0;
         let mut health = self.lock();
-        health.latency_ms = Some(match health.latency_ms {
-            Some(old) => old + EWMA_WEIGHT * (ms - old),
-            None => ms,
-        });
+        health.latency_ms = ewma(health.latency_ms, timed.latency.as_secs_f64() * 1e3);
+        health.last_answer = Some(Instant::now());
     }
 
     /// Records a health check's verdict.
@@ -172,7 +240,7 @@ impl Node {
         self.metrics.set_state(&self.url, state);
         let mut health = self.lock();
         health.state = state;
-        if error.is_some() || matches!(state, NodeState::Synced | NodeState::Syncing) {
+        if error.is_some() || state.is_up() {
             health.last_error = error;
         }
     }
@@ -192,14 +260,6 @@ impl Node {
     fn mark_removed(&self) {
         self.removed.store(true, Ordering::Release);
         self.recheck.notify_one();
-    }
-}
-
-/// The ordered worker: one call at a time, in the order they were queued.
-async fn deliver_in_order(transport: Arc<dyn Transport>, mut jobs: mpsc::Receiver<Job>) {
-    while let Some(job) = jobs.recv().await {
-        let timed = transport.post(job.body, job.timeout).await;
-        let _ = job.reply.send(timed);
     }
 }
 
@@ -233,6 +293,9 @@ pub enum NodesError {
     /// eb cannot run without ELs.
     #[error("cannot remove the last node")]
     LastNode,
+    /// A policy ballot holds at most this many ELs.
+    #[error("at most {0} nodes")]
+    TooMany(usize),
 }
 
 impl Nodes {
@@ -276,6 +339,9 @@ impl Nodes {
         let name = redact(&config.url);
         if list.iter().any(|n| n.endpoint == config.url) {
             return Err(NodesError::Duplicate(name));
+        }
+        if list.len() >= policy_sdk::abi::MAX_VOTES {
+            return Err(NodesError::TooMany(policy_sdk::abi::MAX_VOTES));
         }
         let node = Node::spawn(
             self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -328,8 +394,8 @@ impl Nodes {
         }
     }
 
-    /// Nodes to try for a read, best first: the primary, then Synced ones by latency, then
-    /// Syncing, Unknown, Offline; never `#do-not-use` nodes.
+    /// Nodes to try for a read, best first: the primary (unless hung), then Synced ones by
+    /// latency, then Syncing, Unknown, hung, Offline, AuthFailed; never `#do-not-use` nodes.
     pub fn read_order(&self) -> Vec<Arc<Node>> {
         let primary = self.primary_id();
         let mut nodes: Vec<(u8, f64, Arc<Node>)> = self
@@ -337,16 +403,18 @@ impl Nodes {
             .iter()
             .filter(|n| !n.do_not_use)
             .map(|n| {
-                let h = n.health();
-                let rank = match (Some(n.id) == primary, h.state) {
-                    (true, _) => 0,
-                    (_, NodeState::Synced) => 1,
-                    (_, NodeState::Syncing) => 2,
-                    (_, NodeState::Unknown) => 3,
-                    (_, NodeState::Offline) => 4,
-                    (_, NodeState::AuthFailed) => 5,
+                let health = n.vote_health();
+                let rank = match health {
+                    VoteHealth::Hung => 4,
+                    _ if Some(n.id) == primary => 0,
+                    VoteHealth::Synced => 1,
+                    VoteHealth::Syncing => 2,
+                    VoteHealth::Unknown => 3,
+                    VoteHealth::Offline => 5,
+                    VoteHealth::AuthFailed => 6,
                 };
-                (rank, h.latency_ms.unwrap_or(f64::MAX), Arc::clone(n))
+                let latency = n.health().latency_ms.unwrap_or(f64::MAX);
+                (rank, latency, Arc::clone(n))
             })
             .collect();
         nodes.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
@@ -448,16 +516,36 @@ pub(crate) mod testing {
 
     /// The config of test node `i` (a placeholder URL that is never dialled).
     pub fn config(i: usize, timeout: Duration, do_not_use: bool) -> NodeConfig {
+        config_with(i, timeout, do_not_use, Straggler::Auto)
+    }
+
+    fn config_with(
+        i: usize,
+        timeout: Duration,
+        do_not_use: bool,
+        straggler: Straggler,
+    ) -> NodeConfig {
         NodeConfig {
             url: Url::parse(&format!("http://127.0.0.1:{}/", 9000 + i)).expect("url"),
             secret: JwtSecret::from_hex(&"11".repeat(32)).expect("hex"),
             timeout,
             do_not_use,
+            straggler,
+            queue: crate::queue::Limits::default(),
         }
     }
 
     /// Nodes on the given transports, each with `timeout`.
     pub fn nodes(transports: &[Arc<Scripted>], timeout: Duration) -> Arc<Nodes> {
+        nodes_with(transports, timeout, Straggler::Auto)
+    }
+
+    /// Nodes on the given transports, each with `timeout` and `straggler`.
+    pub fn nodes_with(
+        transports: &[Arc<Scripted>],
+        timeout: Duration,
+        straggler: Straggler,
+    ) -> Arc<Nodes> {
         let metrics = Arc::new(Metrics::default());
         let list = transports
             .iter()
@@ -466,7 +554,7 @@ pub(crate) mod testing {
                 let transport: Arc<dyn Transport> = Arc::clone(t) as Arc<dyn Transport>;
                 Node::spawn(
                     i as u64,
-                    &config(i, timeout, false),
+                    &config_with(i, timeout, false, straggler),
                     transport,
                     Arc::clone(&metrics),
                 )
@@ -512,18 +600,19 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn ordered_worker_delivers_in_queue_order_and_a_full_queue_answers_at_once() {
+    async fn ordered_worker_delivers_in_queue_order_and_a_full_queue_drops_the_oldest() {
         let el = answering(Duration::from_millis(100), "true");
         let nodes = nodes(&[Arc::clone(&el)], Duration::from_secs(1));
         let node = &nodes.snapshot()[0];
+        let calls = crate::queue::Limits::default().calls;
         let mut receivers = Vec::new();
         // Nothing runs between these sends: the worker has taken none yet.
-        for i in 0..=QUEUE_DEPTH {
+        for i in 0..=calls {
             receivers.push(node.enqueue(Bytes::from(i.to_string()), Duration::from_secs(1)));
         }
-        let last = receivers.pop().expect("one");
-        let refused = last.await.expect("answered");
-        assert!(matches!(refused.reply, Reply::Unreachable(ref e) if e == "call queue full"));
+        let oldest = receivers.remove(0).await.expect("answered");
+        assert!(matches!(oldest.reply, Reply::Unreachable(ref e) if e.starts_with("dropped")));
+        assert_eq!(node.queue_depth().dropped, 1);
         for receiver in receivers {
             assert!(matches!(
                 receiver.await.expect("reply").reply,
@@ -537,8 +626,30 @@ mod tests {
             .iter()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .collect();
-        let expected: Vec<String> = (0..QUEUE_DEPTH).map(|i| i.to_string()).collect();
+        let expected: Vec<String> = (1..=calls).map(|i| i.to_string()).collect();
         assert_eq!(seen, expected, "one at a time, in order");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_el_busy_with_one_call_for_a_second_is_hung() {
+        let nodes = nodes(
+            &[answering(Duration::from_secs(5), "true")],
+            Duration::from_secs(7),
+        );
+        let node = &nodes.snapshot()[0];
+        let answer = node.enqueue(Bytes::from_static(b"{}"), Duration::from_secs(7));
+        tokio::time::sleep(HUNG_AFTER - Duration::from_millis(1)).await;
+        assert_eq!(node.vote_health(), VoteHealth::Unknown);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(node.vote_health(), VoteHealth::Hung);
+        node.set_state(NodeState::Synced, None);
+        assert_eq!(
+            node.vote_health(),
+            VoteHealth::Hung,
+            "hung beats the health check"
+        );
+        answer.await.expect("answered");
+        assert_eq!(node.vote_health(), VoteHealth::Synced, "idle again");
     }
 
     #[tokio::test(start_paused = true)]

@@ -5,6 +5,7 @@
 
 use crate::cli::GetPayloadMode;
 use crate::error::{Answer, EngineError};
+use crate::hedge;
 use crate::nodes::{Node, Nodes};
 use crate::rpc::{Call, ElAnswer};
 use crate::upstream::Reply;
@@ -137,7 +138,7 @@ pub async fn get_payload(
     let Some(build) = requested.and_then(|id| payloads.get(id)) else {
         return Err(EngineError::UnknownPayload("Unknown payload"));
     };
-    let primary = nodes.primary_id();
+    let nodes_set = nodes;
     let nodes = nodes.snapshot();
     let mut builders: Vec<(Arc<Node>, String)> = build
         .builders
@@ -149,7 +150,13 @@ pub async fn get_payload(
                 .map(|n| (Arc::clone(n), el_id.clone()))
         })
         .collect();
-    builders.sort_by_key(|(n, _)| Some(n.id) != primary);
+    let order: Vec<u64> = nodes_set.read_order().iter().map(|n| n.id).collect();
+    builders.sort_by_key(|(n, _)| {
+        order
+            .iter()
+            .position(|id| *id == n.id)
+            .unwrap_or(usize::MAX)
+    });
     if builders.is_empty() {
         return Err(EngineError::UnknownPayload(
             "Unknown payload: its builders are gone",
@@ -180,49 +187,23 @@ fn ask(call: &Call<'_>, node: Arc<Node>, el_id: &str, timeout: Duration) -> Aske
     })
 }
 
-/// Asks builders in order; the next one starts when the previous fails or after a third of the
-/// budget without an answer (hedging), and the first result wins (else the last error).
+/// Asks builders in order, hedging: the next one starts when the previous fails or after its
+/// hedge delay (at most a third of the budget); the first result wins (else the last error).
 async fn first_success(
     call: &Call<'_>,
     builders: Vec<(Arc<Node>, String)>,
     budget: Duration,
 ) -> Option<Answer> {
-    let deadline = Instant::now() + budget;
-    let hedge = budget / 3;
-    let mut waiting = builders.into_iter();
-    let mut asked: FuturesUnordered<Asked> = FuturesUnordered::new();
-    let mut last = None;
-    let mut next_hedge = Instant::now();
-    loop {
-        let now = Instant::now();
-        if now >= next_hedge || asked.is_empty() {
-            match waiting.next() {
-                Some((node, el_id)) => {
-                    asked.push(ask(
-                        call,
-                        node,
-                        &el_id,
-                        deadline.saturating_duration_since(now),
-                    ));
-                    next_hedge = now + hedge;
-                }
-                None if asked.is_empty() => return last,
-                None => next_hedge = deadline,
-            }
-        }
-        tokio::select! {
-            Some(reply) = asked.next() => match classify(&reply) {
-                Some(Ok(result)) => return Some(Ok(result)),
-                Some(Err(error)) => { last = Some(Err(error)); next_hedge = Instant::now(); }
-                None => next_hedge = Instant::now(),
-            },
-            () = tokio::time::sleep_until(next_hedge.min(deadline)) => {
-                if Instant::now() >= deadline {
-                    return last;
-                }
-            }
-        }
-    }
+    let candidates = builders
+        .into_iter()
+        .map(|(node, el_id)| {
+            let body = builder_request(call, &el_id);
+            (node, body)
+        })
+        .collect();
+    hedge::first_answer(candidates, budget, budget / 3)
+        .await
+        .ok()
 }
 
 #[derive(Deserialize)]

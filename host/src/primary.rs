@@ -1,60 +1,79 @@
-//! Reads go to one EL: the primary first, then the next healthy EL when a call fails in
-//! transport (timeout, refused, HTTP error, unreadable answer), all inside the call's budget.
-//! A JSON-RPC error is an answer and is returned as is.
+//! Reads go to one EL: the primary first, hedged to the next EL in
+//! [`read_order`](Nodes::read_order) when it fails in transport (timeout, refused, HTTP error,
+//! unreadable answer) or is slow past its hedge delay, all inside the call's budget. A JSON-RPC
+//! error is an answer and is returned as is.
 
 use crate::error::{Answer, EngineError};
+use crate::hedge::{self, answer_of};
 use crate::nodes::Nodes;
-use crate::rpc::{Call, ElAnswer};
-use crate::upstream::{Reply, Timed};
+use crate::rpc::Call;
+use std::sync::Arc;
 use tokio::time::Instant;
 
-/// The EL's answer as eb's, or `None` if it is not a JSON-RPC answer.
-fn answer_of(timed: &Timed) -> Option<Answer> {
-    let Reply::Body(body) = &timed.reply else {
-        return None;
-    };
-    serde_json::from_slice::<ElAnswer<'_>>(body)
-        .ok()?
-        .into_answer(body)
-}
-
-/// Sends a read to the primary, failing over to the next EL in [`read_order`](Nodes::read_order).
+/// Sends a read to the primary, hedging to the next ELs.
 pub async fn read(nodes: &Nodes, call: &Call<'_>) -> Answer {
-    let deadline = Instant::now() + crate::route::budget(&call.method);
-    let mut last = "no usable execution client".to_owned();
-    for node in nodes.read_order() {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            break;
-        }
-        let timed = node.call(call.bytes.clone(), remaining).await;
-        node.observe(&timed);
-        if let Some(answer) = answer_of(&timed) {
-            return answer;
-        }
-        last = format!("{}: {}", node.url, timed.reply.failure());
-    }
-    Err(EngineError::NoAnswer(format!(
-        "no execution client answered ({last})"
-    )))
+    let candidates = nodes
+        .read_order()
+        .into_iter()
+        .map(|node| (node, call.bytes.clone()))
+        .collect();
+    let budget = crate::route::budget(&call.method);
+    hedge::first_answer(candidates, budget, hedge::MAX)
+        .await
+        .unwrap_or_else(|last| {
+            Err(EngineError::NoAnswer(format!(
+                "no execution client answered ({last})"
+            )))
+        })
 }
 
 /// Sends to every usable EL at once (`eth_sendRawTransaction`: any EL may build the next
-/// block); answers with the first answer in read order.
+/// block) and answers with the best-ranked answer in read order: the primary's, or once the
+/// primary's hedge delay has passed, the first other one. Every call runs to its end even
+/// after the answer.
 pub async fn broadcast(nodes: &Nodes, call: &Call<'_>) -> Answer {
     let budget = crate::route::budget(&call.method);
+    let deadline = Instant::now() + budget;
     let order = nodes.read_order();
-    let replies = futures_util::future::join_all(order.iter().map(|node| {
-        let body = call.bytes.clone();
-        async move {
+    let Some(primary) = order.first() else {
+        return Err(EngineError::NoAnswer("no usable execution client".into()));
+    };
+    let hedge_at = Instant::now() + hedge::hedge_after(primary);
+    let (sent, mut answers) = tokio::sync::mpsc::channel(order.len());
+    for (rank, node) in order.iter().enumerate() {
+        let (node, body, sent) = (Arc::clone(node), call.bytes.clone(), sent.clone());
+        tokio::spawn(async move {
             let timed = node.call(body, budget).await;
             node.observe(&timed);
-            timed
+            let _ = sent.send((rank, answer_of(&timed))).await;
+        });
+    }
+    drop(sent);
+    let mut best: Option<(usize, Answer)> = None;
+    let mut hedged = false;
+    loop {
+        tokio::select! {
+            next = answers.recv() => match next {
+                Some((rank, Some(answer))) => {
+                    if rank == 0 || hedged {
+                        return answer;
+                    }
+                    if best.as_ref().is_none_or(|(r, _)| rank < *r) {
+                        best = Some((rank, answer));
+                    }
+                }
+                Some((_, None)) => {}
+                None => break,
+            },
+            () = tokio::time::sleep_until(hedge_at), if !hedged => {
+                hedged = true;
+                if let Some((_, answer)) = best.take() {
+                    return answer;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => break,
         }
-    }))
-    .await;
-    replies
-        .iter()
-        .find_map(answer_of)
+    }
+    best.map(|(_, answer)| answer)
         .unwrap_or_else(|| Err(EngineError::NoAnswer("no execution client answered".into())))
 }

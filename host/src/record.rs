@@ -4,8 +4,9 @@
 //! `late`, outside the ballot the policy saw).
 
 use crate::votes::Received;
+use policy_sdk::abi::Health;
 use policy_sdk::fixture::{status_name, Action, Case, Expect, VoteSpec};
-use policy_sdk::{Outcome, VoteFlags, VoteKind};
+use policy_sdk::{Outcome, Vote, VoteFlags, VoteKind};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -66,9 +67,8 @@ impl Recorder {
     }
 }
 
-/// One vote as a fixture vote.
-pub fn vote_spec(received: &Received, late: bool) -> VoteSpec {
-    let vote = &received.vote;
+/// One vote (with its answer's `latestValidHash`) as a fixture vote.
+pub fn vote_spec(vote: &Vote, lvh: Option<&str>, late: bool) -> VoteSpec {
     VoteSpec {
         node: vote.node,
         status: status_name(vote).to_owned(),
@@ -78,11 +78,13 @@ pub fn vote_spec(received: &Received, late: bool) -> VoteSpec {
             .letters()
             .map(|l| String::from_utf8_lossy(&l).into_owned()),
         do_not_use: vote.flags.has(VoteFlags::DO_NOT_USE),
-        lvh: received.lvh.clone(),
+        lvh: lvh.map(str::to_owned),
         error_code: (vote.outcome == Outcome::RpcError).then_some(vote.rpc_error_code),
         validation_error: vote.flags.has(VoteFlags::VALIDATION_ERROR),
         node_syncing: vote.flags.has(VoteFlags::NODE_SYNCING),
         late,
+        health: (vote.health != Health::Unknown).then(|| vote.health.name().to_owned()),
+        typical_latency_ms: f64::from(vote.typical_latency_us) / 1000.0,
     }
 }
 
@@ -108,11 +110,13 @@ pub struct Recorded<'a> {
     pub policy_sha256: &'a str,
 }
 
-/// The decision as a fixture case: the votes the policy saw, the one it `followed` (if any)
-/// and its reason code (late votes are added before it is written).
+/// The decision as a fixture case: the votes the policy saw (`received`, then the `pending`
+/// records), the one it `followed` (if any) and its reason code (late votes are added before
+/// it is written).
 pub fn case(
     about: &Recorded<'_>,
     received: &[Received],
+    pending: &[Vote],
     followed: Option<&Received>,
     reason: u32,
 ) -> Case {
@@ -130,7 +134,11 @@ pub fn case(
         block_hash: block_hash.map(str::to_owned),
         pending: about.pending,
         elapsed_ms: about.elapsed_ms,
-        votes: received.iter().map(|r| vote_spec(r, false)).collect(),
+        votes: received
+            .iter()
+            .map(|r| vote_spec(&r.vote, r.lvh.as_deref(), false))
+            .chain(pending.iter().map(|v| vote_spec(v, None, false)))
+            .collect(),
         expect: Expect {
             action: if followed.is_some() {
                 Action::Follow

@@ -54,7 +54,8 @@ fn parse_status(text: &str) -> Option<Status> {
     })
 }
 
-/// A vote without an answer from the node at `index`, with the node's client code and flags.
+/// A vote without an answer from the node at `index`, with what eb knows of the node: its
+/// client code, flags, health and typical answer time.
 pub fn failed(index: u16, node: &Node, outcome: Outcome) -> Received {
     let health = node.health();
     let mut vote = Vote::failed(index, outcome);
@@ -62,6 +63,10 @@ pub fn failed(index: u16, node: &Node, outcome: Outcome) -> Received {
     vote.flags = VoteFlags::default()
         .with(VoteFlags::DO_NOT_USE, node.do_not_use)
         .with(VoteFlags::NODE_SYNCING, health.state == NodeState::Syncing);
+    vote.health = node.vote_health();
+    vote.typical_latency_us = health
+        .vote_latency_ms
+        .map_or(0, |ms| (ms * 1e3).clamp(0.0, f64::from(u32::MAX)) as u32);
     Received {
         vote,
         result: None,
@@ -141,26 +146,44 @@ pub fn receive(
 pub struct Collector {
     kind: VoteKind,
     version: u8,
-    nodes: u16,
     lvh_groups: Vec<String>,
+    /// The pending record of each node, sent while its vote is still out (ABI 1.1).
+    pending: Vec<Vote>,
+    /// Which nodes' votes are in.
+    counted: Vec<bool>,
     /// Replies in arrival order (vote i of the ballot is `received[i]`).
     pub received: Vec<Received>,
 }
 
 impl Collector {
-    /// An empty collector for a call to `nodes` ELs.
-    pub fn new(kind: VoteKind, version: u8, nodes: usize) -> Collector {
+    /// An empty collector for a call to the nodes whose pending records are `pending` (one per
+    /// node, in node order).
+    pub fn new(kind: VoteKind, version: u8, pending: Vec<Vote>) -> Collector {
         Collector {
             kind,
             version,
-            nodes: nodes as u16,
             lvh_groups: Vec::new(),
-            received: Vec::with_capacity(nodes),
+            counted: vec![false; pending.len()],
+            received: Vec::with_capacity(pending.len()),
+            pending,
         }
+    }
+
+    /// Whether node `index`'s vote is in.
+    pub fn has(&self, index: usize) -> bool {
+        self.counted.get(index).copied().unwrap_or(true)
+    }
+
+    /// Nodes whose votes are still out.
+    pub fn outstanding(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.counted.len()).filter(|&i| !self.counted[i])
     }
 
     /// Adds a reply, giving it the lvh group its `latestValidHash` belongs to.
     pub fn push(&mut self, mut received: Received) {
+        if let Some(seen) = self.counted.get_mut(usize::from(received.vote.node)) {
+            *seen = true;
+        }
         if let Some(lvh) = &received.lvh {
             let group = match self
                 .lvh_groups
@@ -189,19 +212,40 @@ impl Collector {
         }
     }
 
-    /// The ballot so far.
+    /// The ballot so far: the votes in, then a pending record per node still out.
     pub fn ballot(&self, elapsed_ms: u32, config: &str) -> Ballot {
-        let pending = self.nodes.saturating_sub(self.received.len() as u16);
+        self.ballot_with(elapsed_ms, config, Outcome::Pending)
+    }
+
+    /// The ballot as it would be if every vote still out were cut now (FINAL).
+    pub fn ballot_if_cut(&self, elapsed_ms: u32, config: &str) -> Ballot {
+        self.ballot_with(elapsed_ms, config, Outcome::Cut)
+    }
+
+    fn ballot_with(&self, elapsed_ms: u32, config: &str, outstanding: Outcome) -> Ballot {
+        let out: Vec<Vote> = self
+            .outstanding()
+            .map(|i| Vote {
+                outcome: outstanding,
+                ..self.pending[i]
+            })
+            .collect();
+        let pending = if outstanding == Outcome::Pending {
+            out.len() as u16
+        } else {
+            0
+        };
+        let votes = self.received.iter().map(|r| r.vote).chain(out).collect();
         Ballot {
             context: Context {
                 kind: self.kind,
                 method_version: self.version,
-                nodes_configured: self.nodes,
+                nodes_configured: self.pending.len() as u16,
                 pending,
                 is_final: pending == 0,
                 elapsed_ms,
             },
-            votes: self.received.iter().map(|r| r.vote).collect(),
+            votes,
             config: config.to_owned(),
         }
     }
@@ -309,10 +353,13 @@ mod tests {
                 Some(BLOCK),
             )
         };
-        let mut collector = Collector::new(VoteKind::NewPayload, 4, 4);
-        collector.push(invalid("0xaa"));
-        collector.push(invalid("0xcc"));
-        collector.push(invalid("0xAA"));
+        let pending = (0..4).map(|i| Vote::failed(i, Outcome::Pending)).collect();
+        let mut collector = Collector::new(VoteKind::NewPayload, 4, pending);
+        for (i, lvh) in ["0xaa", "0xcc", "0xAA"].into_iter().enumerate() {
+            let mut vote = invalid(lvh);
+            vote.vote.node = i as u16;
+            collector.push(vote);
+        }
         let groups: Vec<u8> = collector
             .received
             .iter()
@@ -324,6 +371,15 @@ mod tests {
             (ballot.context.pending, ballot.context.is_final),
             (1, false)
         );
+        let last = ballot.votes.last().map(|v| (v.node, v.outcome));
+        assert_eq!(
+            last,
+            Some((3, Outcome::Pending)),
+            "a pending record for node 3"
+        );
+        let cut = collector.ballot_if_cut(12, "");
+        assert!(cut.context.is_final && cut.context.pending == 0);
+        assert_eq!(cut.votes.last().map(|v| v.outcome), Some(Outcome::Cut));
         assert_eq!(
             (ballot.context.elapsed_ms, ballot.config.as_str()),
             (12, "majority=0.6")

@@ -7,12 +7,15 @@
 ;;   - VALID from a majority of configured ELs → Follow the first VALID (reason 1)
 ;;   - otherwise → Syncing (reason 11)
 ;; Votes from do-not-use nodes and votes without an answer are not counted. Waits until FINAL.
+;; Strict about missing ELs by construction: a vote eb cut (outcome 5: the EL was down, hung or
+;; past the straggler deadline) and a pending record (outcome 6) carry no status, so they count
+;; against the majority of the configured ELs instead of being ignored.
 ;; Try it: eb policy check policies/examples/majority-of-configured.wat
 (module
   (memory (export "memory") 1)
   ;; The input buffer: 8 KiB at address 1024 (header 32 bytes, then records, then config).
   (global $buf i32 (i32.const 1024))
-  (func (export "eb_abi_version") (result i32) (i32.const 0x10000)) ;; ABI 1.0
+  (func (export "eb_abi_version") (result i32) (i32.const 0x10001)) ;; ABI 1.1
   (func (export "eb_input_ptr") (result i32) (global.get $buf))
   (func (export "eb_input_cap") (result i32) (i32.const 8192))
 

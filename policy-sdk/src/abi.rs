@@ -7,8 +7,8 @@
 
 /// ABI major version: a module exporting another major is refused.
 pub const ABI_MAJOR: u8 = 1;
-/// ABI minor version written by this SDK.
-pub const ABI_MINOR: u8 = 0;
+/// ABI minor version written by this SDK (1.1: cut and pending records, node health, `Wake`).
+pub const ABI_MINOR: u8 = 1;
 /// `eb_abi_version()` value for this SDK: `major << 16 | minor`.
 pub const ABI_VERSION: i32 = ((ABI_MAJOR as i32) << 16) | ABI_MINOR as i32;
 /// Size of the input header in bytes.
@@ -123,6 +123,12 @@ pub enum Outcome {
     RpcError = 3,
     /// An answer that was not a well-formed result.
     Malformed = 4,
+    /// Not waited for (ABI 1.1): the EL was offline, auth-failed or hung when the call went out
+    /// (see the record's `health`), or it had not answered by the straggler deadline. The call
+    /// was still sent; a later answer is a late vote.
+    Cut = 5,
+    /// Still outstanding (ABI 1.1): one record per EL that has not answered yet, after the votes.
+    Pending = 6,
 }
 
 impl Outcome {
@@ -133,13 +139,61 @@ impl Outcome {
             1 => Outcome::Timeout,
             2 => Outcome::Unreachable,
             3 => Outcome::RpcError,
+            5 => Outcome::Cut,
+            6 => Outcome::Pending,
             _ => Outcome::Malformed,
         }
     }
 }
 
-/// Every (status, outcome) pair a vote can carry: the five answers, then the four failures.
-pub const VOTE_KINDS: [(Status, Outcome); 9] = [
+/// An EL's health as eb saw it when the call went out (record byte 16, ABI 1.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Health {
+    /// Not checked yet (and what a 1.0 host sends).
+    #[default]
+    Unknown = 0,
+    /// `eth_syncing` answered `false`.
+    Synced = 1,
+    /// `eth_syncing` answered a sync status.
+    Syncing = 2,
+    /// Health checks or live calls get no usable answer.
+    Offline = 3,
+    /// The EL refuses eb's token.
+    AuthFailed = 4,
+    /// Busy with an earlier call for longer than a verdict can wait.
+    Hung = 5,
+}
+
+impl Health {
+    /// Decodes a health byte; unknown codes read as [`Health::Unknown`].
+    pub fn from_u8(code: u8) -> Health {
+        match code {
+            1 => Health::Synced,
+            2 => Health::Syncing,
+            3 => Health::Offline,
+            4 => Health::AuthFailed,
+            5 => Health::Hung,
+            _ => Health::Unknown,
+        }
+    }
+
+    /// Lowercase name, as in fixtures and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Synced => "synced",
+            Health::Syncing => "syncing",
+            Health::Offline => "offline",
+            Health::AuthFailed => "auth_failed",
+            Health::Hung => "hung",
+        }
+    }
+}
+
+/// Every (status, outcome) pair a vote can carry: the five answers, then the failures (a
+/// pending record is not a vote and is not listed).
+pub const VOTE_KINDS: [(Status, Outcome); 10] = [
     (Status::Valid, Outcome::Answered),
     (Status::Invalid, Outcome::Answered),
     (Status::Syncing, Outcome::Answered),
@@ -149,6 +203,7 @@ pub const VOTE_KINDS: [(Status, Outcome); 9] = [
     (Status::None, Outcome::Unreachable),
     (Status::None, Outcome::RpcError),
     (Status::None, Outcome::Malformed),
+    (Status::None, Outcome::Cut),
 ];
 
 /// Per-vote flag bits.
@@ -229,6 +284,11 @@ pub struct Vote {
     pub latency_us: u32,
     /// The JSON-RPC error code when `outcome` is [`Outcome::RpcError`], else 0.
     pub rpc_error_code: i32,
+    /// The EL's health when the call went out (ABI 1.1).
+    pub health: Health,
+    /// The EL's recent answer time for state-changing calls, in microseconds; 0 unknown
+    /// (ABI 1.1).
+    pub typical_latency_us: u32,
 }
 
 impl Vote {
@@ -243,6 +303,8 @@ impl Vote {
             client: ClientCode::UNKNOWN,
             latency_us: 0,
             rpc_error_code: 0,
+            health: Health::Unknown,
+            typical_latency_us: 0,
         }
     }
 
@@ -253,6 +315,11 @@ impl Vote {
             outcome,
             ..Vote::answered(node, Status::None)
         }
+    }
+
+    /// Whether this record stands for an EL that has not answered yet (ABI 1.1).
+    pub fn is_pending(&self) -> bool {
+        self.outcome == Outcome::Pending
     }
 
     /// Whether this vote carries an answer the host could return verbatim.
@@ -276,6 +343,8 @@ impl Vote {
             client: ClientCode(u16_at(bytes, 6)),
             latency_us: u32_at(bytes, 8),
             rpc_error_code: u32_at(bytes, 12) as i32,
+            health: Health::from_u8(bytes[16]),
+            typical_latency_us: u32_at(bytes, 20),
         }
     }
 
@@ -290,6 +359,8 @@ impl Vote {
         out[6..8].copy_from_slice(&self.client.0.to_le_bytes());
         out[8..12].copy_from_slice(&self.latency_us.to_le_bytes());
         out[12..16].copy_from_slice(&self.rpc_error_code.to_le_bytes());
+        out[16] = self.health as u8;
+        out[20..24].copy_from_slice(&self.typical_latency_us.to_le_bytes());
     }
 }
 
@@ -381,6 +452,13 @@ pub fn encode_input(
 pub enum Verdict {
     /// Not yet: ask again when the next vote arrives (illegal once the input is FINAL).
     Wait,
+    /// Not yet: ask again when the next vote arrives or once `elapsed_ms` reaches `at_ms`,
+    /// whichever comes first (ABI 1.1; illegal once the input is FINAL). Lets a policy run its
+    /// own straggler rule.
+    Wake {
+        /// Milliseconds since fan-out (the header's `elapsed_ms` clock).
+        at_ms: u16,
+    },
     /// Answer the CL with the answer of vote number `vote` (index in the input, not node index).
     Follow {
         /// Index of the vote in the input's record array.
@@ -407,6 +485,7 @@ impl Verdict {
     pub fn encode(self) -> i64 {
         let (action, vote, reason) = match self {
             Verdict::Wait => (ACTION_WAIT, 0, 0),
+            Verdict::Wake { at_ms } => (ACTION_WAIT, at_ms, 0),
             Verdict::Follow { vote, reason } => (ACTION_FOLLOW, vote, reason),
             Verdict::Syncing { reason } => (ACTION_SYNCING, 0, reason),
         };
@@ -422,16 +501,22 @@ impl Verdict {
         let reason = (raw >> 32) as u32;
         match (action, middle, vote) {
             (ACTION_WAIT, 0, 0) if reason == 0 => Some(Verdict::Wait),
+            (ACTION_WAIT, 0, at_ms) if reason == 0 => Some(Verdict::Wake { at_ms }),
             (ACTION_FOLLOW, 0, _) => Some(Verdict::Follow { vote, reason }),
             (ACTION_SYNCING, 0, 0) => Some(Verdict::Syncing { reason }),
             _ => None,
         }
     }
 
-    /// The policy's reason code (0 for `Wait`).
+    /// Whether this verdict asks to be asked again (`Wait` or `Wake`).
+    pub fn is_wait(self) -> bool {
+        matches!(self, Verdict::Wait | Verdict::Wake { .. })
+    }
+
+    /// The policy's reason code (0 for `Wait` and `Wake`).
     pub fn reason(self) -> u32 {
         match self {
-            Verdict::Wait => 0,
+            Verdict::Wait | Verdict::Wake { .. } => 0,
             Verdict::Follow { reason, .. } | Verdict::Syncing { reason } => reason,
         }
     }
@@ -467,6 +552,7 @@ mod tests {
             },
             Verdict::Syncing { reason: 0 },
             Verdict::Syncing { reason: 12 },
+            Verdict::Wake { at_ms: 750 },
         ] {
             assert_eq!(Verdict::decode(verdict.encode()), Some(verdict));
         }
@@ -490,13 +576,19 @@ mod tests {
             client: ClientCode::from_letters("ge").expect("two letters"),
             latency_us: 1234,
             rpc_error_code: -38001,
+            health: Health::Hung,
+            typical_latency_us: 250_000,
         };
         let mut record = [0xaa; RECORD_SIZE];
         vote.encode(&mut record);
         assert_eq!(Vote::decode(&record), vote);
         assert_eq!(&record[6..8], b"GE");
+        assert_eq!(
+            (record[16], &record[20..24]),
+            (5, &250_000u32.to_le_bytes()[..])
+        );
         assert!(
-            record[16..].iter().all(|&b| b == 0),
+            record[17..20].iter().chain(&record[24..]).all(|&b| b == 0),
             "reserved bytes zeroed"
         );
     }

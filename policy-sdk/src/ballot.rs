@@ -32,6 +32,19 @@ impl Ballot {
         Ok(out)
     }
 
+    /// This ballot as an ABI 1.0 policy sees it: without the pending records of 1.1.
+    pub fn without_pending(&self) -> Ballot {
+        Ballot {
+            votes: self
+                .votes
+                .iter()
+                .filter(|v| !v.is_pending())
+                .copied()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
     /// Runs a native policy function on this ballot, through the same encoding a module sees.
     pub fn decide_native(&self, decide: fn(&Input<'_>) -> Verdict) -> Result<Verdict, LayoutError> {
         let bytes = self.to_bytes()?;

@@ -14,7 +14,9 @@
 //! `error_code`, `MALFORMED`). The same cases run natively ([`run`] with a Rust function) and
 //! through a Wasm module (the host's `eb policy test`).
 
-use crate::abi::{ClientCode, Context, Outcome, Status, Verdict, Vote, VoteFlags, VoteKind};
+use crate::abi::{
+    ClientCode, Context, Health, Outcome, Status, Verdict, Vote, VoteFlags, VoteKind,
+};
 use crate::ballot::Ballot;
 use serde::{Deserialize, Serialize};
 use std::fmt::{self, Write as _};
@@ -92,6 +94,13 @@ pub struct VoteSpec {
     /// The vote arrived after the verdict (recordings).
     #[serde(default, skip_serializing_if = "is_false")]
     pub late: bool,
+    /// The node's health when the call went out: `synced`, `syncing`, `offline`,
+    /// `auth_failed`, `hung` (ABI 1.1; absent is unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
+    /// The node's recent answer time for state-changing calls, in milliseconds (ABI 1.1).
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub typical_latency_ms: f64,
 }
 
 /// The verdict a case expects.
@@ -183,8 +192,24 @@ pub fn parse_status(text: &str) -> Option<(Status, Outcome)> {
         "UNREACHABLE" => Some((Status::None, Outcome::Unreachable)),
         "ERROR" => Some((Status::None, Outcome::RpcError)),
         "MALFORMED" => Some((Status::None, Outcome::Malformed)),
+        "CUT" => Some((Status::None, Outcome::Cut)),
+        "PENDING" => Some((Status::None, Outcome::Pending)),
         _ => None,
     }
+}
+
+/// Parses a fixture health name.
+pub fn parse_health(text: &str) -> Option<Health> {
+    [
+        Health::Unknown,
+        Health::Synced,
+        Health::Syncing,
+        Health::Offline,
+        Health::AuthFailed,
+        Health::Hung,
+    ]
+    .into_iter()
+    .find(|h| h.name().eq_ignore_ascii_case(text))
 }
 
 /// The fixture spelling of a vote's status or failure, inverse of [`parse_status`].
@@ -195,6 +220,8 @@ pub fn status_name(vote: &Vote) -> &'static str {
         Outcome::Unreachable => "UNREACHABLE",
         Outcome::RpcError => "ERROR",
         Outcome::Malformed => "MALFORMED",
+        Outcome::Cut => "CUT",
+        Outcome::Pending => "PENDING",
     }
 }
 
@@ -241,6 +268,11 @@ impl Case {
                     }
                 },
             };
+            let health = match spec.health.as_deref() {
+                None => Health::Unknown,
+                Some(name) => parse_health(name)
+                    .ok_or_else(|| self.invalid(format!("unknown health {name:?}")))?,
+            };
             let lvh_is_block = matches!((&spec.lvh, &self.block_hash),
                 (Some(lvh), Some(block)) if lvh.eq_ignore_ascii_case(block));
             let flags = VoteFlags::default()
@@ -262,10 +294,29 @@ impl Case {
                     .round()
                     .clamp(0.0, u32::MAX as f64) as u32,
                 rpc_error_code: spec.error_code.unwrap_or(0),
+                health,
+                typical_latency_us: (spec.typical_latency_ms * 1000.0)
+                    .round()
+                    .clamp(0.0, u32::MAX as f64) as u32,
             });
         }
-        let highest = votes.iter().map(|v| v.node + 1).max().unwrap_or(0);
-        let nodes = self.nodes.unwrap_or(highest + self.pending);
+        // Pending records (ABI 1.1) follow the votes, one per outstanding EL at most.
+        votes.sort_by_key(Vote::is_pending);
+        let pending_records = votes.iter().filter(|v| v.is_pending()).count();
+        if pending_records > usize::from(self.pending) {
+            return Err(self.invalid(format!(
+                "{pending_records} PENDING votes but pending is {}",
+                self.pending
+            )));
+        }
+        let highest_of = |pending_too: bool| {
+            let records = votes.iter().filter(|v| pending_too || !v.is_pending());
+            records.map(|v| v.node + 1).max().unwrap_or(0)
+        };
+        let highest = highest_of(true);
+        let nodes = self
+            .nodes
+            .unwrap_or((highest_of(false) + self.pending).max(highest));
         if nodes < highest {
             return Err(self.invalid(format!("a vote names node {} of {nodes}", highest - 1)));
         }
@@ -293,7 +344,7 @@ impl Case {
         let expect = &self.expect;
         let action_ok = matches!(
             (expect.action, verdict),
-            (Action::Wait, Verdict::Wait)
+            (Action::Wait, Verdict::Wait | Verdict::Wake { .. })
                 | (Action::Follow, Verdict::Follow { .. })
                 | (Action::Syncing, Verdict::Syncing { .. })
         );
@@ -334,6 +385,7 @@ impl Case {
 pub fn describe_verdict(ballot: &Ballot, verdict: Verdict) -> String {
     match verdict {
         Verdict::Wait => "wait".to_owned(),
+        Verdict::Wake { at_ms } => format!("wait (wake at {at_ms} ms)"),
         Verdict::Syncing { reason } => format!("syncing reason {reason}"),
         Verdict::Follow { vote, reason } => match ballot.votes.get(usize::from(vote)) {
             Some(v) => format!(

@@ -102,6 +102,20 @@ impl<'a> Input<'a> {
             .map(Vote::decode)
     }
 
+    /// The pending records (ABI 1.1): the ELs still out, with their health.
+    pub fn pending_records(&self) -> impl Iterator<Item = Vote> + 'a {
+        self.votes().filter(Vote::is_pending)
+    }
+
+    /// Votes not waited for (outcome cut) or that timed out, from nodes that are not
+    /// do-not-use: what a strict policy may refuse to decide without.
+    pub fn missing(&self) -> usize {
+        self.votes()
+            .filter(|v| !v.flags.has(crate::VoteFlags::DO_NOT_USE))
+            .filter(|v| matches!(v.outcome, crate::Outcome::Cut | crate::Outcome::Timeout))
+            .count()
+    }
+
     /// All votes in record order.
     pub fn votes(&self) -> impl Iterator<Item = Vote> + 'a {
         self.records

@@ -34,8 +34,13 @@ pub fn node_spec(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let secret = eb::auth::JwtSecret::from_hex(&"11".repeat(32)).expect("hex");
-    if let Ok(node) = NodeConfig::parse(text, &secret, Duration::from_millis(1000)) {
+    let defaults = eb::config::NodeDefaults {
+        secret: eb::auth::JwtSecret::from_hex(&"11".repeat(32)).expect("hex"),
+        timeout: Duration::from_millis(1000),
+        straggler: eb::straggler::Straggler::Auto,
+        queue: eb::queue::Limits::default(),
+    };
+    if let Ok(node) = NodeConfig::parse(text, &defaults) {
         assert_eq!(node.url.scheme(), "http");
         assert!(!node.timeout.is_zero() && node.timeout <= eb::route::MAX_EL_TIMEOUT);
         let shown = redact(&node.url);

@@ -43,6 +43,8 @@ pub struct Behaviour {
     pub lvh: Option<String>,
     /// Delay before every answer.
     pub delay: Duration,
+    /// Extra delay before answering newPayload (a slow EL whose health checks stay fast).
+    pub new_payload_delay: Duration,
     /// Fault for engine vote methods (newPayload, forkchoiceUpdated).
     pub vote_fault: Fault,
     /// Fault for every other method.
@@ -63,6 +65,7 @@ impl Default for Behaviour {
             status: "VALID",
             lvh: None,
             delay: Duration::ZERO,
+            new_payload_delay: Duration::ZERO,
             vote_fault: Fault::None,
             read_fault: Fault::None,
             syncing: false,
@@ -312,8 +315,13 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         at: Instant::now(),
     });
     let b = lock(&shared.behaviour).clone();
-    if !b.delay.is_zero() {
-        tokio::time::sleep(b.delay).await;
+    let delay = if method.starts_with("engine_newPayload") {
+        b.delay + b.new_payload_delay
+    } else {
+        b.delay
+    };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let is_vote =
         method.starts_with("engine_newPayload") || method.starts_with("engine_forkchoiceUpdated");

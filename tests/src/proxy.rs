@@ -31,6 +31,14 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
+/// The value of the sample line starting with `series` (name and labels) in Prometheus text.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
 /// A running eb.
 pub struct Proxy {
     /// Engine API address.

@@ -28,7 +28,7 @@ fn tally(ballot: &Ballot) -> Tally {
 /// (action, followed node, followed status, reason): what the CL would get, order-free.
 fn outcome(ballot: &Ballot, verdict: Verdict) -> (u8, Option<u16>, Option<Status>, u32) {
     let action = match verdict {
-        Verdict::Wait => 0,
+        Verdict::Wait | Verdict::Wake { .. } => 0,
         Verdict::Follow { .. } => 1,
         Verdict::Syncing { .. } => 2,
     };

@@ -1,20 +1,22 @@
-//! Fault injection: ELs that flap, hang after accepting the connection, answer past their
-//! timeout, restart mid-request, or reject eb's token — while the CL keeps sending. For each:
-//! every CL request is answered before its deadline with the verdict the policy gives for the
-//! votes that arrived, every EL that stayed up received every call in order, and nothing is left
-//! in flight afterwards.
+//! Fault injection: ELs that flap, hang after accepting the connection, answer slowly or past
+//! their timeout, restart mid-request, or reject eb's token — while the CL keeps sending. For
+//! each: every CL request is answered within [`LIVE`] (the healthy ELs decide; a straggler costs
+//! at most the straggler deadline) with the verdict the policy gives for the votes it counted,
+//! every EL that stayed up received every call in order, and nothing is left in flight.
 
 use eb_tests::engine::{forkchoice, hash, new_payload};
 use eb_tests::mock_el::{refs, start_many, MockEl};
-use eb_tests::proxy::Proxy;
+use eb_tests::proxy::{sample, Proxy};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "0x5555555555555555555555555555555555555555555555555555555555555555";
-/// The CL's deadline for newPayloadV4 and forkchoiceUpdatedV3.
-const DEADLINE: Duration = Duration::from_secs(8);
+/// The bound on every answer while two healthy ELs answer at once: the straggler deadline's
+/// 1 s cap plus room for a loaded CI machine (the fan-out used to wait up to 7.5 s). The
+/// numbers themselves are benchmarks (eb-bench --fault), not asserted here.
+const LIVE: Duration = Duration::from_secs(2);
 
 async fn els(n: usize) -> Vec<MockEl> {
     start_many(n, Some(SECRET)).await
@@ -32,8 +34,8 @@ async fn drive(proxy: &Proxy, slots: u64, pace: Duration) -> Vec<(String, Value)
             let start = Instant::now();
             let answer = proxy.call(&request).await;
             assert!(
-                start.elapsed() < DEADLINE,
-                "answered in {:?}",
+                start.elapsed() < LIVE,
+                "{block}: answered in {:?}",
                 start.elapsed()
             );
             answers.push((block.clone(), answer));
@@ -152,10 +154,19 @@ async fn an_el_that_accepts_and_never_answers_is_a_timeout() {
         assert_eq!(status(&answer), "VALID", "{block}");
     }
     let metrics = proxy.metrics().await;
-    let timeouts = format!(
-        r#"eb_votes_total{{node="http://{silent_addr}/",status="NONE",outcome="timeout"}} 10"#
+    let missing: f64 = ["timeout", "cut"]
+        .iter()
+        .filter_map(|outcome| {
+            let series = format!(
+                r#"eb_votes_total{{node="http://{silent_addr}/",status="NONE",outcome="{outcome}"}}"#
+            );
+            sample(&metrics, &series)
+        })
+        .sum();
+    assert_eq!(
+        missing, 10.0,
+        "every vote of the silent EL missing:\n{metrics}"
     );
-    assert!(metrics.contains(&timeouts), "{metrics}");
     settled(&proxy).await;
     held.abort();
 }
@@ -164,7 +175,8 @@ async fn an_el_that_accepts_and_never_answers_is_a_timeout() {
 async fn slow_answers_past_the_timeout_and_a_restart_mid_request() {
     let els = els(3).await;
     els[0].set(|b| b.delay = Duration::from_millis(400));
-    let proxy = Proxy::start(&refs(&els), &["#timeout=100", "", ""], &[]).await;
+    // EL 1 is always waited for (#straggler=wait), so its cut connection is the vote counted.
+    let proxy = Proxy::start(&refs(&els), &["#timeout=100", "#straggler=wait", ""], &[]).await;
     let first = drive(&proxy, 3, Duration::ZERO).await;
     for (block, answer) in &first {
         assert_eq!(
@@ -257,4 +269,85 @@ async fn a_down_el_is_not_rechecked_in_a_tight_loop() {
         "{connections} connections in 3 s"
     );
     task.abort();
+}
+
+/// Waits (at most 20 s) until `el` has received `n` newPayloads, then returns them in order.
+async fn all_blocks(el: &MockEl, n: usize) -> Vec<Value> {
+    for _ in 0..2000 {
+        if blocks(el).len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    blocks(el)
+}
+
+fn sent(slots: u64) -> Vec<Value> {
+    (0..slots)
+        .map(|s| Value::from(hash(&format!("S{s}"))))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_hung_el_never_holds_the_answer_and_gets_its_queued_calls_in_order_when_back() {
+    let els = els(3).await;
+    els[2].set(|b| b.vote_fault = eb_tests::mock_el::Fault::Hang);
+    let proxy = Proxy::start(&refs(&els), &["", "", "#timeout=3000"], &[]).await;
+    for (block, answer) in drive(&proxy, 6, Duration::ZERO).await {
+        assert_eq!(status(&answer), "VALID", "{block}");
+    }
+    let metrics = proxy.metrics().await;
+    let cut = |reason: &str| {
+        let series = format!(
+            r#"eb_el_cut_total{{node="{}/",reason="{reason}"}}"#,
+            els[2].url()
+        );
+        sample(&metrics, &series).unwrap_or(0.0)
+    };
+    assert!(
+        cut("straggler") >= 1.0,
+        "the first calls wait the straggler deadline:\n{metrics}"
+    );
+    assert!(cut("hung") >= 1.0, "then it is cut at once:\n{metrics}");
+    assert_eq!(
+        blocks(&els[0]),
+        sent(6),
+        "the healthy ELs got every call in order"
+    );
+    assert_eq!(blocks(&els[1]), sent(6));
+    // It comes back: what is still queued goes out, in CL order.
+    els[2].set(|b| b.vote_fault = eb_tests::mock_el::Fault::None);
+    let got = all_blocks(&els[2], 6).await;
+    assert_eq!(
+        got,
+        sent(6),
+        "the hung EL got every call, in order, once back"
+    );
+    settled(&proxy).await;
+}
+
+#[tokio::test]
+async fn an_el_slow_on_new_payload_costs_at_most_the_straggler_deadline() {
+    let els = els(3).await;
+    els[2].set(|b| b.new_payload_delay = Duration::from_secs(3));
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    proxy
+        .wait_until("health checks saw the slow EL", |app| {
+            app.nodes.snapshot()[2].health().state == eb::nodes::NodeState::Synced
+        })
+        .await;
+    for (block, answer) in drive(&proxy, 2, Duration::ZERO).await {
+        assert_eq!(status(&answer), "VALID", "{block}");
+    }
+    let status_doc = proxy.admin_get("/status").await;
+    assert!(
+        status_doc["nodes"][2]["cut_votes"].as_u64() >= Some(1),
+        "{status_doc}"
+    );
+    assert_eq!(
+        all_blocks(&els[2], 2).await,
+        sent(2),
+        "the slow EL still got every call"
+    );
+    settled(&proxy).await;
 }

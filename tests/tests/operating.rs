@@ -5,7 +5,7 @@
 use eb::policy::{Policy, PolicySource, WasmPolicy};
 use eb_tests::engine::{new_payload, request};
 use eb_tests::mock_el::{refs, start_many, MockEl};
-use eb_tests::proxy::Proxy;
+use eb_tests::proxy::{sample, Proxy};
 use eb_tests::{fixture, workspace};
 use policy_sdk::fixture as fixtures;
 use serde_json::{json, Value};
@@ -24,14 +24,6 @@ fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("eb-operating-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
-}
-
-/// The value of the sample line starting with `series` (name and labels), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test]
@@ -212,13 +204,23 @@ async fn a_recorded_session_replays_with_zero_mismatches() {
         .await;
     let cases = fixtures::load(std::slice::from_ref(&recording)).expect("recording loads");
     assert_eq!(cases.len(), 6, "one line per decision");
-    let mut late: Vec<(u16, bool)> = cases[5].votes.iter().map(|v| (v.node, v.late)).collect();
+    let mut late: Vec<(u16, &str, bool)> = cases[5]
+        .votes
+        .iter()
+        .map(|v| (v.node, v.status.as_str(), v.late))
+        .collect();
     late.sort_unstable();
     assert_eq!(
         late,
-        [(0, false), (1, false), (2, true)],
-        "decided on two INVALID; the third vote is recorded late"
+        [
+            (0, "INVALID", false),
+            (1, "INVALID", false),
+            (2, "PENDING", false),
+            (2, "VALID", true)
+        ],
+        "decided on two INVALID while node 2 was pending; its vote is recorded late"
     );
+    assert_eq!(cases[5].pending, 1);
     assert!(
         cases[3].elapsed_ms >= 150,
         "R4 waited for the slow EL's timeout: {}",

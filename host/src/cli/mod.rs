@@ -25,7 +25,8 @@ pub struct Cli {
 /// Options for running the multiplexer (executionbackup's flags keep their meaning).
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Execution clients, comma-separated: URL[#jwt-secret=PATH][#timeout=MS][#do-not-use].
+    /// Execution clients, comma-separated:
+    /// URL[#jwt-secret=PATH][#timeout=MS][#straggler=auto|wait|MS][#do-not-use].
     #[arg(long, short = 'n', env = "EB_NODES", value_delimiter = ',')]
     pub nodes: Vec<String>,
     /// The CL's JWT secret file (hex); also the secret for nodes without #jwt-secret.
@@ -40,6 +41,14 @@ pub struct RunArgs {
     /// Default per-EL timeout in milliseconds (capped per call below the CL's deadline).
     #[arg(long, env = "EB_TIMEOUT", default_value_t = 7500)]
     pub timeout: u64,
+    /// How long a verdict the answers in hand already give waits for the ELs still out:
+    /// `auto` (twice each EL's recent answer time, 200 ms to 1 s past the verdict), a fixed
+    /// number of milliseconds, or `wait` (every EL up to its timeout, even one known down).
+    #[arg(long, env = "EB_STRAGGLER", default_value = "auto")]
+    pub straggler: String,
+    /// Most MiB of calls queued for one EL; past it the oldest are dropped (and counted).
+    #[arg(long, env = "EB_QUEUE_MIB", default_value_t = 64)]
+    pub queue_mib: usize,
     /// Policy module (.wasm or .wat); the embedded default policy when omitted.
     #[arg(long, env = "EB_POLICY")]
     pub policy: Option<PathBuf>,

@@ -7,6 +7,7 @@
 
 use super::{Ballot, Policy};
 use crate::policy::Fault;
+use policy_sdk::abi::Health;
 use policy_sdk::abi::{MAX_VOTES, VOTE_KINDS as KINDS};
 use policy_sdk::{ClientCode, Context, Outcome, Status, Vote, VoteFlags, VoteKind};
 
@@ -37,6 +38,18 @@ fn vote(node: usize, kind: usize) -> Vote {
         } else {
             0
         },
+        health: Health::from_u8((node % 6) as u8),
+        typical_latency_us: 900 + 100 * node as u32,
+    }
+}
+
+/// The ABI 1.1 record of node `node`, still outstanding.
+fn pending(node: usize) -> Vote {
+    Vote {
+        status: Status::None,
+        outcome: Outcome::Pending,
+        latency_us: 0,
+        ..vote(node, 0)
     }
 }
 
@@ -49,10 +62,11 @@ pub fn conformance_cases(config: &str) -> Vec<(String, Ballot)> {
         VoteKind::ForkchoiceUpdatedWithAttributes,
     ];
     let mut push = |name: String, votes: Vec<Vote>, pending: usize, method: VoteKind| {
+        let answered = votes.iter().filter(|v| !v.is_pending()).count();
         let context = Context {
             kind: method,
             method_version: if method == VoteKind::NewPayload { 4 } else { 3 },
-            nodes_configured: (votes.len() + pending) as u16,
+            nodes_configured: (answered + pending) as u16,
             pending: pending as u16,
             is_final: pending == 0,
             elapsed_ms: 5,
@@ -95,13 +109,21 @@ pub fn conformance_cases(config: &str) -> Vec<(String, Ballot)> {
                 0,
                 method,
             );
+            let mut part = mixed[..4].to_vec();
+            part.extend((4..7).map(pending));
             push(
                 format!("{} 4 of 7 in, {kind}", method.name()),
-                mixed[..4].to_vec(),
+                part,
                 3,
                 method,
             );
         }
+        push(
+            format!("{} nothing in, 3 pending", method.name()),
+            (0..3).map(pending).collect(),
+            3,
+            method,
+        );
     }
     let full: Vec<Vote> = (0..MAX_VOTES).map(|i| vote(i, i % 3)).collect();
     push(format!("{MAX_VOTES} votes"), full, 0, VoteKind::NewPayload);

@@ -52,7 +52,7 @@ impl Decision {
     /// Checks a policy's raw verdict against the ballot it was asked about.
     pub fn checked(ballot: &Ballot, verdict: Verdict, fuel: u64) -> Decision {
         let fault = match verdict {
-            Verdict::Wait if ballot.context.is_final => Some(Fault::WaitWhenFinal),
+            v if v.is_wait() && ballot.context.is_final => Some(Fault::WaitWhenFinal),
             Verdict::Follow { vote, .. } if ballot.followed(verdict).is_none() => {
                 Some(Fault::FollowUnanswered(vote))
             }

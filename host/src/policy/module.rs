@@ -38,6 +38,7 @@ pub struct WasmPolicy {
     decide: ModuleExport,
     input_ptr: usize,
     input_cap: usize,
+    abi_minor: i32,
     info: PolicyInfo,
     conformance: ConformanceReport,
 }
@@ -215,6 +216,7 @@ impl WasmPolicy {
             decide,
             input_ptr,
             input_cap,
+            abi_minor: minor,
             info: PolicyInfo {
                 name,
                 sha256: hex::encode(Sha256::digest(bytes)),
@@ -232,6 +234,11 @@ impl WasmPolicy {
             });
         }
         Ok(policy)
+    }
+
+    /// The ABI minor version the module declares.
+    pub fn abi_minor(&self) -> i32 {
+        self.abi_minor
     }
 
     /// What the built-in conformance cases measured at load.
@@ -260,7 +267,14 @@ impl WasmPolicy {
             .data_mut(&mut store)
             .get_mut(self.input_ptr..self.input_ptr + self.input_cap)
             .ok_or((Fault::Limit("input buffer outside memory".to_owned()), 0))?;
-        let len = ballot.encode(buffer).map_err(|e| (Fault::Input(e), 0))?;
+        // A 1.0 module is not sent the pending records of 1.1 (they come last, so vote indices
+        // are the same in both).
+        let encoded = if self.abi_minor == 0 {
+            ballot.without_pending().encode(buffer)
+        } else {
+            ballot.encode(buffer)
+        };
+        let len = encoded.map_err(|e| (Fault::Input(e), 0))?;
         let decide = instance
             .get_module_export(&mut store, &self.decide)
             .and_then(Extern::into_func)

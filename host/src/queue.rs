@@ -1,0 +1,220 @@
+//! One EL's ordered queue of state-changing calls: delivered one at a time in the order the CL
+//! sent them, bounded by calls and by bytes. When a hung EL's queue is full the oldest calls
+//! make room for the new ones (each dropped call is answered at once as unreachable and
+//! counted): an EL that comes back gets the newest calls still queued, in CL order, and
+//! catches up on the rest from its peers.
+
+use crate::upstream::{Reply, Timed, Transport};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{oneshot, Notify};
+use tokio::time::Instant;
+
+/// How much one queue may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Calls waiting, at most.
+    pub calls: usize,
+    /// Bytes of calls waiting, at most (a single larger call is still taken).
+    pub bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            calls: 256,
+            bytes: 64 << 20,
+        }
+    }
+}
+
+struct Job {
+    body: Bytes,
+    timeout: Duration,
+    reply: oneshot::Sender<Timed>,
+}
+
+#[derive(Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    bytes: usize,
+    dropped: u64,
+    busy_since: Option<Instant>,
+    closed: bool,
+}
+
+/// What a queue holds now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Depth {
+    /// Calls waiting (not counting the one being delivered).
+    pub calls: usize,
+    /// Their bytes.
+    pub bytes: usize,
+    /// Calls dropped since start to make room.
+    pub dropped: u64,
+    /// How long the call being delivered has been out.
+    pub busy_for: Option<Duration>,
+}
+
+/// The queue; [`deliver`] drains it.
+pub struct CallQueue {
+    state: Mutex<State>,
+    ready: Notify,
+    limits: Limits,
+}
+
+impl CallQueue {
+    /// An empty queue with `limits`.
+    pub fn new(limits: Limits) -> CallQueue {
+        CallQueue {
+            state: Mutex::new(State::default()),
+            ready: Notify::new(),
+            limits,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a call behind the ones waiting; returns the receiver of its reply and how many
+    /// of the oldest calls were dropped to make room.
+    pub fn push(&self, body: Bytes, timeout: Duration) -> (oneshot::Receiver<Timed>, usize) {
+        let (reply, receiver) = oneshot::channel();
+        let mut state = self.lock();
+        if state.closed {
+            let _ = reply.send(unreachable("the node was removed"));
+            return (receiver, 0);
+        }
+        let mut dropped = 0;
+        while !state.jobs.is_empty()
+            && (state.jobs.len() >= self.limits.calls
+                || state.bytes + body.len() > self.limits.bytes)
+        {
+            if let Some(old) = state.jobs.pop_front() {
+                state.bytes -= old.body.len();
+                let _ = old
+                    .reply
+                    .send(unreachable("dropped: the call queue overflowed"));
+                dropped += 1;
+            }
+        }
+        state.dropped += dropped as u64;
+        state.bytes += body.len();
+        state.jobs.push_back(Job {
+            body,
+            timeout,
+            reply,
+        });
+        drop(state);
+        self.ready.notify_one();
+        (receiver, dropped)
+    }
+
+    /// What the queue holds now.
+    pub fn depth(&self) -> Depth {
+        let state = self.lock();
+        Depth {
+            calls: state.jobs.len(),
+            bytes: state.bytes,
+            dropped: state.dropped,
+            busy_for: state.busy_since.map(|since| since.elapsed()),
+        }
+    }
+
+    /// No more calls are taken; the worker stops once the waiting ones are delivered.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+    }
+
+    /// The next call to deliver, or `None` once closed and empty.
+    async fn next(&self) -> Option<Job> {
+        loop {
+            {
+                let mut state = self.lock();
+                if let Some(job) = state.jobs.pop_front() {
+                    state.bytes -= job.body.len();
+                    state.busy_since = Some(Instant::now());
+                    return Some(job);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            // A push between the check and here left a permit: no wake-up is lost.
+            self.ready.notified().await;
+        }
+    }
+
+    fn done(&self) {
+        self.lock().busy_since = None;
+    }
+}
+
+fn unreachable(why: &str) -> Timed {
+    Timed {
+        reply: Reply::Unreachable(why.to_owned()),
+        latency: Duration::ZERO,
+    }
+}
+
+/// The ordered worker: one call at a time, in queue order, until the queue is closed.
+pub async fn deliver(queue: Arc<CallQueue>, transport: Arc<dyn Transport>) {
+    while let Some(job) = queue.next().await {
+        let timed = transport.post(job.body, job.timeout).await;
+        queue.done();
+        let _ = job.reply.send(timed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        calls: 3,
+        bytes: 10,
+    };
+
+    fn failure(timed: &Timed) -> Option<&str> {
+        match &timed.reply {
+            Reply::Unreachable(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn overflow_drops_the_oldest_by_count_and_by_bytes() {
+        let queue = CallQueue::new(LIMITS);
+        let second = Duration::from_secs(1);
+        let (first, _) = queue.push(Bytes::from_static(b"aaaa"), second);
+        let (_b, _) = queue.push(Bytes::from_static(b"bbbb"), second);
+        assert_eq!(queue.depth().bytes, 8);
+        let (_c, dropped) = queue.push(Bytes::from_static(b"cc"), second);
+        assert_eq!(dropped, 0, "10 bytes fit");
+        let (_d, dropped) = queue.push(Bytes::from_static(b"d"), second);
+        assert_eq!(dropped, 1, "a fourth call exceeds the count");
+        let first = first.await.expect("answered at once");
+        assert_eq!(failure(&first), Some("dropped: the call queue overflowed"));
+        let (_e, dropped) = queue.push(Bytes::from_static(b"eeeeeeee"), second);
+        assert_eq!(dropped, 2, "8 more bytes need two calls' room");
+        let depth = queue.depth();
+        assert_eq!((depth.calls, depth.bytes, depth.dropped), (2, 9, 3));
+        let (_big, dropped) = queue.push(Bytes::from(vec![0; 64]), second);
+        assert_eq!(dropped, 2, "a call larger than the limit empties the queue");
+        assert_eq!(queue.depth().calls, 1, "and is still taken");
+    }
+
+    #[tokio::test]
+    async fn a_closed_queue_refuses_new_calls() {
+        let queue = CallQueue::new(LIMITS);
+        queue.close();
+        let (refused, _) = queue.push(Bytes::from_static(b"x"), Duration::from_secs(1));
+        let refused = refused.await.expect("answered");
+        assert_eq!(failure(&refused), Some("the node was removed"));
+        assert!(queue.next().await.is_none(), "the worker stops");
+    }
+}
