@@ -19,6 +19,7 @@ use crate::verdict::Verdicts;
 use crate::{merge, primary};
 use policy_sdk::VoteKind;
 use std::sync::Arc;
+use tokio::time::Instant;
 
 /// Everything a call needs past the CL's token: the stages, each with its own state.
 pub struct Engine {
@@ -59,8 +60,13 @@ impl Engine {
     /// Answers one call (never fails: every outcome is a JSON-RPC answer with the CL's id).
     pub async fn dispatch(&self, call: &Call<'_>) -> Vec<u8> {
         let _in_flight = InFlight::start(&self.metrics.in_flight);
+        let start = Instant::now();
         let answer = self.answer(call).await;
         let method: String = call.method.chars().take(48).collect();
+        self.metrics
+            .answer_seconds
+            .get_or_create(&vec![("method", method.clone())])
+            .observe(start.elapsed().as_secs_f64());
         let kind = if answer.is_ok() { "result" } else { "error" };
         self.metrics
             .requests

@@ -106,7 +106,7 @@ impl Fanout {
         let records: Vec<Vote> = nodes
             .iter()
             .enumerate()
-            .map(|(i, node)| failed(i as u16, node, Outcome::Pending).vote)
+            .map(|(i, node)| failed(i as u16, node, call.kind, Outcome::Pending).vote)
             .collect();
         let mut replies: FuturesUnordered<Pending> = FuturesUnordered::new();
         for (index, node) in nodes.iter().enumerate() {
@@ -164,10 +164,10 @@ impl Fanout {
                         let node = &nodes[index];
                         let received = match reply {
                             Ok(timed) => {
-                                node.observe_vote(&timed);
+                                node.observe_vote(call.kind, &timed);
                                 receive(index as u16, node, call.kind, &timed, call.block_hash)
                             }
-                            Err(_) => failed(index as u16, node, Outcome::Unreachable),
+                            Err(_) => failed(index as u16, node, call.kind, Outcome::Unreachable),
                         };
                         self.count_vote(node, &received.vote);
                         collector.push(received);
@@ -180,7 +180,7 @@ impl Fanout {
                     let missing: Vec<usize> = collector.outstanding().collect();
                     if now >= deadline {
                         for i in missing {
-                            let mut timeout = failed(i as u16, &nodes[i], Outcome::Timeout);
+                            let mut timeout = failed(i as u16, &nodes[i], call.kind, Outcome::Timeout);
                             timeout.vote.latency_us = budget.as_micros() as u32;
                             self.count_vote(&nodes[i], &timeout.vote);
                             collector.push(timeout);
@@ -242,7 +242,7 @@ impl Fanout {
     /// Counts node `index`'s vote as not waited for (its call still runs).
     fn cut(&self, collector: &mut Collector, nodes: &[Arc<Node>], index: usize, outcome: Outcome) {
         let node = &nodes[index];
-        let cut = failed(index as u16, node, outcome);
+        let cut = failed(index as u16, node, collector.kind(), outcome);
         node.count_cut(cut_reason(cut.vote.health));
         self.count_vote(node, &cut.vote);
         collector.push(cut);
@@ -266,10 +266,7 @@ impl Fanout {
         }
         let mut until = ready;
         for i in collector.outstanding() {
-            let typical = nodes[i]
-                .health()
-                .vote_latency_ms
-                .map(|ms| Duration::from_secs_f64(ms / 1e3));
+            let typical = nodes[i].typical_latency(collector.kind());
             until = until.max(nodes[i].straggler.until(ready, typical)?);
         }
         Some(start + until)
@@ -339,7 +336,7 @@ impl Late {
         let labels = vec![("node", node.url.clone())];
         self.metrics.late_votes.get_or_create(&labels).inc();
         let Ok(timed) = reply else { return };
-        node.observe_vote(&timed);
+        node.observe_vote(self.kind, &timed);
         let received = receive(
             index as u16,
             node,
@@ -499,7 +496,7 @@ mod tests {
         let first = fanout.run(&call("{}")).await;
         assert_eq!(first.elapsed_ms, 210, "no history yet: the floor");
         // The cut call's answer still arrives and teaches eb the EL's usual time.
-        let learnt = || nodes.snapshot()[2].health().vote_latency_ms;
+        let learnt = || nodes.snapshot()[2].typical_latency(VoteKind::NewPayload);
         while learnt().is_none() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }

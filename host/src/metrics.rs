@@ -22,11 +22,23 @@ impl MetricConstructor<Histogram> for LatencyBuckets {
     }
 }
 
+/// Builds CL answer-time histograms on the boundaries validator duties care about (5 ms to 8 s).
+#[derive(Clone, Copy)]
+pub struct AnswerBuckets;
+
+impl MetricConstructor<Histogram> for AnswerBuckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0])
+    }
+}
+
 /// Every metric eb exports.
 pub struct Metrics {
     registry: Registry,
     /// `eb_requests_total{method, answer}`: CL calls answered, by result or error.
     pub requests: Family<Labels, Counter>,
+    /// `eb_answer_seconds{method}`: time to answer the CL, by method.
+    pub answer_seconds: Family<Labels, Histogram, AnswerBuckets>,
     /// `eb_verdicts_total{method, action, status, reason}`.
     pub verdicts: Family<Labels, Counter>,
     /// `eb_votes_total{node, status, outcome}`.
@@ -73,6 +85,7 @@ impl Default for Metrics {
         let mut m = Metrics {
             registry: Registry::with_prefix("eb"),
             requests: Family::default(),
+            answer_seconds: Family::new_with_constructor(AnswerBuckets),
             verdicts: Family::default(),
             votes: Family::default(),
             el_latency: Family::new_with_constructor(LatencyBuckets),
@@ -97,6 +110,12 @@ impl Default for Metrics {
             "requests",
             "CL calls answered, by method and answer kind",
             m.requests.clone(),
+        );
+        r.register_with_unit(
+            "answer",
+            "Time to answer the CL, by method",
+            Unit::Seconds,
+            m.answer_seconds.clone(),
         );
         r.register(
             "verdicts",
@@ -285,6 +304,8 @@ mod tests {
         m.last_answer_age.get_or_create(&node).set(0.25);
         m.queue_calls.get_or_create(&node).set(3);
         m.late_votes.get_or_create(&node).inc();
+        let method = vec![("method", "engine_newPayloadV4".to_owned())];
+        m.answer_seconds.get_or_create(&method).observe(0.3);
         {
             let _call = InFlight::start(&m.in_flight);
             assert_eq!(m.in_flight.get(), 1);

@@ -10,7 +10,7 @@ use crate::straggler::Straggler;
 use crate::upstream::{self, Http, Reply, Timed, Transport};
 use bytes::Bytes;
 use policy_sdk::abi::Health as VoteHealth;
-use policy_sdk::ClientCode;
+use policy_sdk::{ClientCode, VoteKind};
 use reqwest::{Client, Url};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -29,9 +29,9 @@ pub struct Health {
     pub state: NodeState,
     /// Latency EWMA over health checks and live calls, in milliseconds.
     pub latency_ms: Option<f64>,
-    /// Latency EWMA of answered state-changing calls, in milliseconds (the straggler rule's
-    /// "typical" time).
-    pub vote_latency_ms: Option<f64>,
+    /// Latency EWMA of answered state-changing calls, in milliseconds, per kind: newPayload,
+    /// then forkchoiceUpdated (the straggler rule's "typical" time).
+    pub vote_latency_ms: [Option<f64>; 2],
     /// When the EL last answered anything.
     pub last_answer: Option<Instant>,
     /// Client code from `engine_getClientVersionV1`.
@@ -44,6 +44,11 @@ pub struct Health {
 
 /// Weight of the newest sample in the latency EWMAs.
 const EWMA_WEIGHT: f64 = 0.2;
+
+/// Which EWMA a vote kind's answer time goes into.
+fn latency_slot(kind: VoteKind) -> usize {
+    usize::from(kind != VoteKind::NewPayload)
+}
 
 fn ewma(old: Option<f64>, sample: f64) -> Option<f64> {
     Some(old.map_or(sample, |old| old + EWMA_WEIGHT * (sample - old)))
@@ -111,7 +116,7 @@ impl Node {
             health: Mutex::new(Health {
                 state: NodeState::Unknown,
                 latency_ms: None,
-                vote_latency_ms: None,
+                vote_latency_ms: [None; 2],
                 last_answer: None,
                 client: ClientCode::UNKNOWN,
                 client_version: None,
@@ -213,15 +218,20 @@ impl Node {
         }
     }
 
-    /// [`observe`](Self::observe) for a state-changing call: an answer also feeds the EWMA
-    /// the straggler rule reads.
-    pub fn observe_vote(&self, timed: &Timed) {
+    /// [`observe`](Self::observe) for a state-changing call of `kind`: an answer also feeds
+    /// the EWMA the straggler rule reads.
+    pub fn observe_vote(&self, kind: VoteKind, timed: &Timed) {
         self.observe(timed);
         if let Reply::Body(_) = timed.reply {
             let mut health = self.lock();
-            health.vote_latency_ms =
-                ewma(health.vote_latency_ms, timed.latency.as_secs_f64() * 1e3);
+            let typical = &mut health.vote_latency_ms[latency_slot(kind)];
+            *typical = ewma(*typical, timed.latency.as_secs_f64() * 1e3);
         }
+    }
+
+    /// How long this EL's `kind` calls usually take to answer, if it has answered one.
+    pub fn typical_latency(&self, kind: VoteKind) -> Option<Duration> {
+        self.lock().vote_latency_ms[latency_slot(kind)].map(|ms| Duration::from_secs_f64(ms / 1e3))
     }
 
     /// Feeds an answered call's latency into the EWMA and the latency histogram.

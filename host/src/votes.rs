@@ -54,9 +54,9 @@ fn parse_status(text: &str) -> Option<Status> {
     })
 }
 
-/// A vote without an answer from the node at `index`, with what eb knows of the node: its
-/// client code, flags, health and typical answer time.
-pub fn failed(index: u16, node: &Node, outcome: Outcome) -> Received {
+/// A vote without an answer from the node at `index` to a `kind` call, with what eb knows of
+/// the node: its client code, flags, health and typical answer time for such calls.
+pub fn failed(index: u16, node: &Node, kind: VoteKind, outcome: Outcome) -> Received {
     let health = node.health();
     let mut vote = Vote::failed(index, outcome);
     vote.client = health.client;
@@ -64,9 +64,9 @@ pub fn failed(index: u16, node: &Node, outcome: Outcome) -> Received {
         .with(VoteFlags::DO_NOT_USE, node.do_not_use)
         .with(VoteFlags::NODE_SYNCING, health.state == NodeState::Syncing);
     vote.health = node.vote_health();
-    vote.typical_latency_us = health
-        .vote_latency_ms
-        .map_or(0, |ms| (ms * 1e3).clamp(0.0, f64::from(u32::MAX)) as u32);
+    vote.typical_latency_us = node
+        .typical_latency(kind)
+        .map_or(0, |t| u32::try_from(t.as_micros()).unwrap_or(u32::MAX));
     Received {
         vote,
         result: None,
@@ -84,7 +84,7 @@ pub fn receive(
     timed: &Timed,
     block_hash: Option<&str>,
 ) -> Received {
-    let mut received = failed(index, node, Outcome::Malformed);
+    let mut received = failed(index, node, kind, Outcome::Malformed);
     received.vote.latency_us = u32::try_from(timed.latency.as_micros()).unwrap_or(u32::MAX);
     let body = match &timed.reply {
         Reply::Body(body) => body,
@@ -172,6 +172,11 @@ impl Collector {
     /// Whether node `index`'s vote is in.
     pub fn has(&self, index: usize) -> bool {
         self.counted.get(index).copied().unwrap_or(true)
+    }
+
+    /// The kind of call the votes are about.
+    pub fn kind(&self) -> VoteKind {
+        self.kind
     }
 
     /// Nodes whose votes are still out.

@@ -51,6 +51,8 @@ pub struct Behaviour {
     pub read_fault: Fault,
     /// `eth_syncing` answers a sync status instead of `false`.
     pub syncing: bool,
+    /// Every call, health checks included, is accepted and never answered (a frozen process).
+    pub frozen: bool,
     /// Client code for `engine_getClientVersionV1`.
     pub client: &'static str,
     /// `engine_exchangeCapabilities` answer.
@@ -69,6 +71,7 @@ impl Default for Behaviour {
             vote_fault: Fault::None,
             read_fault: Fault::None,
             syncing: false,
+            frozen: false,
             client: "GE",
             capabilities: vec![
                 "engine_newPayloadV4",
@@ -327,6 +330,7 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         method.starts_with("engine_newPayload") || method.starts_with("engine_forkchoiceUpdated");
     let health = method == "eth_syncing" || method == "engine_getClientVersionV1";
     let fault = match (is_vote, health) {
+        _ if b.frozen => Fault::Hang,
         (true, _) => b.vote_fault.clone(),
         (false, true) => Fault::None,
         (false, false) => b.read_fault.clone(),

@@ -7,6 +7,11 @@
 //! ```
 //! `{nodes}` becomes `url#jwt-secret=path,…`, `{jwt}` the CL secret file, `{port}` a free port.
 //! Without a command, the `eb` binary next to this one is measured.
+//!
+//! Fault modes act on the last EL while the multiplexer is measured: `--hung` (it accepts every
+//! call, health checks included, and never answers; samples are split at `--phase-s` into
+//! before/after health checks can have marked it), `--slow-ms N` (its newPayload answers take N
+//! ms), `--flap-ms N` (stopped and restarted every N ms).
 
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
@@ -56,6 +61,15 @@ struct Args {
     /// Stop and restart the last mock EL every this many ms while eb is measured (0: never).
     #[arg(long, default_value_t = 0)]
     flap_ms: u64,
+    /// The last EL hangs on every call while eb is measured.
+    #[arg(long)]
+    hung: bool,
+    /// The last EL answers newPayload after this many ms while eb is measured (0: no delay).
+    #[arg(long, default_value_t = 0)]
+    slow_ms: u64,
+    /// With --hung: samples before this many seconds after the fault are reported apart.
+    #[arg(long, default_value_t = 8)]
+    phase_s: u64,
     /// Skip the direct baseline (soak runs).
     #[arg(long)]
     no_direct: bool,
@@ -123,8 +137,14 @@ async fn post(client: &reqwest::Client, target: &Target, body: Bytes) -> Option<
     serde_json::from_slice(&response.bytes().await.ok()?).ok()
 }
 
-/// Drives `requests` units of traffic at `concurrency`; returns samples and wall time.
-async fn drive(target: Arc<Target>, args: &Args, payload: Bytes) -> (Samples, Duration, u64) {
+/// Drives `requests` units of traffic at `concurrency`; returns samples and wall time. With
+/// `phase`, samples taken before that much time are labelled apart.
+async fn drive(
+    target: Arc<Target>,
+    args: &Args,
+    payload: Bytes,
+    phase: Option<Duration>,
+) -> (Samples, Duration, u64) {
     let next = Arc::new(AtomicU64::new(0));
     let failures = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
@@ -157,6 +177,13 @@ async fn drive(target: Arc<Target>, args: &Args, payload: Bytes) -> (Samples, Du
                         async move {
                             let t = Instant::now();
                             let answer = post(client, target, body).await;
+                            let method = match phase {
+                                Some(p) if t.duration_since(start) < p => {
+                                    format!("{method} (first {} s)", p.as_secs())
+                                }
+                                Some(p) => format!("{method} (after {} s)", p.as_secs()),
+                                None => method.to_owned(),
+                            };
                             (method, t.elapsed(), answer)
                         }
                     };
@@ -197,7 +224,7 @@ async fn drive(target: Arc<Target>, args: &Args, payload: Bytes) -> (Samples, Du
                                 && r["payloadStatus"]["status"] != "SYNCING"
                         });
                         if ok {
-                            samples.add(method, took);
+                            samples.add(&method, took);
                         } else {
                             failures.fetch_add(1, Ordering::Relaxed);
                         }
@@ -292,11 +319,11 @@ async fn run(args: Args) -> Result<Value, String> {
         url: els[0].url(),
         minter: Minter::new(&secret(EL_SECRET)?),
     });
-    drive(Arc::clone(&direct), &warmup(&args), payload.clone()).await;
+    drive(Arc::clone(&direct), &warmup(&args), payload.clone(), None).await;
     let (direct_samples, direct_wall, direct_failures) = if args.no_direct {
         (Samples::default(), Duration::from_secs(1), 0)
     } else {
-        drive(direct, &args, payload.clone()).await
+        drive(direct, &args, payload.clone(), None).await
     };
 
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -337,7 +364,7 @@ async fn run(args: Args) -> Result<Value, String> {
         url: format!("http://127.0.0.1:{port}/"),
         minter: Minter::new(&secret(CL_SECRET)?),
     });
-    drive(Arc::clone(&proxy), &warmup(&args), payload.clone()).await;
+    drive(Arc::clone(&proxy), &warmup(&args), payload.clone(), None).await;
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
         let peak = Arc::clone(&peak);
@@ -370,10 +397,18 @@ async fn run(args: Args) -> Result<Value, String> {
             }
         }
     };
+    let faulty = els.last().filter(|_| els.len() > 1);
+    if let Some(el) = faulty {
+        el.set(|b| {
+            b.frozen = args.hung;
+            b.new_payload_delay = Duration::from_millis(args.slow_ms);
+        });
+    }
+    let phase = args.hung.then(|| Duration::from_secs(args.phase_s));
     let before = usage(pid);
     let ((proxy_samples, proxy_wall, proxy_failures), ()) = tokio::join!(
         async {
-            let result = drive(proxy, &args, payload).await;
+            let result = drive(proxy, &args, payload, phase).await;
             flapping.store(false, Ordering::Relaxed);
             result
         },
@@ -402,6 +437,7 @@ async fn run(args: Args) -> Result<Value, String> {
     let count = |s: &Samples| s.0.values().map(Vec::len).sum::<usize>() as f64;
     Ok(json!({
         "els": args.els, "payload_kib": args.payload_kib, "concurrency": args.concurrency,
+        "fault": {"hung": args.hung, "slow_ms": args.slow_ms, "flap_ms": args.flap_ms},
         "mode": format!("{:?}", args.mode), "command": command.join(" "),
         "direct": {"latency": direct_stats, "throughput_rps": count(&direct_samples) / direct_wall.as_secs_f64(), "failures": direct_failures},
         "proxy": {
@@ -434,6 +470,9 @@ fn clone_args(args: &Args) -> Args {
         requests: args.requests,
         concurrency: args.concurrency,
         el_delay_ms: args.el_delay_ms,
+        hung: args.hung,
+        slow_ms: args.slow_ms,
+        phase_s: args.phase_s,
         mode: args.mode,
         slot_ms: args.slot_ms,
         duration_s: args.duration_s,

@@ -1,5 +1,6 @@
-//! `eb-devnet`: Lodestar → eb → three EthereumJS ELs on loopback, and the four scenarios of the
-//! real-client test (happy path, primary EL killed, a lying EL, replay of the recording).
+//! `eb-devnet`: Lodestar → eb → three EthereumJS ELs on loopback, and the scenarios of the
+//! real-client test (happy path, primary EL killed, primary EL frozen, a lying EL, replay of the
+//! recording).
 //! Every process it starts is stopped when it ends, also on failure or Ctrl-C.
 //!
 //! ```text
@@ -41,6 +42,7 @@ async fn scenarios(devnet: &mut Devnet) -> Result<Value, String> {
         "primary_killed".into(),
         scenarios::primary_killed(devnet).await?,
     );
+    report.insert("frozen_el".into(), scenarios::frozen_el(devnet).await?);
     report.insert("lying_el".into(), scenarios::lying_el(devnet).await?);
     report.insert("eb_answers_by_method".into(), devnet.admin.answers().await?);
     devnet.stop();

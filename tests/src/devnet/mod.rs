@@ -320,6 +320,17 @@ impl Devnet {
         }
     }
 
+    /// Freezes EL `index` (SIGSTOP) or, with `frozen` false, lets it run again (SIGCONT).
+    pub fn freeze_el(&self, index: usize, frozen: bool) {
+        if let Some(service) = &self.els[index].service {
+            if frozen {
+                service.freeze();
+            } else {
+                service.thaw();
+            }
+        }
+    }
+
     /// The first started process (not stopped on purpose) that has exited, and how.
     pub fn exited(&self) -> Option<String> {
         let services = [&self.cl, &self.eb]

@@ -177,10 +177,9 @@ impl Admin {
         read_json(response, &what).await
     }
 
-    /// `eb_requests_total` from `GET /metrics`: `{method: {answer kind: count}}`.
-    pub async fn answers(&self) -> Result<Value, String> {
-        let text = self
-            .client
+    /// `GET /metrics` (the classic text format).
+    pub async fn metrics(&self) -> Result<String, String> {
+        self.client
             .get(format!("{}/metrics", self.base))
             .send()
             .await
@@ -188,7 +187,12 @@ impl Admin {
             .map_err(|e| format!("GET /metrics: {e}"))?
             .text()
             .await
-            .map_err(|e| format!("GET /metrics: {e}"))?;
+            .map_err(|e| format!("GET /metrics: {e}"))
+    }
+
+    /// `eb_requests_total` from `GET /metrics`: `{method: {answer kind: count}}`.
+    pub async fn answers(&self) -> Result<Value, String> {
+        let text = self.metrics().await?;
         let mut answers = serde_json::Map::new();
         for line in text.lines() {
             let Some(rest) = line.strip_prefix("eb_requests_total{") else {

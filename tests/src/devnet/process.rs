@@ -96,6 +96,16 @@ impl Service {
         let _ = self.child().wait();
     }
 
+    /// SIGSTOP to the group: frozen, as a stuck VM or a stop-the-world pause (sockets stay open).
+    pub fn freeze(&self) {
+        self.signal("STOP");
+    }
+
+    /// SIGCONT to the group: running again.
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
     fn signal(&self, signal: &str) {
         // The group: the process and whatever it started (npm shims, worker processes).
         let _ = Command::new("kill")

@@ -1,5 +1,5 @@
-//! The four devnet scenarios of issue 7, each asserted: it returns a report of what it saw, or
-//! an error saying what did not happen.
+//! The devnet scenarios, each asserted: it returns a report of what it saw, or an error saying
+//! what did not happen.
 
 use super::observe::{node_state, primary, recorded};
 use super::{now_ms, Devnet, ELS, LIAR, SLOT, SLOTS_PER_EPOCH};
@@ -14,6 +14,10 @@ const HAPPY_SLOTS: u64 = 20;
 const TRANSACTIONS: usize = 5;
 /// Slots to watch after the primary EL is killed.
 const KILL_WATCH_SLOTS: u64 = 8;
+/// Slots the primary EL stays frozen.
+const FREEZE_SLOTS: u64 = 12;
+/// Longest eb may take to answer a newPayload while an EL is frozen.
+const FROZEN_ANSWER_MS: u32 = 1_000;
 /// newPayload decisions to see in each phase of the lying-EL scenario.
 const LIAR_DECISIONS: usize = 3;
 
@@ -239,6 +243,146 @@ pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
         },
         "restart_to_valid_vote_seconds": caught_up_s,
         "chain": chain(devnet, slots(10)).await?,
+    }))
+}
+
+/// 3. The primary EL frozen with SIGSTOP for [`FREEZE_SLOTS`] slots, then resumed: while frozen
+///    a block in every slot (at most one missed), the CL's head follows and the chain keeps
+///    finalizing, and eb answers every newPayload in under a second (it still queues every call
+///    for the frozen EL); resumed, the EL takes its queued calls, catches up, is on the CL's head
+///    and votes VALID again.
+pub async fn frozen_el(devnet: &Devnet) -> Result<Value, String> {
+    let start = Instant::now();
+    let status = devnet.admin.status().await?;
+    let victim = primary(&status).ok_or_else(|| format!("eb has no primary: {status}"))?;
+    let url = status["nodes"][victim]["url"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let late_votes = |text: &str| {
+        crate::proxy::sample(text, &format!(r#"eb_late_votes_total{{node="{url}"}}"#))
+            .unwrap_or(0.0)
+    };
+    // eb's own histogram of its answer times, newPayload (V1/V2 in this devnet).
+    let answers = |text: &str, le: &str| -> f64 {
+        let le = format!(r#"le="{le}""#);
+        text.lines()
+            .filter(|l| l.starts_with("eb_answer_seconds_bucket{"))
+            .filter(|l| l.contains(r#"method="engine_newPayloadV"#) && l.contains(&le))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = devnet.admin.metrics().await?;
+    let late_before = late_votes(&before);
+    let (freeze_slot, _) = devnet.beacon.syncing().await?;
+    let finalized_before = devnet.beacon.finalized_epoch().await?;
+    devnet.freeze_el(victim, true);
+    let frozen_ms = now_ms();
+    let frozen_at = Instant::now();
+    let beacon = &devnet.beacon;
+    let admin = &devnet.admin;
+    let most_queued = std::cell::Cell::new(0u64);
+    let watched_to = devnet
+        .until(
+            "slots to pass with the EL frozen",
+            slots(FREEZE_SLOTS + 8),
+            || async {
+                if let Ok(status) = admin.status().await {
+                    let queued = status["nodes"][victim]["queue"]["calls"]
+                        .as_u64()
+                        .unwrap_or(0);
+                    most_queued.set(most_queued.get().max(queued));
+                }
+                let (head, _) = beacon.syncing().await.ok()?;
+                (head >= freeze_slot + FREEZE_SLOTS && frozen_at.elapsed() >= slots(FREEZE_SLOTS))
+                    .then_some(head)
+            },
+        )
+        .await?;
+    let finalized_frozen = devnet.beacon.finalized_epoch().await?;
+    let during = devnet.admin.metrics().await?;
+    let under_1s = answers(&during, "1.0") - answers(&before, "1.0");
+    let all = answers(&during, "+Inf") - answers(&before, "+Inf");
+    let status = devnet.admin.status().await?;
+    let frozen_state = node_state(&status, victim).0;
+    devnet.freeze_el(victim, false);
+    let thawed_ms = now_ms();
+    let missed = missed_slots(devnet, freeze_slot + 1, watched_to).await?;
+    if missed.len() > 1 {
+        return Err(format!(
+            "slots without a block while EL {victim} was frozen (slot {freeze_slot} on): {missed:?}"
+        ));
+    }
+    if finalized_frozen <= finalized_before {
+        return Err(format!(
+            "the chain stopped finalizing while EL {victim} was frozen: epoch {finalized_before} → {finalized_frozen}"
+        ));
+    }
+    if all == 0.0 || under_1s < all {
+        return Err(format!(
+            "eb answered {all} newPayloads while the EL was frozen, {under_1s} of them within 1 s"
+        ));
+    }
+    if most_queued.get() == 0 {
+        return Err(format!("eb never queued a call for the frozen EL {victim}"));
+    }
+    let thawed = Instant::now();
+    let admin = &devnet.admin;
+    devnet
+        .until("the resumed EL's queue to drain", slots(20), || async {
+            let status = admin.status().await.ok()?;
+            (status["nodes"][victim]["queue"]["calls"].as_u64() == Some(0)).then_some(())
+        })
+        .await?;
+    // A decision is written to the recording once its late votes are in: read it now.
+    let votes = devnet.paths.votes();
+    let frozen: Vec<Case> = new_payloads_since(&votes, frozen_ms)
+        .into_iter()
+        .filter(|c| c.recorded_at_ms.unwrap_or(0) < thawed_ms)
+        .collect();
+    let slowest = frozen.iter().map(|c| c.elapsed_ms).max().unwrap_or(0);
+    if frozen.is_empty() || slowest >= FROZEN_ANSWER_MS {
+        return Err(format!(
+            "{} newPayload decisions while frozen, the slowest in {slowest} ms (limit {FROZEN_ANSWER_MS} ms)",
+            frozen.len()
+        ));
+    }
+    let not_valid = frozen.iter().filter(|c| !follows_valid(c)).count();
+    devnet
+        .until(
+            "the resumed EL to vote VALID on newPayload",
+            slots(30),
+            || async {
+                new_payloads_since(&votes, thawed_ms)
+                    .iter()
+                    .find(|c| {
+                        c.votes
+                            .iter()
+                            .any(|v| v.node == victim as u16 && v.status == "VALID" && !v.late)
+                    })
+                    .map(|_| ())
+            },
+        )
+        .await?;
+    let caught_up_s = seconds(thawed);
+    let chain = chain(devnet, slots(10)).await?;
+    let late_after = late_votes(&devnet.admin.metrics().await?);
+    Ok(json!({
+        "seconds": seconds(start),
+        "frozen_el": victim,
+        "frozen_at_slot": freeze_slot,
+        "watched_slots": [freeze_slot + 1, watched_to],
+        "slots_without_block": missed,
+        "finalized_epoch": [finalized_before, finalized_frozen],
+        "state_in_eb_while_frozen": frozen_state,
+        "new_payload_decisions_while_frozen": frozen.len(),
+        "new_payload_not_valid_while_frozen": not_valid,
+        "slowest_new_payload_decision_ms": slowest,
+        "new_payload_answers_while_frozen": {"total": all, "within_1s": under_1s},
+        "most_calls_queued_for_it": most_queued.get(),
+        "its_late_answers": late_after - late_before,
+        "thaw_to_valid_vote_seconds": caught_up_s,
+        "chain": chain,
     }))
 }
 
