@@ -592,6 +592,42 @@ mod tests {
         assert_eq!(collected.elapsed_ms, 2_000);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_flapping_el_costs_nothing_whether_it_refuses_or_answers() {
+        let calls = std::sync::atomic::AtomicUsize::new(0);
+        let flapping = testing::scripted(Box::new(move |_| {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0 {
+                (
+                    Duration::from_millis(1),
+                    Reply::Unreachable("connection refused".into()),
+                )
+            } else {
+                let body = format!(
+                    r#"{{"result":{{"status":"VALID","latestValidHash":"{BLOCK}","validationError":null}}}}"#
+                );
+                (Duration::from_millis(8), Reply::Body(Bytes::from(body)))
+            }
+        }));
+        let fanout = fanout(
+            &[el("VALID", 10), el("VALID", 12), flapping],
+            route::MAX_EL_TIMEOUT,
+        );
+        for (n, outcome) in [
+            (0, Outcome::Unreachable),
+            (1, Outcome::Answered),
+            (2, Outcome::Unreachable),
+        ] {
+            let collected = fanout.run(&call("{}")).await;
+            assert_eq!(followed_status(&collected), Some(Status::Valid), "call {n}");
+            assert_eq!(collected.elapsed_ms, 12, "call {n}: the healthy ELs' time");
+            let flapper = votes(&collected)
+                .into_iter()
+                .find(|v| v.0 == 2)
+                .map(|v| v.1);
+            assert_eq!(flapper, Some(outcome), "call {n}");
+        }
+    }
+
     /// A policy with its own straggler rule: wait until 100 ms, then follow the first answer.
     struct WakeAt100(crate::policy::PolicyInfo);
 
