@@ -596,7 +596,10 @@ mod tests {
     async fn a_flapping_el_costs_nothing_whether_it_refuses_or_answers() {
         let calls = std::sync::atomic::AtomicUsize::new(0);
         let flapping = testing::scripted(Box::new(move |_| {
-            if calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 2 == 0 {
+            if calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .is_multiple_of(2)
+            {
                 (
                     Duration::from_millis(1),
                     Reply::Unreachable("connection refused".into()),
