@@ -1,6 +1,8 @@
 //! The admin API, on its own listener (loopback by default): status in executionbackup's shape
-//! plus eb's own fields, rechecks, adding and removing nodes. Mutating calls need the
-//! `--admin-token` when one is set.
+//! plus eb's own fields, metrics (Prometheus, or executionbackup's JSON report), rechecks,
+//! adding and removing nodes, policy reload. executionbackup's endpoints keep their shapes
+//! (`GET /metrics` with `Accept: application/json`, `GET /recheck`, `POST /add_nodes`).
+//! Mutating calls need the `--admin-token` when one is set.
 
 use crate::app::{AddNodeError, App};
 use crate::health;
@@ -22,9 +24,9 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
-        .route("/recheck", post(recheck))
+        .route("/recheck", get(recheck).post(recheck))
         .route("/nodes", post(add_nodes))
-        .route("/add_nodes", post(add_nodes))
+        .route("/add_nodes", post(add_nodes_and_recheck))
         .route("/nodes/{index}", delete(remove_node))
         .route("/policy/reload", post(reload_policy))
         .with_state(app)
@@ -100,23 +102,44 @@ async fn status(State(app): State<Arc<App>>) -> Json<Value> {
     Json(status_json(&app))
 }
 
-/// The status document: executionbackup's fields, then eb's.
-pub fn status_json(app: &App) -> Value {
+/// executionbackup's `MetricsReport`, field for field: each node's response time in
+/// microseconds, the nodes by state, and the primary ("" while there is none).
+pub fn metrics_report(app: &App) -> serde_json::Map<String, Value> {
     let nodes = app.nodes.snapshot();
     let primary = app.nodes.primary_id();
     let mut response_times = serde_json::Map::new();
     let (mut alive, mut syncing, mut dead) = (Vec::new(), Vec::new(), Vec::new());
-    let mut detail = Vec::new();
-    for (index, node) in nodes.iter().enumerate() {
+    for node in nodes.iter() {
         let h = node.health();
         if let Some(ms) = h.latency_ms {
-            response_times.insert(node.url.clone(), json!(ms));
+            response_times.insert(node.url.clone(), json!((ms * 1e3).round() as u64));
         }
         match h.state {
             NodeState::Synced => alive.push(node.url.clone()),
             NodeState::Syncing => syncing.push(node.url.clone()),
             _ => dead.push(node.url.clone()),
         }
+    }
+    let primary_node = nodes
+        .iter()
+        .find(|n| Some(n.id) == primary)
+        .map_or_else(String::new, |n| n.url.clone());
+    let mut report = serde_json::Map::new();
+    report.insert("response_times".into(), Value::Object(response_times));
+    report.insert("alive_nodes".into(), json!(alive));
+    report.insert("syncing_nodes".into(), json!(syncing));
+    report.insert("dead_nodes".into(), json!(dead));
+    report.insert("primary_node".into(), json!(primary_node));
+    report
+}
+
+/// The status document: executionbackup's `MetricsReport`, then eb's own fields.
+pub fn status_json(app: &App) -> Value {
+    let nodes = app.nodes.snapshot();
+    let primary = app.nodes.primary_id();
+    let mut detail = Vec::new();
+    for (index, node) in nodes.iter().enumerate() {
+        let h = node.health();
         let queue = node.queue_depth();
         detail.push(json!({
             "index": index,
@@ -145,12 +168,8 @@ pub fn status_json(app: &App) -> Value {
     }
     let policy = app.policy.current();
     let info = policy.info();
-    json!({
-        "response_times": response_times,
-        "alive_nodes": alive,
-        "syncing_nodes": syncing,
-        "dead_nodes": dead,
-        "primary_node": nodes.iter().find(|n| Some(n.id) == primary).map(|n| n.url.clone()),
+    let mut status = metrics_report(app);
+    let eb = json!({
         "nodes": detail,
         "policy": {
             "name": info.name,
@@ -161,7 +180,11 @@ pub fn status_json(app: &App) -> Value {
         },
         "payload_builds": app.payloads.len(),
         "version": env!("CARGO_PKG_VERSION"),
-    })
+    });
+    if let Value::Object(eb) = eb {
+        status.extend(eb);
+    }
+    Value::Object(status)
 }
 
 fn straggler_name(straggler: Straggler) -> String {
@@ -189,14 +212,17 @@ fn sample_gauges(app: &App) {
     }
 }
 
-/// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does), the classic
-/// text format otherwise.
+/// `GET /metrics`: OpenMetrics when the scraper asks for it (Prometheus does), executionbackup's
+/// JSON `MetricsReport` when asked for JSON, the classic text format otherwise.
 async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     sample_gauges(&app);
     let accept = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    if accept.contains("application/json") {
+        return Json(Value::Object(metrics_report(&app))).into_response();
+    }
     if accept.contains("application/openmetrics-text") {
         let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
         ([(header::CONTENT_TYPE, kind)], app.metrics.encode()).into_response()
@@ -206,14 +232,24 @@ async fn metrics(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
     }
 }
 
-/// `POST /recheck`: checks every node now.
+/// Checks every node now; executionbackup's `RecheckMetricsReport`: the `MetricsReport` plus
+/// `recheck_time`, in microseconds.
+async fn recheck_report(app: &App) -> serde_json::Map<String, Value> {
+    let start = tokio::time::Instant::now();
+    health::recheck_all(&app.nodes).await;
+    let took = start.elapsed().as_micros() as u64;
+    let mut report = metrics_report(app);
+    report.insert("recheck_time".into(), json!(took));
+    report
+}
+
+/// `GET` or `POST /recheck`.
 async fn recheck(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, AdminError> {
     authorize(&app, &headers)?;
-    health::recheck_all(&app.nodes).await;
-    Ok(Json(status_json(&app)))
+    Ok(Json(Value::Object(recheck_report(&app).await)))
 }
 
 /// Node specs to add: `{"nodes": [..]}`, a bare array, or one comma-separated string.
@@ -240,7 +276,20 @@ impl Specs {
     }
 }
 
-/// `POST /nodes` and executionbackup's `POST /add_nodes`.
+/// executionbackup's `POST /add_nodes`: adds the nodes, rechecks every node and answers the
+/// `RecheckMetricsReport` (with eb's `added` beside it).
+async fn add_nodes_and_recheck(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, Response> {
+    let Json(added) = add_nodes(State(Arc::clone(&app)), headers, body).await?;
+    let mut report = recheck_report(&app).await;
+    report.insert("added".into(), added["added"].clone());
+    Ok(Json(Value::Object(report)))
+}
+
+/// `POST /nodes`: adds the nodes, answers `{"added": [...]}`.
 async fn add_nodes(
     State(app): State<Arc<App>>,
     headers: HeaderMap,

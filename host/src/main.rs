@@ -1,13 +1,12 @@
 //! The `eb` binary: parse → validate → (policy command | serve until a signal) → exit code.
 
-use clap::Parser;
 use eb::cli::{Cli, Command, LogFormat, PolicyCommand, RunArgs};
 use eb::config::Config;
 use eb::run::{signal, Bound};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     match cli.command {
         Some(Command::Policy(command)) => policy(command),
         None => serve(&cli.run),

@@ -199,3 +199,17 @@ fn runs_until_sigterm_and_exits_0() {
     let status = child.wait().expect("eb exits");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn version_names_the_embedded_policy() {
+    use sha2::{Digest, Sha256};
+    let out = eb(&["--version"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let wasm = std::fs::read(root().join("policies/default.wasm")).expect("committed policy");
+    let sha = hex::encode(Sha256::digest(wasm));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("eb {}", env!("CARGO_PKG_VERSION"))) && stdout.contains(&sha),
+        "{stdout}"
+    );
+}

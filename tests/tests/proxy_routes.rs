@@ -475,3 +475,59 @@ async fn shutdown_finishes_in_flight_calls() {
         .await;
     assert!(refused.is_err(), "no longer accepting");
 }
+
+/// executionbackup's `MetricsReport` field for field: node → microseconds, three lists of
+/// node URLs, the primary as a string.
+fn assert_metrics_report(report: &Value, nodes: usize) {
+    let times = report["response_times"].as_object().expect("response_times");
+    assert_eq!(times.len(), nodes, "{report}");
+    assert!(times.values().all(Value::is_u64), "integer microseconds: {report}");
+    for list in ["alive_nodes", "syncing_nodes", "dead_nodes"] {
+        let list = report[list].as_array().expect("a list");
+        assert!(list.iter().all(Value::is_string), "{report}");
+    }
+    assert_eq!(report["alive_nodes"].as_array().map(Vec::len), Some(nodes));
+    assert!(report["primary_node"].as_str().is_some_and(|p| !p.is_empty()), "{report}");
+}
+
+#[tokio::test]
+async fn executionbackups_admin_api_keeps_its_shapes() {
+    let els = els(2).await;
+    let extra = MockEl::start("extra", SECRET).await;
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    with_primary(&proxy).await;
+    let client = reqwest::Client::new();
+    let json_metrics = client
+        .get(format!("http://{}/metrics", proxy.admin))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(
+        json_metrics.headers()["content-type"],
+        "application/json",
+        "JSON when asked for JSON"
+    );
+    let report: Value =
+        serde_json::from_str(&json_metrics.text().await.expect("body")).expect("json");
+    assert_metrics_report(&report, 2);
+    assert!(proxy.metrics().await.contains("# TYPE eb_el_state gauge"), "Prometheus otherwise");
+
+    for method in [reqwest::Method::GET, reqwest::Method::POST] {
+        let (code, report) = proxy.admin(method.clone(), "/recheck", None, None).await;
+        assert_eq!(code, 200, "{method} /recheck");
+        assert_metrics_report(&report, 2);
+        assert!(report["recheck_time"].is_u64(), "{report}");
+    }
+
+    let secret = proxy.dir.join("extra.hex");
+    std::fs::write(&secret, SECRET).expect("write");
+    let body = json!({"nodes": [format!("{}#jwt-secret={}", extra.url(), secret.display())]});
+    let (code, report) = proxy
+        .admin(reqwest::Method::POST, "/add_nodes", Some(body), None)
+        .await;
+    assert_eq!(code, 200, "{report}");
+    assert_metrics_report(&report, 3);
+    assert!(report["recheck_time"].is_u64(), "{report}");
+    assert_eq!(report["added"], json!([format!("{}/", extra.url())]));
+}

@@ -6,7 +6,8 @@
 pub mod explain;
 pub mod policy;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
@@ -20,6 +21,22 @@ pub struct Cli {
     /// Options for running the multiplexer.
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+impl Cli {
+    /// Parses the process's arguments; `--version` also names the embedded default policy's
+    /// SHA-256 (the one `/status` and recordings show).
+    pub fn parse_args() -> Cli {
+        let sha = hex::encode(Sha256::digest(crate::policy::DEFAULT_POLICY_WASM));
+        let version = format!(
+            "{} (embedded default policy sha256 {sha})",
+            env!("CARGO_PKG_VERSION")
+        );
+        // Parsed once per process: the string lives as long as the command line does.
+        let version: &'static str = Box::leak(version.into_boxed_str());
+        let matches = Cli::command().version(version).get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
 }
 
 /// Options for running the multiplexer (executionbackup's flags keep their meaning).
