@@ -8,7 +8,7 @@ use crate::queue::Limits;
 use crate::route::MAX_EL_TIMEOUT;
 use crate::straggler::Straggler;
 use policy_sdk::abi::MAX_VOTES;
-use reqwest::Url;
+use reqwest::{Certificate, Url};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -62,6 +62,9 @@ pub struct NodeConfig {
     pub straggler: Straggler,
     /// Its call queue's bounds.
     pub queue: Limits,
+    /// `#ca=PATH`: the only CA its TLS certificate may chain to (an `https` URL otherwise
+    /// uses the system's roots).
+    pub ca: Option<Certificate>,
 }
 
 /// What a node spec does not say: the `--jwt-secret`, `--timeout`, `--straggler` and
@@ -137,20 +140,24 @@ fn read_secret(flag: &'static str, path: &Path) -> Result<JwtSecret, ConfigError
     })
 }
 
+/// Reads a PEM CA certificate for `#ca=`.
+fn read_ca(path: &Path) -> Result<Certificate, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+        return Err(format!("{}: not a PEM certificate", path.display()));
+    }
+    Certificate::from_pem(&pem)
+        .map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))
+}
+
 impl NodeConfig {
-    /// Parses `URL[#jwt-secret=PATH][#timeout=MS][#straggler=auto|wait|MS][#do-not-use]`.
+    /// Parses `URL[#jwt-secret=PATH][#timeout=MS][#straggler=auto|wait|MS][#ca=PATH][#do-not-use]`.
     pub fn parse(spec: &str, defaults: &NodeDefaults) -> Result<NodeConfig, String> {
         let mut parts = spec.trim().split('#');
         let url_text = parts.next().unwrap_or_default();
         let url = Url::parse(url_text).map_err(|e| format!("{url_text:?} is not a URL: {e}"))?;
         match url.scheme() {
-            "http" => {}
-            "https" => {
-                return Err(format!(
-                "{}: eb speaks plain HTTP to ELs (run it beside them, or terminate TLS in front)",
-                redact(&url)
-            ))
-            }
+            "http" | "https" => {}
             other => return Err(format!("{}: unsupported scheme {other:?}", redact(&url))),
         }
         let mut node = NodeConfig {
@@ -160,6 +167,7 @@ impl NodeConfig {
             do_not_use: false,
             straggler: defaults.straggler,
             queue: defaults.queue,
+            ca: None,
         };
         for option in parts {
             let (key, value) = option.split_once('=').unwrap_or((option, ""));
@@ -174,9 +182,13 @@ impl NodeConfig {
                     node.timeout = Duration::from_millis(ms);
                 }
                 "straggler" => node.straggler = value.parse()?,
+                "ca" => node.ca = Some(read_ca(Path::new(value))?),
                 "do-not-use" if value.is_empty() => node.do_not_use = true,
                 _ => return Err(format!("unknown node option {option:?}")),
             }
+        }
+        if node.ca.is_some() && node.url.scheme() != "https" {
+            return Err(format!("{}: #ca is for https URLs", redact(&node.url)));
         }
         if node.timeout.is_zero() || node.timeout > MAX_EL_TIMEOUT {
             return Err(format!(
@@ -401,8 +413,8 @@ mod tests {
                 "--nodes: node 0: unknown node option",
             ),
             (
-                &["--nodes", "https://a:1"],
-                "--nodes: node 0: https://a:1/: eb speaks plain HTTP",
+                &["--nodes", "http://a:1#ca=/etc/hostname"],
+                "--nodes: node 0: /etc/hostname: not a PEM certificate",
             ),
             (
                 &[n[0], n[1], "--timeout", "8000"],

@@ -273,10 +273,15 @@ impl Node {
     }
 }
 
-/// The HTTP transport of the EL `config` describes.
+/// The HTTP transport of the EL `config` describes: the shared client, or one of its own for
+/// an EL with its own CA.
 fn http(client: &Client, config: &NodeConfig) -> Arc<dyn Transport> {
+    let client = match &config.ca {
+        Some(ca) => upstream::client(Some(ca)),
+        None => client.clone(),
+    };
     Arc::new(Http {
-        client: client.clone(),
+        client,
         url: config.url.clone(),
         minter: Minter::new(&config.secret),
     })
@@ -311,7 +316,7 @@ pub enum NodesError {
 impl Nodes {
     /// Starts a worker for each configured node.
     pub fn new(configs: &[NodeConfig], metrics: Arc<Metrics>) -> Nodes {
-        let client = upstream::client();
+        let client = upstream::client(None);
         let list: Vec<Arc<Node>> = configs
             .iter()
             .enumerate()
@@ -333,7 +338,7 @@ impl Nodes {
             next_id: AtomicU64::new(list.len() as u64),
             list: RwLock::new(Arc::new(list)),
             primary: watch::channel(None).0,
-            client: upstream::client(),
+            client: upstream::client(None),
             metrics,
         }
     }
@@ -542,6 +547,7 @@ pub(crate) mod testing {
             do_not_use,
             straggler,
             queue: crate::queue::Limits::default(),
+            ca: None,
         }
     }
 

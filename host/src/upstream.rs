@@ -6,7 +6,7 @@ use crate::auth::Minter;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
-use reqwest::{Client, StatusCode, Url};
+use reqwest::{Certificate, Client, StatusCode, Url};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -50,13 +50,26 @@ pub trait Transport: Send + Sync {
     fn post(&self, body: Bytes, timeout: Duration) -> BoxFuture<'static, Timed>;
 }
 
-/// The HTTP client shared by all EL calls (keep-alive pools per EL).
-pub fn client() -> Client {
-    Client::builder()
+/// An HTTP client for EL calls (keep-alive pools per EL). `https` URLs are checked with rustls
+/// against the system's root certificates, or with `ca` only (a private CA or a self-signed
+/// certificate).
+pub fn client(ca: Option<&Certificate>) -> Client {
+    // One process-wide crypto provider; installing it again is a no-op.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let builder = Client::builder()
         .pool_idle_timeout(Duration::from_secs(60))
-        .tcp_nodelay(true)
-        .build()
-        .unwrap_or_else(|_| Client::new())
+        .tcp_nodelay(true);
+    let builder = match ca {
+        Some(ca) => builder.tls_certs_only([ca.clone()]),
+        None => builder,
+    };
+    builder.build().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "cannot build the TLS client; https ELs will fail");
+        Client::builder()
+            .tls_certs_only([])
+            .build()
+            .unwrap_or_default()
+    })
 }
 
 /// An EL's Engine API over HTTP, each call with a fresh token from its own secret.

@@ -41,7 +41,11 @@ pub fn node_spec(data: &[u8]) {
         queue: eb::queue::Limits::default(),
     };
     if let Ok(node) = NodeConfig::parse(text, &defaults) {
-        assert_eq!(node.url.scheme(), "http");
+        assert!(
+            matches!(node.url.scheme(), "http" | "https"),
+            "{}",
+            node.url
+        );
         assert!(!node.timeout.is_zero() && node.timeout <= eb::route::MAX_EL_TIMEOUT);
         let shown = redact(&node.url);
         if let Some(password) = node.url.password() {

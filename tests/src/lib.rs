@@ -7,8 +7,21 @@ pub mod engine;
 pub mod fuzzing;
 pub mod mock_el;
 pub mod proxy;
+pub mod tls;
 
 use std::path::PathBuf;
+
+/// An HTTP client for talking to eb and the mocks. eb's HTTP stack is built with rustls and no
+/// default crypto provider, so one is installed first (once per process).
+pub fn client() -> reqwest::Client {
+    client_builder().build().expect("an HTTP client")
+}
+
+/// [`client`]'s builder, for clients with options of their own.
+pub fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {

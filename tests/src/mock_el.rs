@@ -156,6 +156,7 @@ pub struct MockEl {
     pub secret_hex: String,
     shared: Arc<Shared>,
     server: Mutex<Option<JoinHandle<()>>>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 /// `n` mocks named `el0`, `el1`, …, all with `secret`, or (`None`) each with its own secret
@@ -181,6 +182,20 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl MockEl {
     /// Starts a mock named `name` (used in its payloadIds) with secret `secret_hex`.
     pub async fn start(name: &str, secret_hex: &str) -> MockEl {
+        MockEl::start_with(name, secret_hex, None).await
+    }
+
+    /// Starts a mock that speaks HTTPS with `tls` (its certificate and key).
+    pub async fn start_tls(name: &str, secret_hex: &str, tls: Arc<rustls::ServerConfig>) -> MockEl {
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        MockEl::start_with(name, secret_hex, Some(acceptor)).await
+    }
+
+    async fn start_with(
+        name: &str,
+        secret_hex: &str,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> MockEl {
         let shared = Arc::new(Shared {
             name: name.to_owned(),
             tokens: TokenCheck::new(secret_hex),
@@ -198,6 +213,7 @@ impl MockEl {
             secret_hex: secret_hex.to_owned(),
             shared,
             server: Mutex::new(None),
+            tls,
         };
         mock.serve(listener);
         mock
@@ -210,14 +226,28 @@ impl MockEl {
             .with_state(Arc::clone(&self.shared));
         // Connections are served inside this task: aborting it (stop) closes every one of them,
         // calls in flight included, as a crashing EL would (axum::serve lets them finish).
+        let tls = self.tls.clone();
         let handle = tokio::spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
                 let service = hyper_util::service::TowerToHyperService::new(router.clone());
+                let tls = tls.clone();
                 connections.spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        None => {
+                            http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await
+                        }
+                        Some(tls) => match tls.accept(stream).await {
+                            Ok(stream) => {
+                                http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                    .await
+                            }
+                            // eb refused the certificate: the handshake fails, nothing served.
+                            Err(_) => return,
+                        },
+                    };
                 });
                 while connections.try_join_next().is_some() {}
             }
@@ -225,9 +255,10 @@ impl MockEl {
         *lock(&self.server) = Some(handle);
     }
 
-    /// Its URL.
+    /// Its URL (`https://` when it speaks TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Changes its behaviour.

@@ -118,7 +118,7 @@ impl Proxy {
             app,
             dir,
             minter: Minter::new(&JwtSecret::from_hex(CL_SECRET).expect("hex")),
-            client: reqwest::Client::new(),
+            client: crate::client(),
             stop: Some(stop),
             task: Some(task),
         })
@@ -157,7 +157,9 @@ impl Proxy {
 
     /// eb's Prometheus metrics (`GET /metrics`, classic text format).
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.admin))
+        self.client
+            .get(format!("http://{}/metrics", self.admin))
+            .send()
             .await
             .expect("metrics answer")
             .text()

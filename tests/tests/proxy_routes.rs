@@ -453,7 +453,7 @@ async fn shutdown_finishes_in_flight_calls() {
     let proxy = Proxy::start(&refs(&els), &[], &[]).await;
     let (engine, token) = (proxy.engine, proxy.token());
     let in_flight = tokio::spawn(async move {
-        reqwest::Client::new()
+        eb_tests::client()
             .post(format!("http://{engine}/"))
             .header("authorization", token)
             .header("content-type", "application/json")
@@ -469,7 +469,7 @@ async fn shutdown_finishes_in_flight_calls() {
         .await;
     proxy.shutdown().await;
     assert_eq!(in_flight.await.expect("joined").ok(), Some(200));
-    let refused = reqwest::Client::new()
+    let refused = eb_tests::client()
         .post(format!("http://{engine}/"))
         .send()
         .await;
@@ -479,15 +479,25 @@ async fn shutdown_finishes_in_flight_calls() {
 /// executionbackup's `MetricsReport` field for field: node → microseconds, three lists of
 /// node URLs, the primary as a string.
 fn assert_metrics_report(report: &Value, nodes: usize) {
-    let times = report["response_times"].as_object().expect("response_times");
+    let times = report["response_times"]
+        .as_object()
+        .expect("response_times");
     assert_eq!(times.len(), nodes, "{report}");
-    assert!(times.values().all(Value::is_u64), "integer microseconds: {report}");
+    assert!(
+        times.values().all(Value::is_u64),
+        "integer microseconds: {report}"
+    );
     for list in ["alive_nodes", "syncing_nodes", "dead_nodes"] {
         let list = report[list].as_array().expect("a list");
         assert!(list.iter().all(Value::is_string), "{report}");
     }
     assert_eq!(report["alive_nodes"].as_array().map(Vec::len), Some(nodes));
-    assert!(report["primary_node"].as_str().is_some_and(|p| !p.is_empty()), "{report}");
+    assert!(
+        report["primary_node"]
+            .as_str()
+            .is_some_and(|p| !p.is_empty()),
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -496,7 +506,7 @@ async fn executionbackups_admin_api_keeps_its_shapes() {
     let extra = MockEl::start("extra", SECRET).await;
     let proxy = Proxy::start(&refs(&els), &[], &[]).await;
     with_primary(&proxy).await;
-    let client = reqwest::Client::new();
+    let client = eb_tests::client();
     let json_metrics = client
         .get(format!("http://{}/metrics", proxy.admin))
         .header("accept", "application/json")
@@ -511,7 +521,10 @@ async fn executionbackups_admin_api_keeps_its_shapes() {
     let report: Value =
         serde_json::from_str(&json_metrics.text().await.expect("body")).expect("json");
     assert_metrics_report(&report, 2);
-    assert!(proxy.metrics().await.contains("# TYPE eb_el_state gauge"), "Prometheus otherwise");
+    assert!(
+        proxy.metrics().await.contains("# TYPE eb_el_state gauge"),
+        "Prometheus otherwise"
+    );
 
     for method in [reqwest::Method::GET, reqwest::Method::POST] {
         let (code, report) = proxy.admin(method.clone(), "/recheck", None, None).await;

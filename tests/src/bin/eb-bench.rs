@@ -162,7 +162,7 @@ async fn drive(
                 (args.duration_s > 0).then(|| start + Duration::from_secs(args.duration_s)),
             );
             tokio::spawn(async move {
-                let client = reqwest::Client::new();
+                let client = eb_tests::client();
                 let mut samples = Samples::default();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);

@@ -11,7 +11,7 @@ use std::time::Duration;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder()
+    crate::client_builder()
         .timeout(TIMEOUT)
         .build()
         .unwrap_or_default()

@@ -39,7 +39,7 @@ impl StandIn {
         let url = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(Shared {
             upstream: upstream.to_owned(),
-            client: reqwest::Client::new(),
+            client: crate::client(),
             counters: Counters::default(),
         });
         let router = axum::Router::new()
