@@ -1,5 +1,6 @@
 //! The `eb` binary: parse → validate → (policy command | serve until a signal) → exit code.
 
+use eb::cli::scaffold::{self, Sdk};
 use eb::cli::{Cli, Command, LogFormat, PolicyCommand, RunArgs};
 use eb::config::Config;
 use eb::run::{signal, Bound};
@@ -34,6 +35,27 @@ fn policy(command: PolicyCommand) -> ExitCode {
             eb::cli::explain::explain(policy.as_deref(), &policy_config, &fixture, case.as_deref())
                 .map(|chart| (chart, true)),
             ExitCode::from(2),
+        ),
+        PolicyCommand::New {
+            name,
+            dir,
+            sdk_path,
+            sdk_git,
+        } => {
+            let sdk = match (sdk_path, sdk_git) {
+                (Some(path), _) => Ok(Sdk::Path(path)),
+                (None, Some(url)) => Ok(Sdk::Git(url)),
+                (None, None) => Sdk::from_checkout(),
+            };
+            (
+                sdk.and_then(|sdk| scaffold::new(&name, &dir, &sdk))
+                    .map(|report| (report, true)),
+                ExitCode::from(2),
+            )
+        }
+        PolicyCommand::Build { dir } => (
+            scaffold::build(&dir).map(|(_, line)| (line, true)),
+            ExitCode::FAILURE,
         ),
         PolicyCommand::Check {
             policy,

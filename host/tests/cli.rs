@@ -213,3 +213,77 @@ fn version_names_the_embedded_policy() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_policy_crate_from_zero_to_tested() {
+    let dir = std::env::temp_dir().join(format!("eb-policy-new-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let dir_arg = dir.display().to_string();
+    let out = eb(&["policy", "new", "demo-policy", "--dir", &dir_arg]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = eb(&["policy", "new", "demo-policy", "--dir", &dir_arg]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "an existing crate is not overwritten"
+    );
+    let bad = eb(&["policy", "new", "Demo!", "--dir", &dir_arg]);
+    assert!(
+        text(&bad.stderr).contains("not a crate name"),
+        "{}",
+        text(&bad.stderr)
+    );
+
+    let crate_dir = dir.join("demo-policy");
+    let built = eb(&["policy", "build", &crate_dir.display().to_string()]);
+    let line = text(&built.stdout);
+    assert!(built.status.success(), "{line}{}", text(&built.stderr));
+    let wasm = line
+        .split(" (")
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    assert!(
+        wasm.ends_with("demo_policy.wasm") && line.contains(" bytes)"),
+        "{line}"
+    );
+
+    let fixtures = crate_dir.join("fixtures").display().to_string();
+    let tested = eb(&["policy", "test", "--policy", &wasm, &fixtures]);
+    let report = text(&tested.stdout);
+    assert!(tested.status.success(), "{report}");
+    assert!(
+        report.trim_end().ends_with("5 passed, 0 failed"),
+        "{report}"
+    );
+
+    let native = Command::new(env!("CARGO"))
+        .arg("test")
+        .current_dir(&crate_dir)
+        .output()
+        .expect("cargo test runs");
+    let native_out = text(&native.stdout);
+    assert!(
+        native.status.success(),
+        "{native_out}{}",
+        text(&native.stderr)
+    );
+    assert!(
+        native_out.contains("decides_every_fixture_as_expected ... ok"),
+        "{native_out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn policy_build_says_what_is_missing() {
+    let out = eb(&["policy", "build", "/nonexistent/policy"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("no Cargo.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -5,6 +5,7 @@
 
 pub mod explain;
 pub mod policy;
+pub mod scaffold;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
@@ -164,6 +165,26 @@ pub enum PolicyCommand {
         /// Config string for the policy.
         #[arg(long, env = "EB_POLICY_CONFIG", default_value = "")]
         policy_config: String,
+    },
+    /// Write a policy crate of your own: Cargo.toml, src/lib.rs, fixtures, a test, a README.
+    New {
+        /// The crate's name (lowercase letters, digits, - and _).
+        name: String,
+        /// Folder to create it in.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The policy SDK as a path (default: this eb checkout's policy-sdk).
+        #[arg(long, conflicts_with = "sdk_git")]
+        sdk_path: Option<PathBuf>,
+        /// The policy SDK from a git repository holding the eb workspace.
+        #[arg(long)]
+        sdk_git: Option<String>,
+    },
+    /// Build a policy crate for wasm32 (profile `policy`); prints the .wasm's path and size.
+    Build {
+        /// The crate's folder.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
     },
     /// Load a policy module, validate it, run the built-in conformance cases, report size and fuel.
     Check {
