@@ -94,15 +94,11 @@ pub async fn first_answer(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nodes::testing;
+    use crate::nodes::testing::{self, Scripted};
 
-    #[tokio::test(start_paused = true)]
-    async fn a_hung_first_el_costs_the_hedge_delay_only() {
-        let els = [
-            testing::answering(Duration::from_secs(3_600), r#""hung""#),
-            testing::answering(Duration::from_millis(20), r#""second""#),
-        ];
-        let nodes = testing::nodes(&els, Duration::from_secs(8));
+    /// Asks `els` in order with a 7 s budget; the answer and how long it took.
+    async fn ask_in_order(els: &[Arc<Scripted>]) -> (Result<Answer, String>, Duration) {
+        let nodes = testing::nodes(els, Duration::from_secs(8));
         let candidates = nodes
             .snapshot()
             .iter()
@@ -110,8 +106,18 @@ mod tests {
             .collect();
         let start = Instant::now();
         let answer = first_answer(candidates, Duration::from_secs(7), MAX).await;
+        (answer, start.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_first_el_costs_the_hedge_delay_only() {
+        let els = [
+            testing::answering(Duration::from_secs(3_600), r#""hung""#),
+            testing::answering(Duration::from_millis(20), r#""second""#),
+        ];
+        let (answer, took) = ask_in_order(&els).await;
         assert_eq!(answer, Ok(Ok(Bytes::from_static(br#""second""#))));
-        assert_eq!(start.elapsed(), MAX + Duration::from_millis(20));
+        assert_eq!(took, MAX + Duration::from_millis(20));
     }
 
     #[tokio::test(start_paused = true)]
@@ -124,16 +130,9 @@ mod tests {
                 )
             }))
         };
-        let nodes = testing::nodes(&[down(), down()], Duration::from_secs(8));
-        let candidates = nodes
-            .snapshot()
-            .iter()
-            .map(|n| (Arc::clone(n), Bytes::from_static(b"{}")))
-            .collect();
-        let start = Instant::now();
-        let answer = first_answer(candidates, Duration::from_secs(7), MAX).await;
+        let (answer, took) = ask_in_order(&[down(), down()]).await;
         assert_eq!(
-            start.elapsed(),
+            took,
             Duration::from_millis(10),
             "one after the other, no waiting"
         );
