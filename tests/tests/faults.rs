@@ -351,3 +351,57 @@ async fn an_el_slow_on_new_payload_costs_at_most_the_straggler_deadline() {
     );
     settled(&proxy).await;
 }
+
+#[tokio::test]
+async fn a_hung_primary_holds_no_read_build_or_merged_call() {
+    use eb_tests::engine::{get_payload, request};
+    use serde_json::json;
+    let els = els(3).await;
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    proxy
+        .wait_until("a primary", |app| app.nodes.primary_id().is_some())
+        .await;
+    let primary = proxy.app.nodes.primary_id().unwrap_or_default() as usize;
+    // A build first, while every EL answers, so each has its own payload.
+    let built = proxy.call(&forkchoice(1, 3, "H1", true)).await;
+    let id = built["result"]["payloadId"]
+        .as_str()
+        .expect("eb's payloadId")
+        .to_owned();
+    // The primary now accepts every read and never answers (its health checks still pass,
+    // so it stays the primary).
+    els[primary].set(|b| b.read_fault = eb_tests::mock_el::Fault::Hang);
+    let calls = [
+        ("eth_chainId", request(json!(2), "eth_chainId", json!([]))),
+        (
+            "getBlobsV2",
+            request(json!(3), "engine_getBlobsV2", json!([[hash("v")]])),
+        ),
+        (
+            "exchangeCapabilities",
+            request(
+                json!(4),
+                "engine_exchangeCapabilities",
+                json!([["engine_newPayloadV4"]]),
+            ),
+        ),
+        ("getPayloadV4", get_payload(5, 4, &id)),
+        (
+            "eth_sendRawTransaction",
+            request(json!(6), "eth_sendRawTransaction", json!(["0x02"])),
+        ),
+    ];
+    for (what, call) in calls {
+        let start = Instant::now();
+        let answer = proxy.call(&call).await;
+        let took = start.elapsed();
+        assert!(answer.get("result").is_some(), "{what}: {answer}");
+        // The hedge delay is at most 300 ms; the bound leaves room for a loaded machine.
+        assert!(took < Duration::from_millis(1_500), "{what} took {took:?}");
+    }
+    assert_eq!(
+        proxy.app.nodes.primary_id(),
+        Some(primary as u64),
+        "still the primary"
+    );
+}
