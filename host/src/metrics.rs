@@ -215,6 +215,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Creates `node`'s per-EL series at zero, so a dashboard shows 0 for an EL that has had no
+    /// cut, late or dropped call yet instead of no data.
+    pub fn init_node(&self, node: &str) {
+        let labels = vec![("node", node.to_owned())];
+        drop(self.late_votes.get_or_create(&labels));
+        drop(self.late_contradictions.get_or_create(&labels));
+        drop(self.queue_dropped.get_or_create(&labels));
+        drop(self.queue_calls.get_or_create(&labels));
+        drop(self.queue_bytes.get_or_create(&labels));
+        for reason in ["offline", "auth_failed", "hung", "straggler"] {
+            let labels = vec![("node", node.to_owned()), ("reason", reason.to_owned())];
+            drop(self.cut_votes.get_or_create(&labels));
+        }
+    }
+
     /// Sets `eb_el_state` for `node`: 1 for `state`, 0 for the others.
     pub fn set_state(&self, node: &str, state: NodeState) {
         for s in NodeState::ALL {

@@ -104,6 +104,7 @@ impl Node {
     ) -> Arc<Node> {
         let queue = Arc::new(CallQueue::new(config.queue));
         tokio::spawn(queue::deliver(Arc::clone(&queue), Arc::clone(&transport)));
+        metrics.init_node(&redact(&config.url));
         Arc::new(Node {
             id,
             url: redact(&config.url),
