@@ -4,10 +4,19 @@
 # Installs the clients from npm into a cache folder (pinned by the committed lock files; reused
 # while the lock files are unchanged), builds eb, runs eb-devnet. Extra arguments go to eb-devnet
 # (`--hold` keeps the devnet up to try eb by hand; `--work DIR` keeps its data and logs there).
-# Usage: scripts/devnet.sh [eb-devnet args…]
+# With --fork prague|osaka|amsterdam it runs three geth ELs behind eb instead, driven by a
+# scripted consensus client at that fork (tests/src/chain.rs, eb-chain); geth is built from the Go
+# module proxy (`go install`, pinned, cached by version). --fork capella is the default above.
+# Usage: scripts/devnet.sh [--fork F] [eb-devnet or eb-chain args…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients="${EB_DEVNET_CLIENTS:-${XDG_CACHE_HOME:-$HOME/.cache}/eb-devnet}"
+geth_version=v1.17.10
+fork=capella
+if [ "${1:-}" = "--fork" ]; then
+  fork="${2:?--fork needs prague, osaka, amsterdam or capella}"
+  shift 2
+fi
 
 install() {
   local name="$1" dir="$clients/$1" sum
@@ -26,11 +35,41 @@ install() {
 if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then
   export npm_config_nodedir=/usr
 fi
+# geth from the Go module proxy, into a folder named after its version.
+install_geth() {
+  local dir="$clients/geth-$geth_version"
+  if [ -x "$dir/geth" ]; then
+    return
+  fi
+  mkdir -p "$dir"
+  command -v go >/dev/null || { echo "devnet: no go on PATH (the geth devnet builds geth with it)"; return 1; }
+  GOBIN="$dir" go install "github.com/ethereum/go-ethereum/cmd/geth@$geth_version"
+}
+
 start=$(date +%s)
-install lodestar > "${TMPDIR:-/tmp}/eb-devnet-npm-lodestar.log" 2>&1 &
-lodestar=$!
 install ethereumjs > "${TMPDIR:-/tmp}/eb-devnet-npm-ethereumjs.log" 2>&1 &
 ethereumjs=$!
+case "$fork" in
+  prague|osaka|amsterdam)
+    install_geth > "${TMPDIR:-/tmp}/eb-devnet-geth.log" 2>&1 &
+    geth=$!
+    cargo build --quiet --release --locked -p eb -p eb-tests --bin eb --bin eb-chain
+    for job in "$geth:geth" "$ethereumjs:ethereumjs"; do
+      if ! wait "${job%%:*}"; then
+        echo "devnet: install of ${job#*:} failed:" >&2
+        cat "${TMPDIR:-/tmp}/eb-devnet-${job#*:}.log" "${TMPDIR:-/tmp}/eb-devnet-npm-${job#*:}.log" 2>/dev/null >&2
+        exit 1
+      fi
+    done
+    echo "devnet: geth $geth_version and eb ready in $(( $(date +%s) - start )) s" >&2
+    exec target/release/eb-chain --geth "$clients/geth-$geth_version/geth" --eb target/release/eb \
+      --clients "$clients" --fork "$fork" "$@"
+    ;;
+  capella) ;;
+  *) echo "devnet: unknown fork $fork (prague, osaka, amsterdam or capella)" >&2; exit 2 ;;
+esac
+install lodestar > "${TMPDIR:-/tmp}/eb-devnet-npm-lodestar.log" 2>&1 &
+lodestar=$!
 cargo build --quiet --release --locked -p eb -p eb-tests --bin eb --bin eb-devnet
 for job in "$lodestar:lodestar" "$ethereumjs:ethereumjs"; do
   if ! wait "${job%%:*}"; then

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, policy (native and wasm32) and end-to-end tests, then the
-# real-client devnet (Lodestar → eb → three EthereumJS ELs, scripts/devnet.sh).
+# real-client devnet (Lodestar → eb → three EthereumJS ELs, scripts/devnet.sh) and geth behind eb
+# at Prague, Osaka and Amsterdam (scripts/devnet.sh --fork F).
 # It installs what the tests need: the wasm32 target (to rebuild the policies), promtool
 # (Debian's `prometheus` package, to check eb's metrics exposition) and, through devnet.sh, the
-# clients from npm (Node.js and npm are on the machine).
+# clients from npm (Node.js and npm are on the machine) and geth from the Go module proxy (Go is
+# on the machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-unknown-unknown
@@ -15,3 +17,7 @@ if ! command -v promtool >/dev/null; then
 fi
 cargo test --workspace --locked
 scripts/devnet.sh
+# geth behind eb at the forks mainnet runs and the next one (eb-chain: a scripted CL).
+for fork in prague osaka amsterdam; do
+  scripts/devnet.sh --fork "$fork"
+done

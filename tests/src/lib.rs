@@ -2,6 +2,7 @@
 //! paths to fixtures and proptest strategies.
 
 pub mod arb;
+pub mod chain;
 pub mod devnet;
 pub mod engine;
 pub mod fuzzing;

@@ -147,7 +147,7 @@ where
     }
 }
 
-fn write_secret(path: &Path) -> Result<JwtSecret, String> {
+pub(crate) fn write_secret(path: &Path) -> Result<JwtSecret, String> {
     let mut bytes = [0u8; 32];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
