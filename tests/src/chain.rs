@@ -149,6 +149,9 @@ impl Chain {
                 "--ipcdisable",
                 "--syncmode",
                 "full",
+                // A small cache: the default (1 GiB) also sizes the write-ahead logs (~280 MB each).
+                "--cache",
+                "64",
             ]
             .map(String::from)
             .to_vec();

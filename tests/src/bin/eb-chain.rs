@@ -37,6 +37,8 @@ struct Args {
 }
 
 async fn run(args: Args) -> Result<serde_json::Value, String> {
+    // A folder of its own is removed after a passing run; one given with --work is kept.
+    let temporary = args.work.is_none();
     let work = args
         .work
         .unwrap_or_else(|| std::env::temp_dir().join(format!("eb-chain-{}", std::process::id())));
@@ -45,7 +47,12 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let (geth, eb, work) = (absolute(args.geth)?, absolute(args.eb)?, absolute(work)?);
     let mut chain = Chain::start(&geth, &eb, &work, args.fork).await?;
     let outcome = chain::run(&mut chain, &args.clients, args.slots, args.transactions).await;
-    outcome.map_err(|e| format!("{e}\n{}", chain.logs()))
+    let logs = chain.logs();
+    drop(chain);
+    if outcome.is_ok() && temporary {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    outcome.map_err(|e| format!("{e}\n{logs}\n(data and logs kept in {})", work.display()))
 }
 
 fn main() -> ExitCode {
