@@ -8,7 +8,7 @@
 
 use crate::devnet::observe::{recorded, Admin, Rpc};
 use crate::devnet::process::{free_ports, tail, Service};
-use crate::devnet::{until, write_secret};
+use crate::devnet::{sign_transfers, until, write_secret};
 use eb::auth::Minter;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -329,34 +329,6 @@ pub async fn slot(chain: &Chain, n: u64, parent: &str, timestamp: u64) -> Result
     })
 }
 
-/// Signed transfers from the funded account (`tests/devnet/sign-txs.cjs` with EthereumJS's
-/// modules in `clients/ethereumjs`): (raw, hash).
-pub fn transfers(clients: &Path, count: usize) -> Result<Vec<(String, String)>, String> {
-    let script = crate::workspace().join("tests/devnet/sign-txs.cjs");
-    let out = Command::new("node")
-        .arg(&script)
-        .args(["1337", &count.to_string()])
-        .env("NODE_PATH", clients.join("ethereumjs/node_modules"))
-        .output()
-        .map_err(|e| format!("node: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "sign-txs: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|line| {
-            let tx: Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
-            Ok((
-                tx["raw"].as_str().unwrap_or_default().to_owned(),
-                tx["hash"].as_str().unwrap_or_default().to_owned(),
-            ))
-        })
-        .collect()
-}
-
 /// The happy path: `slots` blocks through eb, `txs` transfers sent through eb and included on
 /// every EL, every EL on the driver's head; then `exchangeCapabilities` through eb equals the
 /// intersection of the geths' own lists, the client codes reach the votes, and the recording
@@ -377,7 +349,7 @@ pub async fn run(
         .as_str()
         .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
         .unwrap_or(0);
-    let signed = transfers(clients, txs)?;
+    let signed = sign_transfers(clients, crate::devnet::CHAIN_ID, txs)?;
     for (raw, _) in &signed {
         chain
             .engine

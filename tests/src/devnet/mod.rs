@@ -122,6 +122,38 @@ pub struct Devnet {
     pub endpoints: Value,
 }
 
+/// `count` EIP-1559 transfers on chain `chain_id` from the prefunded test account, signed by
+/// `tests/devnet/sign-txs.cjs` with the EthereumJS install in `clients`: (raw, hash).
+pub fn sign_transfers(
+    clients: &Path,
+    chain_id: u64,
+    count: usize,
+) -> Result<Vec<(String, String)>, String> {
+    let script = crate::workspace().join("tests/devnet/sign-txs.cjs");
+    let output = std::process::Command::new("node")
+        .arg(&script)
+        .args([chain_id.to_string(), count.to_string()])
+        .env("NODE_PATH", clients.join("ethereumjs/node_modules"))
+        .output()
+        .map_err(|e| format!("node {}: {e}", script.display()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "sign-txs.cjs failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let tx: Value = serde_json::from_str(line).map_err(|e| format!("sign-txs.cjs: {e}"))?;
+            Ok((
+                tx["raw"].as_str().unwrap_or_default().to_owned(),
+                tx["hash"].as_str().unwrap_or_default().to_owned(),
+            ))
+        })
+        .collect()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now()
@@ -389,33 +421,7 @@ impl Devnet {
 
     /// Signed transfers from the prefunded account (`tests/devnet/sign-txs.cjs`): (raw, hash).
     pub fn sign_transactions(&self, count: usize) -> Result<Vec<(String, String)>, String> {
-        let script = crate::workspace().join("tests/devnet/sign-txs.cjs");
-        let output = std::process::Command::new("node")
-            .arg(&script)
-            .args([CHAIN_ID.to_string(), count.to_string()])
-            .env(
-                "NODE_PATH",
-                self.paths.clients.join("ethereumjs/node_modules"),
-            )
-            .output()
-            .map_err(|e| format!("node {}: {e}", script.display()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "sign-txs.cjs failed: {}",
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|line| {
-                let tx: Value =
-                    serde_json::from_str(line).map_err(|e| format!("sign-txs.cjs: {e}"))?;
-                Ok((
-                    tx["raw"].as_str().unwrap_or_default().to_owned(),
-                    tx["hash"].as_str().unwrap_or_default().to_owned(),
-                ))
-            })
-            .collect()
+        sign_transfers(&self.paths.clients, CHAIN_ID, count)
     }
 
     /// Stops Lodestar, then eb (which flushes its recording), then the ELs.
