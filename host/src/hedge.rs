@@ -27,8 +27,8 @@ pub fn hedge_after(node: &Node) -> Duration {
 }
 
 /// An EL's reply as eb's answer, or `None` if it is not a JSON-RPC answer.
-pub fn answer_of(timed: &Timed) -> Option<Answer> {
-    let Reply::Body(body) = &timed.reply else {
+pub fn answer_of(reply: &Reply) -> Option<Answer> {
+    let Reply::Body(body) = reply else {
         return None;
     };
     serde_json::from_slice::<ElAnswer<'_>>(body)
@@ -73,7 +73,7 @@ pub async fn first_answer(
             }
         }
         tokio::select! {
-            Some((node, timed)) = asked.next() => match answer_of(&timed) {
+            Some((node, timed)) = asked.next() => match answer_of(&timed.reply) {
                 Some(Ok(result)) => return Ok(Ok(result)),
                 Some(Err(e)) => { error = Some(e); next_at = Instant::now(); }
                 None => {

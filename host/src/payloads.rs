@@ -7,7 +7,7 @@ use crate::cli::GetPayloadMode;
 use crate::error::{Answer, EngineError};
 use crate::hedge;
 use crate::nodes::{Node, Nodes};
-use crate::rpc::{Call, ElAnswer};
+use crate::rpc::Call;
 use crate::upstream::Reply;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -115,16 +115,6 @@ fn builder_request(call: &Call<'_>, el_id: &str) -> Bytes {
     out.extend_from_slice(serde_json::Value::from(el_id).to_string().as_bytes());
     out.extend_from_slice(b"]}");
     Bytes::from(out)
-}
-
-/// A builder's answer: its result or error object, or `None` when it gave nothing usable.
-fn classify(reply: &Reply) -> Option<Answer> {
-    let Reply::Body(body) = reply else {
-        return None;
-    };
-    serde_json::from_slice::<ElAnswer<'_>>(body)
-        .ok()?
-        .into_answer(body)
 }
 
 /// `engine_getPayloadV*`: asks the builders of the build eb called `params[0]`.
@@ -248,7 +238,7 @@ async fn best_value(
     let mut last = None;
     loop {
         tokio::select! {
-            next = asked.next() => match next.map(|reply| classify(&reply)) {
+            next = asked.next() => match next.map(|reply| hedge::answer_of(&reply)) {
                 None => break,
                 Some(Some(Ok(result))) => {
                     let Ok(built) = serde_json::from_slice::<Built>(&result) else { continue };

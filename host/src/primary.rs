@@ -45,7 +45,7 @@ pub async fn broadcast(nodes: &Nodes, call: &Call<'_>) -> Answer {
         tokio::spawn(async move {
             let timed = node.call(body, budget).await;
             node.observe(&timed);
-            let _ = sent.send((rank, answer_of(&timed))).await;
+            let _ = sent.send((rank, answer_of(&timed.reply))).await;
         });
     }
     drop(sent);
