@@ -5,17 +5,26 @@
 # while the lock files are unchanged), builds eb, runs eb-devnet. Extra arguments go to eb-devnet
 # (`--hold` keeps the devnet up to try eb by hand; `--work DIR` keeps its data and logs there).
 # With --fork prague|osaka|amsterdam it runs three geth ELs behind eb instead, driven by a
-# scripted consensus client at that fork (tests/src/chain.rs, eb-chain); geth is built from the Go
-# module proxy (`go install`, pinned, cached by version). --fork capella is the default above.
+# scripted consensus client at that fork (tests/src/chain/, eb-chain; `--hold` keeps the chain
+# up, a slot every 2 s); geth is built from the Go module proxy (`go install`, pinned, cached by
+# version: v1.17.10, and v1.16.9 at Prague, whose blob transactions geth 1.17 no longer builds),
+# the transaction signer tests/devnet/txgen with `go build` (cached by its sources' hash).
+# --fork capella is the default above.
 # Usage: scripts/devnet.sh [--fork F] [eb-devnet or eb-chain args…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients="${EB_DEVNET_CLIENTS:-${XDG_CACHE_HOME:-$HOME/.cache}/eb-devnet}"
-geth_version=v1.17.10
 fork=capella
 if [ "${1:-}" = "--fork" ]; then
   fork="${2:?--fork needs prague, osaka, amsterdam or capella}"
   shift 2
+fi
+geth_version=v1.17.10
+sidecar_version=1
+if [ "$fork" = prague ]; then
+  # geth 1.17 keeps only cell-proof sidecars, which no Prague block can carry.
+  geth_version=v1.16.9
+  sidecar_version=0
 fi
 
 install() {
@@ -35,39 +44,42 @@ install() {
 if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then
   export npm_config_nodedir=/usr
 fi
-# geth from the Go module proxy, into a folder named after its version.
+# geth from the Go module proxy, into a folder named after its version; then txgen (its go.mod
+# pins go-ethereum, whose modules that install fetched), into a folder named after its sources.
 install_geth() {
   local dir="$clients/geth-$geth_version"
-  if [ -x "$dir/geth" ]; then
-    return
-  fi
-  mkdir -p "$dir"
   command -v go >/dev/null || { echo "devnet: no go on PATH (the geth devnet builds geth with it)"; return 1; }
-  GOBIN="$dir" go install "github.com/ethereum/go-ethereum/cmd/geth@$geth_version"
+  if [ ! -x "$dir/geth" ]; then
+    mkdir -p "$dir"
+    GOBIN="$dir" go install "github.com/ethereum/go-ethereum/cmd/geth@$geth_version"
+  fi
+  if [ ! -x "$txgen" ]; then
+    mkdir -p "$(dirname "$txgen")"
+    (cd tests/devnet/txgen && go build -o "$txgen" .)
+  fi
 }
+txgen="$clients/txgen-$(cat tests/devnet/txgen/go.mod tests/devnet/txgen/go.sum tests/devnet/txgen/main.go | sha256sum | cut -c1-16)/txgen"
 
 start=$(date +%s)
-install ethereumjs > "${TMPDIR:-/tmp}/eb-devnet-npm-ethereumjs.log" 2>&1 &
-ethereumjs=$!
 case "$fork" in
   prague|osaka|amsterdam)
     install_geth > "${TMPDIR:-/tmp}/eb-devnet-geth.log" 2>&1 &
     geth=$!
     cargo build --quiet --release --locked -p eb -p eb-tests --bin eb --bin eb-chain
-    for job in "$geth:geth" "$ethereumjs:ethereumjs"; do
-      if ! wait "${job%%:*}"; then
-        echo "devnet: install of ${job#*:} failed:" >&2
-        cat "${TMPDIR:-/tmp}/eb-devnet-${job#*:}.log" "${TMPDIR:-/tmp}/eb-devnet-npm-${job#*:}.log" 2>/dev/null >&2
-        exit 1
-      fi
-    done
-    echo "devnet: geth $geth_version and eb ready in $(( $(date +%s) - start )) s" >&2
-    exec target/release/eb-chain --geth "$clients/geth-$geth_version/geth" --eb target/release/eb \
-      --clients "$clients" --fork "$fork" "$@"
+    if ! wait "$geth"; then
+      echo "devnet: install of geth $geth_version or txgen failed:" >&2
+      cat "${TMPDIR:-/tmp}/eb-devnet-geth.log" >&2
+      exit 1
+    fi
+    echo "devnet: geth $geth_version, txgen and eb ready in $(( $(date +%s) - start )) s" >&2
+    exec target/release/eb-chain --geth "$clients/geth-$geth_version/geth" --txgen "$txgen" \
+      --eb target/release/eb --fork "$fork" --sidecar-version "$sidecar_version" "$@"
     ;;
   capella) ;;
   *) echo "devnet: unknown fork $fork (prague, osaka, amsterdam or capella)" >&2; exit 2 ;;
 esac
+install ethereumjs > "${TMPDIR:-/tmp}/eb-devnet-npm-ethereumjs.log" 2>&1 &
+ethereumjs=$!
 install lodestar > "${TMPDIR:-/tmp}/eb-devnet-npm-lodestar.log" 2>&1 &
 lodestar=$!
 cargo build --quiet --release --locked -p eb -p eb-tests --bin eb --bin eb-devnet

@@ -308,6 +308,8 @@ async fn add_nodes(
         match app.add_node(spec) {
             Ok(node) => {
                 tracing::info!(node = %node.url, "node added");
+                // Checked before the answer: its state and client code are known from its first vote.
+                health::check(&node).await;
                 added.push(Value::from(node.url.clone()));
             }
             Err(e) => {

@@ -85,6 +85,7 @@ impl Engine {
             (Route::Capabilities, _) => merge::capabilities(nodes, call).await,
             (Route::ClientVersions, _) => merge::client_versions(nodes, call).await,
             (Route::Broadcast, _) => primary::broadcast(nodes, call).await,
+            (Route::Blobs, version) => merge::blobs(nodes, call, version).await,
             (Route::Primary, _) => primary::read(nodes, call).await,
         }
     }

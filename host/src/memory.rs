@@ -1,6 +1,7 @@
-//! Verdict memory: once eb answered VALID or INVALID for a block, it never answers otherwise for
-//! it. The CL has no path from VALID to INVALID or back (consensus-specs, optimistic sync); a
-//! SYNCING or ACCEPTED answer may still become VALID or INVALID as ELs catch up.
+//! Verdict memory: once eb answered VALID or INVALID for a block, it never answers the opposite
+//! for it. The CL has no path from VALID to INVALID or back (consensus-specs, optimistic sync); a
+//! SYNCING or ACCEPTED answer may still become VALID or INVALID as ELs catch up. (A block
+//! answered VALID is answered SYNCING while an INVALID is counted: the verdict stage's rule.)
 
 use bytes::Bytes;
 use policy_sdk::{Status, VoteKind};

@@ -1,12 +1,14 @@
 //! Calls every EL answers for itself, merged into one answer: `engine_exchangeCapabilities`
-//! (the methods every answering EL supports) and `engine_getClientVersionV1` (every EL's
-//! entries in one flat array, as `identification.md` asks of multiplexers). ELs that have not
-//! answered shortly after the first one are left out.
+//! (the methods every answering EL supports), `engine_getClientVersionV1` (every EL's entries
+//! in one flat array, as `identification.md` asks of multiplexers) and `engine_getBlobsV*` (the
+//! blobs any EL's pool holds). ELs that have not answered shortly after the first one are left
+//! out.
 
 use crate::error::{Answer, EngineError};
 use crate::health::record_client;
 use crate::hedge;
 use crate::nodes::{Node, Nodes};
+use crate::primary;
 use crate::rpc::Call;
 use crate::upstream::{Reply, Timed};
 use bytes::Bytes;
@@ -105,4 +107,105 @@ pub async fn client_versions(nodes: &Nodes, call: &Call<'_>) -> Answer {
     }
     let all: Vec<&serde_json::Value> = lists.iter().flat_map(|(_, entries)| entries).collect();
     json(&all)
+}
+
+/// One `engine_getBlobsV*` answer: an entry (`{blob, proof(s)}`) or null per asked hash; the
+/// whole answer null when V2 lacks one.
+type BlobEntries = Option<Vec<Option<Box<serde_json::value::RawValue>>>>;
+
+fn complete(entries: &BlobEntries) -> bool {
+    entries
+        .as_ref()
+        .is_some_and(|e| e.iter().all(Option::is_some))
+}
+
+/// `engine_getBlobsV*`: the primary's answer (a read, hedged as any) when it has every blob.
+/// Otherwise every EL is asked and the answers merged blob by blob: the CL checks each blob
+/// against its commitment, so any EL's copy serves, and ELs' pools differ (a blob transaction
+/// reaches them at different times). V1 and V3+ answer partially (null where no EL has the
+/// blob); V2 is all or nothing, so it is null unless the merged list is complete. An error
+/// from the primary is the answer.
+pub async fn blobs(nodes: &Nodes, call: &Call<'_>, version: u8) -> Answer {
+    let first = primary::read(nodes, call).await;
+    let Ok(bytes) = &first else {
+        return first;
+    };
+    let Ok(mut merged) = serde_json::from_slice::<BlobEntries>(bytes) else {
+        return first;
+    };
+    if complete(&merged) {
+        return first;
+    }
+    let replies = ask_all(nodes, call).await;
+    for (_, entries) in results::<BlobEntries>(&replies) {
+        let Some(entries) = entries else { continue };
+        let slots = merged.get_or_insert_with(|| vec![None; entries.len()]);
+        for (slot, entry) in slots.iter_mut().zip(entries) {
+            if slot.is_none() {
+                *slot = entry;
+            }
+        }
+    }
+    if version == 2 && !complete(&merged) {
+        merged = None;
+    }
+    json(&merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blobs;
+    use crate::nodes::testing::{answering, synced_nodes};
+    use crate::rpc::single;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    async fn get_blobs(results: [&'static str; 3], version: u8) -> (String, Vec<usize>) {
+        let els: Vec<_> = results
+            .iter()
+            .map(|r| answering(Duration::from_millis(5), r))
+            .collect();
+        let nodes = synced_nodes(&els, Duration::from_secs(1));
+        let body = Bytes::from(format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"engine_getBlobsV{version}","params":[["0x01","0x02"]]}}"#
+        ));
+        let answer = blobs(&nodes, &single(&body), version).await.expect("an answer");
+        let asked = els.iter().map(|e| e.seen.lock().expect("seen").len()).collect();
+        (String::from_utf8_lossy(&answer).into_owned(), asked)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_complete_primary_answer_asks_no_one_else() {
+        let (answer, asked) =
+            get_blobs([r#"[{"blob":"0xa"},{"blob":"0xb"}]"#, "null", "null"], 2).await;
+        assert_eq!(answer, r#"[{"blob":"0xa"},{"blob":"0xb"}]"#);
+        assert_eq!(asked, [1, 0, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn blobs_the_primary_lacks_come_from_the_others() {
+        let (answer, asked) = get_blobs(
+            [
+                r#"[{"blob":"0xa"},null]"#,
+                r#"[null,{"blob":"0xb"}]"#,
+                "null",
+            ],
+            3,
+        )
+        .await;
+        assert_eq!(answer, r#"[{"blob":"0xa"},{"blob":"0xb"}]"#);
+        assert_eq!(asked, [2, 1, 1]);
+        let (answer, _) =
+            get_blobs(["null", r#"[{"blob":"0xa"},{"blob":"0xb"}]"#, "null"], 2).await;
+        assert_eq!(answer, r#"[{"blob":"0xa"},{"blob":"0xb"}]"#);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn v2_is_null_unless_every_blob_is_found_and_v1_answers_what_there_is() {
+        let (answer, _) = get_blobs([r#"[{"blob":"0xa"},null]"#, "null", "null"], 2).await;
+        assert_eq!(answer, "null");
+        let (answer, _) =
+            get_blobs([r#"[{"blob":"0xa"},null]"#, "null", r#"[null,null]"#], 1).await;
+        assert_eq!(answer, r#"[{"blob":"0xa"},null]"#);
+    }
 }

@@ -552,6 +552,16 @@ pub(crate) mod testing {
         }
     }
 
+    /// Nodes on the given transports, each with `timeout`, all synced (node 0 the primary).
+    pub fn synced_nodes(transports: &[Arc<Scripted>], timeout: Duration) -> Arc<Nodes> {
+        let nodes = nodes(transports, timeout);
+        for node in nodes.snapshot().iter() {
+            node.set_state(NodeState::Synced, None);
+        }
+        nodes.update_primary();
+        nodes
+    }
+
     /// Nodes on the given transports, each with `timeout`.
     pub fn nodes(transports: &[Arc<Scripted>], timeout: Duration) -> Arc<Nodes> {
         nodes_with(transports, timeout, Straggler::Auto)

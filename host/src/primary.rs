@@ -29,8 +29,10 @@ pub async fn read(nodes: &Nodes, call: &Call<'_>) -> Answer {
 
 /// Sends to every usable EL at once (`eth_sendRawTransaction`: any EL may build the next
 /// block) and answers with the best-ranked answer in read order: the primary's, or once the
-/// primary's hedge delay has passed, the first other one. Every call runs to its end even
-/// after the answer.
+/// primary's hedge delay has passed, the first other one. An error (say "already known": peered
+/// ELs pass transactions on, so one may have it from a peer before eb's copy arrives) is the
+/// answer only when no EL accepted the transaction. Every call runs to its end even after the
+/// answer.
 pub async fn broadcast(nodes: &Nodes, call: &Call<'_>) -> Answer {
     let budget = crate::route::budget(&call.method);
     let deadline = Instant::now() + budget;
@@ -50,16 +52,18 @@ pub async fn broadcast(nodes: &Nodes, call: &Call<'_>) -> Answer {
     }
     drop(sent);
     let mut best: Option<(usize, Answer)> = None;
+    let mut refused: Option<(usize, Answer)> = None;
     let mut hedged = false;
     loop {
         tokio::select! {
             next = answers.recv() => match next {
                 Some((rank, Some(answer))) => {
-                    if rank == 0 || hedged {
+                    let kept = if answer.is_ok() { &mut best } else { &mut refused };
+                    if answer.is_ok() && (rank == 0 || hedged) {
                         return answer;
                     }
-                    if best.as_ref().is_none_or(|(r, _)| rank < *r) {
-                        best = Some((rank, answer));
+                    if kept.as_ref().is_none_or(|(r, _)| rank < *r) {
+                        *kept = Some((rank, answer));
                     }
                 }
                 Some((_, None)) => {}
@@ -74,6 +78,52 @@ pub async fn broadcast(nodes: &Nodes, call: &Call<'_>) -> Answer {
             () = tokio::time::sleep_until(deadline) => break,
         }
     }
-    best.map(|(_, answer)| answer)
+    best.or(refused)
+        .map(|(_, answer)| answer)
         .unwrap_or_else(|| Err(EngineError::NoAnswer("no execution client answered".into())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::broadcast;
+    use crate::error::EngineError;
+    use crate::nodes::testing::{answering, scripted, synced_nodes};
+    use crate::rpc::single;
+    use crate::upstream::Reply;
+    use bytes::Bytes;
+    use std::time::Duration;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_one_el_already_has_is_answered_with_the_accepting_els_hash() {
+        let known = scripted(Box::new(|_| {
+            let body = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"already known"}}"#;
+            (Duration::from_millis(1), Reply::Body(Bytes::from_static(body.as_bytes())))
+        }));
+        let els = [known, answering(Duration::from_millis(20), r#""0xhash""#)];
+        let nodes = synced_nodes(&els, Duration::from_secs(1));
+        let body = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x02"]}"#,
+        );
+        let answer = broadcast(&nodes, &single(&body)).await;
+        assert_eq!(answer.as_deref().ok(), Some(&b"\"0xhash\""[..]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_send_every_el_refuses_is_answered_with_the_primarys_error() {
+        let refusing = || {
+            scripted(Box::new(|_| {
+                let body = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"nonce too low"}}"#;
+                (Duration::from_millis(1), Reply::Body(Bytes::from_static(body.as_bytes())))
+            }))
+        };
+        let nodes = synced_nodes(&[refusing(), refusing()], Duration::from_secs(1));
+        let body = Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":["0x02"]}"#,
+        );
+        let answer = broadcast(&nodes, &single(&body)).await;
+        assert!(
+            matches!(&answer, Err(EngineError::Upstream(error)) if error.ends_with(b"\"nonce too low\"}")),
+            "{answer:?}"
+        );
+    }
 }

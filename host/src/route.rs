@@ -22,6 +22,8 @@ pub enum Route {
     ClientVersions,
     /// `eth_sendRawTransaction`: every EL (so any builder has the transaction), primary's answer.
     Broadcast,
+    /// `engine_getBlobsV*`: the primary, and the other ELs for the blobs it lacks.
+    Blobs,
     /// Everything else: the primary EL, then the next healthy one on failure.
     Primary,
 }
@@ -47,6 +49,7 @@ pub fn route(method: &str, params: &Params) -> (Route, u8) {
         ),
         ("engine_getPayload", Route::ByPayloadId),
         ("engine_getClientVersion", Route::ClientVersions),
+        ("engine_getBlobs", Route::Blobs),
     ];
     for (family, route) in families {
         if let Some(version) = version_of(method, family) {
@@ -126,7 +129,8 @@ mod tests {
             ("engine_getPayloadV6", Route::ByPayloadId, 6),
             ("engine_getPayloadBodiesByHashV2", Route::Primary, 0),
             ("engine_getPayloadBodiesByRangeV1", Route::Primary, 0),
-            ("engine_getBlobsV4", Route::Primary, 0),
+            ("engine_getBlobsV2", Route::Blobs, 2),
+            ("engine_getBlobsV4", Route::Blobs, 4),
             ("engine_getInclusionListV1", Route::Primary, 0),
             ("engine_exchangeCapabilities", Route::Capabilities, 0),
             ("engine_getClientVersionV1", Route::ClientVersions, 1),

@@ -202,6 +202,15 @@ impl ElAnswer<'_> {
     }
 }
 
+/// One call read from `body`, for tests of the stages that take a [`Call`].
+#[cfg(test)]
+pub(crate) fn single(body: &Bytes) -> Call<'_> {
+    match parse(body, body) {
+        Ok(Incoming::Single(Ok(call))) => call,
+        _ => panic!("not one valid call: {body:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

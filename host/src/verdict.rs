@@ -6,6 +6,7 @@ use crate::fanout::{Collected, VoteCall};
 use crate::memory::{Kind, Recall, VerdictMemory};
 use crate::metrics::Metrics;
 use crate::payloads::PayloadIds;
+use crate::policy::is_counted_invalid;
 use bytes::Bytes;
 use policy_sdk::fixture::{describe_verdict, describe_votes};
 use policy_sdk::{Outcome, Status, VoteKind};
@@ -67,6 +68,20 @@ impl Verdicts {
             {
                 if flip {
                     self.metrics.verdict_flips.inc();
+                }
+                // Safety over consistency: a block answered VALID before is SYNCING now while an
+                // INVALID is counted (an INVALID answer is kept, whatever the ELs say now).
+                let counted_invalid = collected
+                    .collector
+                    .received
+                    .iter()
+                    .any(|r| is_counted_invalid(&r.vote));
+                if remembered.status == Status::Valid && counted_invalid {
+                    tracing::warn!(method = %call.method, block = %hash,
+                        "answered VALID before, an INVALID is counted now: SYNCING");
+                    return Settled::Syncing;
+                }
+                if flip {
                     tracing::warn!(method = %call.method, block = %hash, kept = remembered.status.name(),
                         "ELs now vote the opposite of the final answer already given; keeping it");
                 }

@@ -364,7 +364,7 @@ async fn a_reload_racing_with_200_decisions_loses_none_and_mixes_none() {
 }
 
 #[tokio::test]
-async fn a_final_answer_is_kept_when_the_els_turn_around() {
+async fn a_final_answer_is_never_turned_around_nor_repeated_beside_an_invalid() {
     let els = els(3).await;
     let proxy = Proxy::start(&refs(&els), &[], &[]).await;
     let first = proxy.call(&new_payload(1, 4, "F1")).await;
@@ -373,9 +373,20 @@ async fn a_final_answer_is_kept_when_the_els_turn_around() {
         el.set(|b| b.status = "INVALID");
     }
     let again = proxy.call(&new_payload(2, 4, "F1")).await;
-    assert_eq!(again["result"], first["result"], "the VALID answer stands");
+    assert_eq!(
+        again["result"]["status"], "SYNCING",
+        "not INVALID (the CL was told VALID), not VALID (an INVALID is counted): {again}"
+    );
     assert_eq!(again["id"], 2);
-    let other = proxy.call(&new_payload(3, 4, "F2")).await;
+    for el in &els {
+        el.set(|b| b.status = "SYNCING");
+    }
+    let later = proxy.call(&new_payload(3, 4, "F1")).await;
+    assert_eq!(later["result"], first["result"], "the VALID answer stands");
+    for el in &els {
+        el.set(|b| b.status = "INVALID");
+    }
+    let other = proxy.call(&new_payload(4, 4, "F2")).await;
     assert_eq!(
         other["result"]["status"], "INVALID",
         "other blocks are decided afresh"

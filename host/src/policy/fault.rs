@@ -30,6 +30,10 @@ pub enum Fault {
     /// `Follow` of a vote that does not exist or has no answer.
     #[error("follow of vote {0}, which has no answer")]
     FollowUnanswered(u16),
+    /// `Follow` of a VALID vote while the ballot counts an INVALID one: eb never answers VALID
+    /// beside a counted INVALID, whatever the policy says.
+    #[error("follow of VALID vote {0} beside a counted INVALID")]
+    ValidBesideInvalid(u16),
     /// The ballot could not be encoded into the module's input buffer.
     #[error("input: {0}")]
     Input(LayoutError),
@@ -47,6 +51,7 @@ impl Fault {
             Fault::BadVerdict(_) => "bad_verdict",
             Fault::WaitWhenFinal => "wait_when_final",
             Fault::FollowUnanswered(_) => "follow_unanswered",
+            Fault::ValidBesideInvalid(_) => "valid_beside_invalid",
             Fault::Input(_) => "input",
         }
     }

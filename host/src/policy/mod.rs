@@ -16,6 +16,7 @@ pub use fault::{Fault, LoadError};
 pub use module::{PolicySource, WasmPolicy};
 pub use policy_sdk::ballot::Ballot;
 pub use policy_sdk::Verdict;
+use policy_sdk::{Status, Vote, VoteFlags};
 pub use slot::{PolicySlot, ReloadError};
 
 /// The default policy (`policies/default`), built for wasm32 and committed, so building eb needs
@@ -49,12 +50,17 @@ impl Decision {
         }
     }
 
-    /// Checks a policy's raw verdict against the ballot it was asked about.
+    /// Checks a policy's raw verdict against the ballot it was asked about, including eb's
+    /// safety rule: no `Follow` of a VALID vote while an INVALID one is counted (answered, not
+    /// from a `#do-not-use` EL).
     pub fn checked(ballot: &Ballot, verdict: Verdict, fuel: u64) -> Decision {
-        let fault = match verdict {
-            v if v.is_wait() && ballot.context.is_final => Some(Fault::WaitWhenFinal),
-            Verdict::Follow { vote, .. } if ballot.followed(verdict).is_none() => {
-                Some(Fault::FollowUnanswered(vote))
+        let fault = match (verdict, ballot.followed(verdict)) {
+            (v, _) if v.is_wait() && ballot.context.is_final => Some(Fault::WaitWhenFinal),
+            (Verdict::Follow { vote, .. }, None) => Some(Fault::FollowUnanswered(vote)),
+            (Verdict::Follow { vote, .. }, Some(followed))
+                if followed.status.normalized() == Status::Valid && counts_invalid(ballot) =>
+            {
+                Some(Fault::ValidBesideInvalid(vote))
             }
             _ => None,
         };
@@ -67,6 +73,17 @@ impl Decision {
             },
         }
     }
+}
+
+/// Whether `vote` is a counted INVALID: an answer, not from a `#do-not-use` EL.
+pub fn is_counted_invalid(vote: &Vote) -> bool {
+    vote.is_answer()
+        && vote.status.normalized() == Status::Invalid
+        && !vote.flags.has(VoteFlags::DO_NOT_USE)
+}
+
+fn counts_invalid(ballot: &Ballot) -> bool {
+    ballot.votes.iter().any(is_counted_invalid)
 }
 
 /// Identity of a loaded policy, for `/status`, logs, metrics and recordings.
@@ -95,7 +112,7 @@ pub trait Policy: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use policy_sdk::{Context, Outcome, Status, Vote, VoteKind};
+    use policy_sdk::{Context, Outcome, VoteKind};
 
     fn ballot(is_final: bool) -> Ballot {
         Ballot {
@@ -134,5 +151,28 @@ mod tests {
         assert_eq!((fine.verdict, fine.fault), (Verdict::Wait, None));
         let follow = Decision::checked(&ballot(true), Verdict::Follow { vote: 0, reason: 1 }, 5);
         assert_eq!(follow.fault, None);
+    }
+
+    #[test]
+    fn valid_beside_a_counted_invalid_is_a_fault_whatever_the_policy_says() {
+        let mut beside = ballot(true);
+        beside.votes[1] = Vote::answered(1, Status::InvalidBlockHash);
+        let valid = Verdict::Follow { vote: 0, reason: 1 };
+        let decision = Decision::checked(&beside, valid, 5);
+        assert_eq!(decision.fault, Some(Fault::ValidBesideInvalid(0)));
+        assert_eq!(
+            decision.verdict,
+            Verdict::Syncing {
+                reason: REASON_POLICY_FAULT
+            }
+        );
+        let invalid = Decision::checked(&beside, Verdict::Follow { vote: 1, reason: 2 }, 5);
+        assert_eq!(invalid.fault, None, "following the INVALID is allowed");
+        beside.votes[1].flags = beside.votes[1].flags.with(VoteFlags::DO_NOT_USE, true);
+        assert_eq!(
+            Decision::checked(&beside, valid, 5).fault,
+            None,
+            "a do-not-use INVALID is not counted"
+        );
     }
 }

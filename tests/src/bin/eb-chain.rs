@@ -1,14 +1,18 @@
 //! `eb-chain`: three geth ELs behind eb, driven by a scripted consensus client at Prague, Osaka
-//! or Amsterdam (`tests/src/chain.rs`). The last line on stdout is the JSON report.
+//! or Amsterdam (`tests/src/chain/`). The last line on stdout is the JSON report.
 //!
 //! ```text
-//! eb-chain --geth PATH --eb target/release/eb --clients ~/.cache/eb-devnet --fork osaka
+//! eb-chain --geth PATH --txgen PATH --eb target/release/eb --fork osaka [--sidecar-version 0|1]
+//!          [--work DIR] [--hold]
 //! ```
 
 use clap::Parser;
-use eb_tests::chain::{self, Chain, Fork};
+use eb_tests::chain::driver::Driver;
+use eb_tests::chain::{scenarios, Chain, Fork};
+use eb_tests::devnet::process::stopped;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Run geth behind eb at a fork and check it.
 #[derive(Debug, Parser)]
@@ -16,24 +20,44 @@ struct Args {
     /// The geth binary.
     #[arg(long)]
     geth: PathBuf,
+    /// The transaction signer (`tests/devnet/txgen`, built by scripts/devnet.sh).
+    #[arg(long)]
+    txgen: PathBuf,
     /// The eb binary.
     #[arg(long)]
     eb: PathBuf,
-    /// Folder of the npm installs (EthereumJS signs the transfers).
-    #[arg(long)]
-    clients: PathBuf,
     /// The fork.
     #[arg(long, value_enum, default_value_t = Fork::Osaka)]
     fork: Fork,
-    /// Slots to run.
-    #[arg(long, default_value_t = 32)]
-    slots: u64,
-    /// Transfers to send through eb.
-    #[arg(long, default_value_t = 5)]
-    transactions: usize,
     /// Working folder; a fresh one under /tmp by default.
     #[arg(long)]
     work: Option<PathBuf>,
+    /// Blob sidecar version for the blob transactions: 1 (cell proofs; geth 1.17 takes no
+    /// other), 0 (one proof per blob; geth 1.16 before Osaka).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    sidecar_version: u8,
+    /// Instead of the scenarios: keep the chain up, a slot every 2 s through eb, until Ctrl-C.
+    #[arg(long)]
+    hold: bool,
+}
+
+/// The chain kept up for trying eb by hand.
+async fn hold(chain: &Chain) -> Result<serde_json::Value, String> {
+    eprintln!(
+        "chain up; work folder {} (logs, votes.jsonl, secrets); eb admin {}; a slot every 2 s; \
+         Ctrl-C stops everything.",
+        chain.work.display(),
+        chain.admin.base()
+    );
+    let mut driver = Driver::at_genesis(chain).await?;
+    loop {
+        let slot = driver.slot(chain).await?;
+        eprintln!(
+            "slot {}: block #{} {} newPayload {} ({:?})",
+            slot.slot, slot.number, slot.hash, slot.new_payload, slot.new_payload_time
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 async fn run(args: Args) -> Result<serde_json::Value, String> {
@@ -44,9 +68,19 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         .unwrap_or_else(|| std::env::temp_dir().join(format!("eb-chain-{}", std::process::id())));
     let absolute =
         |p: PathBuf| std::path::absolute(&p).map_err(|e| format!("{}: {e}", p.display()));
-    let (geth, eb, work) = (absolute(args.geth)?, absolute(args.eb)?, absolute(work)?);
+    let (geth, txgen, eb, work) = (
+        absolute(args.geth)?,
+        absolute(args.txgen)?,
+        absolute(args.eb)?,
+        absolute(work)?,
+    );
     let mut chain = Chain::start(&geth, &eb, &work, args.fork).await?;
-    let outcome = chain::run(&mut chain, &args.clients, args.slots, args.transactions).await;
+    let outcome = tokio::select! {
+        outcome = async {
+            if args.hold { hold(&chain).await } else { scenarios::run(&mut chain, &txgen, args.sidecar_version).await }
+        } => outcome,
+        signal = stopped() => Err(format!("stopped by {signal}")),
+    };
     let logs = chain.logs();
     drop(chain);
     if outcome.is_ok() && temporary {

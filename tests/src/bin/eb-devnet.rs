@@ -9,6 +9,7 @@
 //! ```
 
 use clap::Parser;
+use eb_tests::devnet::process::stopped;
 use eb_tests::devnet::{scenarios, Devnet, Paths};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -63,20 +64,6 @@ async fn hold(devnet: &Devnet) -> Result<Value, String> {
 
 /// The first of SIGINT and SIGTERM (a CI timeout sends the latter): the processes are then
 /// stopped by the normal way out.
-async fn stopped() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        },
-        _ => std::future::pending().await,
-    }
-}
-
 async fn run(args: Args) -> Result<Value, String> {
     let work = args
         .work

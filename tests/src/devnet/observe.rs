@@ -1,8 +1,9 @@
 //! What the devnet driver reads: the ELs' JSON-RPC, Lodestar's beacon REST API, eb's admin API
 //! and eb's engine port (for transactions, with a CL token), and eb's vote recording.
 
+use super::LIAR;
 use eb::auth::Minter;
-use policy_sdk::fixture::Case;
+use policy_sdk::fixture::{Action, Case};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::time::Duration;
@@ -177,6 +178,11 @@ impl Admin {
         read_json(response, &what).await
     }
 
+    /// Its base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// `GET /metrics` (the classic text format).
     pub async fn metrics(&self) -> Result<String, String> {
         self.client
@@ -256,4 +262,23 @@ pub fn recorded(path: &Path) -> Vec<Case> {
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect()
+}
+
+/// Whether eb answered VALID (followed a VALID vote).
+pub fn follows_valid(case: &Case) -> bool {
+    case.expect.action == Action::Follow && case.expect.status.as_deref() == Some("VALID")
+}
+
+/// Whether the liar's INVALID vote is in the ballot (counted: not do-not-use, not late).
+pub fn liar_counted(case: &Case) -> bool {
+    case.votes
+        .iter()
+        .any(|v| v.node == LIAR as u16 && v.status == "INVALID" && !v.do_not_use && !v.late)
+}
+
+/// Whether the liar's INVALID vote is there but flagged do-not-use.
+pub fn liar_ignored(case: &Case) -> bool {
+    case.votes
+        .iter()
+        .any(|v| v.node == LIAR as u16 && v.status == "INVALID" && v.do_not_use)
 }

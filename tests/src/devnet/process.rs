@@ -143,3 +143,18 @@ pub fn free_ports<const N: usize>() -> Result<[u16; N], String> {
     }
     Ok(out)
 }
+
+/// Waits for SIGINT or SIGTERM; its name.
+pub async fn stopped() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
+    }
+}

@@ -1,7 +1,7 @@
 //! The devnet scenarios, each asserted: it returns a report of what it saw, or an error saying
 //! what did not happen.
 
-use super::observe::{node_state, primary, recorded};
+use super::observe::{follows_valid, liar_counted, liar_ignored, node_state, primary, recorded};
 use super::{now_ms, Devnet, ELS, LIAR, SLOT, SLOTS_PER_EPOCH};
 use policy_sdk::fixture::{Action, Case};
 use serde_json::{json, Value};
@@ -146,10 +146,6 @@ fn new_payloads_since(votes: &Path, since_ms: u64) -> Vec<Case> {
         .into_iter()
         .filter(|c| c.method == "newPayload" && c.recorded_at_ms.unwrap_or(0) > since_ms)
         .collect()
-}
-
-fn follows_valid(case: &Case) -> bool {
-    case.expect.action == Action::Follow && case.expect.status.as_deref() == Some("VALID")
 }
 
 /// 2. The primary EL is killed: blocks go on (at most the slot in flight is missed), eb shows
@@ -384,20 +380,6 @@ pub async fn frozen_el(devnet: &Devnet) -> Result<Value, String> {
         "thaw_to_valid_vote_seconds": caught_up_s,
         "chain": chain,
     }))
-}
-
-/// Whether the liar's INVALID vote is in the ballot (counted: not do-not-use, not late).
-fn liar_counted(case: &Case) -> bool {
-    case.votes
-        .iter()
-        .any(|v| v.node == LIAR as u16 && v.status == "INVALID" && !v.do_not_use && !v.late)
-}
-
-/// Whether the liar's INVALID vote is there but flagged do-not-use.
-fn liar_ignored(case: &Case) -> bool {
-    case.votes
-        .iter()
-        .any(|v| v.node == LIAR as u16 && v.status == "INVALID" && v.do_not_use)
 }
 
 /// 3. One EL lies (VALID → INVALID on newPayload): the CL is answered SYNCING, never VALID, and
