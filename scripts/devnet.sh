@@ -9,8 +9,10 @@
 # up, a slot every 2 s); geth is built from the Go module proxy (`go install`, pinned, cached by
 # version: v1.17.10, and v1.16.9 at Prague, whose blob transactions geth 1.17 no longer builds),
 # the transaction signer tests/devnet/txgen with `go build` (cached by its sources' hash).
+# With --cl prysm (Osaka) a real CL drives them instead: Prysm v7.1.2's beacon node and validator
+# at Fulu, built from the Go module proxy through tests/devnet/prysm (cached by version).
 # --fork capella is the default above.
-# Usage: scripts/devnet.sh [--fork F] [eb-devnet or eb-chain args…]
+# Usage: scripts/devnet.sh [--fork F [--cl driver|prysm]] [eb-devnet or eb-chain args…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients="${EB_DEVNET_CLIENTS:-${XDG_CACHE_HOME:-$HOME/.cache}/eb-devnet}"
@@ -19,6 +21,13 @@ if [ "${1:-}" = "--fork" ]; then
   fork="${2:?--fork needs prague, osaka, amsterdam or capella}"
   shift 2
 fi
+cl=driver
+if [ "${1:-}" = "--cl" ]; then
+  cl="${2:?--cl needs driver or prysm}"
+  shift 2
+fi
+prysm_version=v7.1.2
+prysm="$clients/prysm-$prysm_version"
 geth_version=v1.17.10
 sidecar_version=1
 if [ "$fork" = prague ]; then
@@ -58,22 +67,42 @@ install_geth() {
     (cd tests/devnet/txgen && go build -o "$txgen" .)
   fi
 }
+# Prysm's commands, from the wrapper module (Prysm's go.mod has replace directives, which
+# `go install pkg@version` refuses); blst is built portable.
+install_prysm() {
+  [ -x "$prysm/validator" ] && return
+  mkdir -p "$prysm.tmp"
+  (cd tests/devnet/prysm && CGO_CFLAGS="-O2 -D__BLST_PORTABLE__" go build -trimpath \
+    -ldflags "-X github.com/OffchainLabs/prysm/v7/runtime/version.gitTag=$prysm_version" \
+    -o "$prysm.tmp/" github.com/OffchainLabs/prysm/v7/cmd/beacon-chain \
+    github.com/OffchainLabs/prysm/v7/cmd/validator github.com/OffchainLabs/prysm/v7/cmd/prysmctl)
+  rm -rf "$prysm" && mv "$prysm.tmp" "$prysm"
+}
 txgen="$clients/txgen-$(cat tests/devnet/txgen/go.mod tests/devnet/txgen/go.sum tests/devnet/txgen/main.go | sha256sum | cut -c1-16)/txgen"
 
 start=$(date +%s)
 case "$fork" in
   prague|osaka|amsterdam)
     install_geth > "${TMPDIR:-/tmp}/eb-devnet-geth.log" 2>&1 &
-    geth=$!
-    cargo build --quiet --release --locked -p eb -p eb-tests --bin eb --bin eb-chain
-    if ! wait "$geth"; then
-      echo "devnet: install of geth $geth_version or txgen failed:" >&2
-      cat "${TMPDIR:-/tmp}/eb-devnet-geth.log" >&2
-      exit 1
+    jobs_="$!:geth"
+    cl_args=()
+    if [ "$cl" = prysm ]; then
+      [ "$fork" = osaka ] || { echo "devnet: --cl prysm runs at osaka (Fulu)" >&2; exit 2; }
+      install_prysm > "${TMPDIR:-/tmp}/eb-devnet-prysm.log" 2>&1 &
+      jobs_="$jobs_ $!:prysm"
+      cl_args=(--prysm "$prysm")
     fi
-    echo "devnet: geth $geth_version, txgen and eb ready in $(( $(date +%s) - start )) s" >&2
+    cargo build --quiet --release --locked -p eb -p eb-tests --bin eb --bin eb-chain
+    for job in $jobs_; do
+      if ! wait "${job%%:*}"; then
+        echo "devnet: install of ${job#*:} failed:" >&2
+        cat "${TMPDIR:-/tmp}/eb-devnet-${job#*:}.log" >&2
+        exit 1
+      fi
+    done
+    echo "devnet: geth $geth_version, txgen, $cl and eb ready in $(( $(date +%s) - start )) s" >&2
     exec target/release/eb-chain --geth "$clients/geth-$geth_version/geth" --txgen "$txgen" \
-      --eb target/release/eb --fork "$fork" --sidecar-version "$sidecar_version" "$@"
+      --eb target/release/eb --fork "$fork" --sidecar-version "$sidecar_version" "${cl_args[@]}" "$@"
     ;;
   capella) ;;
   *) echo "devnet: unknown fork $fork (prague, osaka, amsterdam or capella)" >&2; exit 2 ;;

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, policy (native and wasm32) and end-to-end tests, then the
-# real-client devnet (Lodestar → eb → three EthereumJS ELs, scripts/devnet.sh) and geth behind eb
-# at Prague, Osaka and Amsterdam (scripts/devnet.sh --fork F).
+# real-client devnet (Lodestar → eb → three EthereumJS ELs, scripts/devnet.sh), geth behind eb at
+# Prague, Osaka and Amsterdam (scripts/devnet.sh --fork F), and Prysm → eb → geth at Osaka.
 # It installs what the tests need: the wasm32 target (to rebuild the policies), promtool
 # (Debian's `prometheus` package, to check eb's metrics exposition) and, through devnet.sh, the
-# clients from npm (Node.js and npm are on the machine) and geth from the Go module proxy (Go is
-# on the machine).
+# clients from npm (Node.js and npm are on the machine), and geth and Prysm from the Go module
+# proxy (Go is on the machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-unknown-unknown
@@ -17,7 +17,9 @@ if ! command -v promtool >/dev/null; then
 fi
 cargo test --workspace --locked
 scripts/devnet.sh
-# geth behind eb at the forks mainnet runs and the next one (eb-chain: a scripted CL).
+# geth behind eb at the forks mainnet runs and the next one (eb-chain: a scripted CL), then at
+# Osaka with a real current CL (Prysm).
 for fork in prague osaka amsterdam; do
   scripts/devnet.sh --fork "$fork"
 done
+scripts/devnet.sh --fork osaka --cl prysm

@@ -169,8 +169,13 @@ mod tests {
         let body = Bytes::from(format!(
             r#"{{"jsonrpc":"2.0","id":1,"method":"engine_getBlobsV{version}","params":[["0x01","0x02"]]}}"#
         ));
-        let answer = blobs(&nodes, &single(&body), version).await.expect("an answer");
-        let asked = els.iter().map(|e| e.seen.lock().expect("seen").len()).collect();
+        let answer = blobs(&nodes, &single(&body), version)
+            .await
+            .expect("an answer");
+        let asked = els
+            .iter()
+            .map(|e| e.seen.lock().expect("seen").len())
+            .collect();
         (String::from_utf8_lossy(&answer).into_owned(), asked)
     }
 

@@ -96,8 +96,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_send_one_el_already_has_is_answered_with_the_accepting_els_hash() {
         let known = scripted(Box::new(|_| {
-            let body = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"already known"}}"#;
-            (Duration::from_millis(1), Reply::Body(Bytes::from_static(body.as_bytes())))
+            let body =
+                r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"already known"}}"#;
+            (
+                Duration::from_millis(1),
+                Reply::Body(Bytes::from_static(body.as_bytes())),
+            )
         }));
         let els = [known, answering(Duration::from_millis(20), r#""0xhash""#)];
         let nodes = synced_nodes(&els, Duration::from_secs(1));
@@ -112,8 +116,12 @@ mod tests {
     async fn a_send_every_el_refuses_is_answered_with_the_primarys_error() {
         let refusing = || {
             scripted(Box::new(|_| {
-                let body = r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"nonce too low"}}"#;
-                (Duration::from_millis(1), Reply::Body(Bytes::from_static(body.as_bytes())))
+                let body =
+                    r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32000,"message":"nonce too low"}}"#;
+                (
+                    Duration::from_millis(1),
+                    Reply::Body(Bytes::from_static(body.as_bytes())),
+                )
             }))
         };
         let nodes = synced_nodes(&[refusing(), refusing()], Duration::from_secs(1));

@@ -1,14 +1,16 @@
 //! `eb-chain`: three geth ELs behind eb, driven by a scripted consensus client at Prague, Osaka
-//! or Amsterdam (`tests/src/chain/`). The last line on stdout is the JSON report.
+//! or Amsterdam, or by Prysm at Osaka (`tests/src/chain/`). The last line on stdout is the JSON
+//! report.
 //!
 //! ```text
 //! eb-chain --geth PATH --txgen PATH --eb target/release/eb --fork osaka [--sidecar-version 0|1]
-//!          [--work DIR] [--hold]
+//!          [--prysm DIR] [--work DIR] [--hold]
 //! ```
 
 use clap::Parser;
 use eb_tests::chain::driver::Driver;
-use eb_tests::chain::{scenarios, Chain, Fork};
+use eb_tests::chain::prysm::{self, Prysm};
+use eb_tests::chain::{genesis, scenarios, with_prysm, Chain, Fork};
 use eb_tests::devnet::process::stopped;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,7 +38,11 @@ struct Args {
     /// other), 0 (one proof per blob; geth 1.16 before Osaka).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
     sidecar_version: u8,
-    /// Instead of the scenarios: keep the chain up, a slot every 2 s through eb, until Ctrl-C.
+    /// Prysm's folder (beacon-chain, validator, prysmctl): Prysm is the CL (Osaka/Fulu only),
+    /// not the scripted driver.
+    #[arg(long)]
+    prysm: Option<PathBuf>,
+    /// Instead of the scenarios: keep the chain up until Ctrl-C (the driver: a slot every 2 s).
     #[arg(long)]
     hold: bool,
 }
@@ -74,14 +80,35 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         absolute(args.eb)?,
         absolute(work)?,
     );
-    let mut chain = Chain::start(&geth, &eb, &work, args.fork).await?;
+    let mut genesis = genesis(&geth, args.fork)?;
+    let prysm_dir = args.prysm.map(absolute).transpose()?;
+    if let Some(dir) = &prysm_dir {
+        if args.fork != Fork::Osaka {
+            return Err("--prysm runs at --fork osaka (Fulu)".into());
+        }
+        genesis = prysm::genesis(dir, &work, &genesis)?;
+    }
+    let mut chain = Chain::start(&geth, &eb, &work, args.fork, &genesis).await?;
+    let prysm = match &prysm_dir {
+        Some(dir) => Some(Prysm::start(dir, &chain).await?),
+        None => None,
+    };
     let outcome = tokio::select! {
         outcome = async {
-            if args.hold { hold(&chain).await } else { scenarios::run(&mut chain, &txgen, args.sidecar_version).await }
+            match (&prysm, args.hold) {
+                (Some(_), true) => std::future::pending().await,
+                (Some(prysm), false) => with_prysm::run(&mut chain, prysm, &txgen).await,
+                (None, true) => hold(&chain).await,
+                (None, false) => scenarios::run(&mut chain, &txgen, args.sidecar_version).await,
+            }
         } => outcome,
         signal = stopped() => Err(format!("stopped by {signal}")),
     };
-    let logs = chain.logs();
+    let mut logs = chain.logs();
+    if let Some(prysm) = &prysm {
+        logs.push_str(&prysm.logs());
+    }
+    drop(prysm);
     drop(chain);
     if outcome.is_ok() && temporary {
         let _ = std::fs::remove_dir_all(&work);

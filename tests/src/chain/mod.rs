@@ -9,8 +9,10 @@
 //! Prague needs, all forks at block 0), cut back to the fork under test.
 
 pub mod driver;
+pub mod prysm;
 pub mod scenarios;
 pub mod txs;
+pub mod with_prysm;
 
 use crate::devnet::observe::{Admin, Rpc};
 use crate::devnet::process::{free_ports, tail, Service};
@@ -71,8 +73,8 @@ impl Fork {
     }
 }
 
-/// geth's developer genesis cut to `fork`, with the test account funded and time set to now.
-fn genesis(geth: &Path, fork: Fork) -> Result<Value, String> {
+/// geth's developer genesis cut to `fork`, with the test accounts funded and time set to now.
+pub fn genesis(geth: &Path, fork: Fork) -> Result<Value, String> {
     let out = Command::new(geth)
         .args(["--dev", "dumpgenesis"])
         .output()
@@ -137,9 +139,15 @@ pub struct Chain {
 }
 
 impl Chain {
-    /// Starts `ELS` geths at `fork` (peered with each other), the stand-in and eb (with
-    /// `--record-votes`) in front of them.
-    pub async fn start(geth: &Path, eb: &Path, work: &Path, fork: Fork) -> Result<Chain, String> {
+    /// Starts `ELS` geths on `genesis` at `fork` (peered with each other), the stand-in and eb
+    /// (with `--record-votes`) in front of them.
+    pub async fn start(
+        geth: &Path,
+        eb: &Path,
+        work: &Path,
+        fork: Fork,
+        genesis: &Value,
+    ) -> Result<Chain, String> {
         std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
         if work.join("el0").exists() {
             return Err(format!(
@@ -148,8 +156,7 @@ impl Chain {
             ));
         }
         let genesis_path = work.join("genesis.json");
-        std::fs::write(&genesis_path, genesis(geth, fork)?.to_string())
-            .map_err(|e| e.to_string())?;
+        std::fs::write(&genesis_path, genesis.to_string()).map_err(|e| e.to_string())?;
         let ports: [u16; 3 * ELS + 2] = free_ports()?;
         let cl = write_secret(&work.join("cl.hex"))?;
         let mut geths = Vec::new();

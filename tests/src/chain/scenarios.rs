@@ -6,6 +6,7 @@ use super::driver::{check_blobs, quantity, Built, Driver};
 use super::txs::{self, Plan, Tx};
 use super::{Chain, Fork, ELS, LIAR};
 use crate::devnet::observe::{follows_valid, liar_counted, liar_ignored, primary, recorded};
+use crate::devnet::scenarios::seconds;
 use crate::devnet::{until, CHAIN_ID};
 use policy_sdk::fixture::Case;
 use serde_json::{json, Value};
@@ -29,10 +30,6 @@ const LIAR_SLOTS: u64 = 3;
 /// Longest eb may take to answer newPayload while a geth is frozen (it is cut after the
 /// straggler floor, then at once once hung): a behavioural bound, the numbers are reported.
 const FROZEN_ANSWER: Duration = Duration::from_secs(2);
-
-fn seconds(start: Instant) -> f64 {
-    (start.elapsed().as_secs_f64() * 10.0).round() / 10.0
-}
 
 fn summary(slots: &[Built]) -> Value {
     let max = slots
@@ -381,10 +378,9 @@ pub async fn lying_el(chain: &Chain, driver: &mut Driver) -> Result<Value, Strin
     }))
 }
 
-/// What the recording shows: no VALID newPayload beside the liar's counted INVALID, every
-/// answered vote carrying geth's client code, and eb's added latency on newPayload (its answer
-/// time seen by the driver minus the fastest EL's own time in that decision, happy path only).
-fn from_recording(cases: &[Case], happy: &[Built]) -> Result<Value, String> {
+/// What the recording shows: no VALID newPayload beside the liar's counted INVALID, and every
+/// answered vote carrying geth's client code.
+pub fn safety_and_codes(cases: &[Case]) -> Result<Value, String> {
     let unsafe_valid: Vec<&str> = cases
         .iter()
         .filter(|c| c.method == "newPayload" && liar_counted(c) && follows_valid(c))
@@ -408,7 +404,14 @@ fn from_recording(cases: &[Case], happy: &[Built]) -> Result<Value, String> {
     if !uncoded.is_empty() {
         return Err(format!("votes without geth's client code in {uncoded:?}"));
     }
-    let mut added: Vec<f64> = happy
+    let ignored = cases.iter().filter(|c| liar_ignored(c)).count();
+    Ok(json!({"decisions": cases.len(), "liar_ignored_decisions": ignored}))
+}
+
+/// eb's added latency on newPayload: its answer time seen by the driver minus the fastest EL's
+/// own time in that decision, over `slots`, in ms.
+fn added_latency(cases: &[Case], slots: &[Built]) -> Result<Value, String> {
+    let mut added: Vec<f64> = slots
         .iter()
         .filter_map(|slot| {
             let case = cases.iter().find(|c| {
@@ -423,21 +426,51 @@ fn from_recording(cases: &[Case], happy: &[Built]) -> Result<Value, String> {
             Some(slot.new_payload_time.as_secs_f64() * 1e3 - fastest)
         })
         .collect();
-    if added.is_empty() || added.len() != happy.len() {
+    if added.is_empty() || added.len() != slots.len() {
         return Err(format!(
             "{} of {} newPayloads found in the recording",
             added.len(),
-            happy.len()
+            slots.len()
         ));
     }
     added.sort_by(f64::total_cmp);
-    let q = |q: f64| (added[((added.len() - 1) as f64 * q) as usize] * 100.0).round() / 100.0;
-    let ignored = cases.iter().filter(|c| liar_ignored(c)).count();
-    Ok(json!({
-        "decisions": cases.len(),
-        "liar_ignored_decisions": ignored,
-        "new_payload_added_ms": {"p50": q(0.5), "p99": q(0.99), "max": q(1.0)},
-    }))
+    Ok(quantiles(&added))
+}
+
+/// p50, p99 and max of sorted `values`, rounded to 0.01.
+pub fn quantiles(sorted: &[f64]) -> Value {
+    let q = |q: f64| {
+        sorted
+            .get(((sorted.len().max(1) - 1) as f64 * q) as usize)
+            .map_or(0.0, |v| (v * 100.0).round() / 100.0)
+    };
+    json!({"p50": q(0.5), "p99": q(0.99), "max": q(1.0)})
+}
+
+/// `eb policy test` over the recording: its summary line, an error when a case failed.
+pub fn replay(votes: &Path) -> Result<Value, String> {
+    let (report, passed) =
+        eb::cli::policy::test(None, "", &[votes.to_owned()]).map_err(|e| e.to_string())?;
+    let summary = report.lines().last().unwrap_or_default().to_owned();
+    if passed {
+        Ok(json!(summary))
+    } else {
+        Err(summary)
+    }
+}
+
+/// The outcome of one scenario as a report entry; the error, if it failed.
+pub fn entry(name: &str, outcome: Result<Value, String>) -> (Value, Option<String>) {
+    match outcome {
+        Ok(detail) => (
+            json!({"name": name, "passed": true, "detail": detail}),
+            None,
+        ),
+        Err(e) => (
+            json!({"name": name, "passed": false, "error": e}),
+            Some(format!("{name}: {e}")),
+        ),
+    }
 }
 
 /// Every scenario on one chain, its blob transactions with sidecars of `sidecar_version`, and
@@ -453,60 +486,54 @@ pub async fn run(chain: &mut Chain, txgen: &Path, sidecar_version: u8) -> Result
     let txs = txs::sign(txgen, CHAIN_ID, &plan)?;
     let mut driver = Driver::at_genesis(chain).await?;
     let mut scenarios = Vec::new();
-    let mut record = |name: &str, outcome: Result<Value, String>| -> Result<(), String> {
-        let passed = outcome.is_ok();
-        let (detail, error) = match outcome {
-            Ok(detail) => (detail, None),
-            Err(e) => (Value::Null, Some(e)),
-        };
-        scenarios.push(json!({"name": name, "passed": passed, "detail": detail, "error": error}));
-        error.map_or(Ok(()), |e| Err(format!("{name}: {e}")))
+    let mut failure: Option<String> = None;
+    let mut record = |name: &str, outcome: Result<Value, String>| {
+        let (entry, error) = entry(name, outcome);
+        scenarios.push(entry);
+        if failure.is_none() {
+            failure = error;
+        }
     };
-    let mut failure = None;
     let happy = happy_path(chain, &mut driver, &txs).await;
     let happy_slots = driver.built.clone();
     let totals = happy.as_ref().ok().cloned().unwrap_or_default();
-    failure = failure.or(record("happy path", happy).err());
+    let passed = happy.is_ok();
+    record("happy path", happy);
     let els = client_versions(chain).await;
     let versions = els.clone().unwrap_or_default();
-    failure = failure.or(record("getClientVersionV1 through eb", els.map(|v| json!(v))).err());
-    failure = failure.or(record(
+    record("getClientVersionV1 through eb", els.map(|v| json!(v)));
+    record(
         "exchangeCapabilities is the geths' intersection",
         capabilities(chain).await,
-    )
-    .err());
-    if failure.is_none() {
-        let outcome = primary_killed(chain, &mut driver).await;
-        failure = failure.or(record("primary geth killed and restarted", outcome).err());
-    }
-    if failure.is_none() {
-        let outcome = frozen_el(chain, &mut driver).await;
-        failure = failure.or(record("geth frozen (SIGSTOP) and thawed", outcome).err());
-    }
-    if failure.is_none() {
-        let outcome = lying_el(chain, &mut driver).await;
-        failure = failure.or(record("lying geth, then #do-not-use", outcome).err());
+    );
+    if passed {
+        let killed = primary_killed(chain, &mut driver).await;
+        let passed = killed.is_ok();
+        record("primary geth killed and restarted", killed);
+        if passed {
+            let frozen = frozen_el(chain, &mut driver).await;
+            let passed = frozen.is_ok();
+            record("geth frozen (SIGSTOP) and thawed", frozen);
+            if passed {
+                record(
+                    "lying geth, then #do-not-use",
+                    lying_el(chain, &mut driver).await,
+                );
+            }
+        }
     }
     let answers = chain.admin.answers().await.unwrap_or_default();
     chain.stop_eb();
     let votes = chain.work.join("votes.jsonl");
     let cases = recorded(&votes);
-    failure = failure.or(record(
-        "recording: safety, client codes, latency",
-        from_recording(&cases, &happy_slots),
-    )
-    .err());
-    let replay = eb::cli::policy::test(None, "", &[votes])
-        .map_err(|e| e.to_string())
-        .and_then(|(report, passed)| {
-            let summary = report.lines().last().unwrap_or_default().to_owned();
-            if passed {
-                Ok(json!(summary))
-            } else {
-                Err(summary)
-            }
-        });
-    failure = failure.or(record("replay with eb policy test", replay).err());
+    record(
+        "recording: safety and client codes",
+        safety_and_codes(&cases),
+    );
+    let latency = added_latency(&cases, &happy_slots);
+    let latency_report = latency.clone().unwrap_or_default();
+    record("recording: eb's added latency on newPayload", latency);
+    record("replay with eb policy test", replay(&votes));
     let blob_blocks = driver.built.iter().filter(|s| s.blobs > 0).count();
     let report = json!({
         "fork": chain.fork.name(),
@@ -517,6 +544,7 @@ pub async fn run(chain: &mut Chain, txgen: &Path, sidecar_version: u8) -> Result
         "blob_blocks": blob_blocks,
         "blobs": driver.built.iter().map(|s| s.blobs).sum::<usize>(),
         "happy_path": totals,
+        "new_payload_added_ms": latency_report,
         "eb_requests_total": answers,
         "seconds": seconds(start),
         "scenarios": scenarios,

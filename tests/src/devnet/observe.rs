@@ -46,6 +46,11 @@ impl Rpc {
         }
     }
 
+    /// Its URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Calls `method`; the `result`, or the error as text.
     pub async fn call(&self, method: &str, params: Value) -> Result<Value, String> {
         let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
@@ -82,7 +87,7 @@ impl Rpc {
     }
 }
 
-/// Lodestar's beacon REST API.
+/// A beacon node's REST API (Lodestar's, Prysm's).
 pub struct Beacon {
     base: String,
     client: reqwest::Client,
@@ -121,6 +126,27 @@ impl Beacon {
             404 => Ok(false),
             other => Err(format!("header at slot {slot}: HTTP {other}")),
         }
+    }
+
+    /// `GET /eth/v1/node/version`: the client's version string.
+    pub async fn version(&self) -> Result<String, String> {
+        let path = "/eth/v1/node/version";
+        let data = read_json(self.get(path).await?, path).await?;
+        data["data"]["version"]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{path}: {data}"))
+    }
+
+    /// `GET /eth/v2/beacon/blocks/{slot}`: the block's `message`, or `None` for an empty slot.
+    pub async fn block(&self, slot: u64) -> Result<Option<Value>, String> {
+        let path = format!("/eth/v2/beacon/blocks/{slot}");
+        let response = self.get(&path).await?;
+        if response.status().as_u16() == 404 {
+            return Ok(None);
+        }
+        let mut block = read_json(response, &path).await?;
+        Ok(Some(block["data"]["message"].take()))
     }
 
     /// The finalized epoch of the head state.

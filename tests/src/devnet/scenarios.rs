@@ -25,7 +25,8 @@ fn slots(n: u64) -> Duration {
     SLOT * n as u32
 }
 
-fn seconds(start: Instant) -> f64 {
+/// Seconds since `start`, to a tenth.
+pub(crate) fn seconds(start: Instant) -> f64 {
     (start.elapsed().as_secs_f64() * 10.0).round() / 10.0
 }
 
