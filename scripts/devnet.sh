@@ -11,8 +11,9 @@
 # the transaction signer tests/devnet/txgen with `go build` (cached by its sources' hash).
 # With --cl prysm (Osaka) a real CL drives them instead: Prysm v7.1.2's beacon node and validator
 # at Fulu, built from the Go module proxy through tests/devnet/prysm (cached by version).
-# --fork capella is the default above.
-# Usage: scripts/devnet.sh [--fork F [--cl driver|prysm]] [eb-devnet or eb-chain args…]
+# --fork capella is the default above; with --diverse its EL 2 is geth v1.17.10 and eb runs
+# policies/client-diverse (VALID only when EthereumJS and geth agree).
+# Usage: scripts/devnet.sh [--fork F [--cl driver|prysm]] [--diverse] [eb-devnet or eb-chain args…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients="${EB_DEVNET_CLIENTS:-${XDG_CACHE_HOME:-$HOME/.cache}/eb-devnet}"
@@ -25,6 +26,11 @@ cl=driver
 if [ "${1:-}" = "--cl" ]; then
   cl="${2:?--cl needs driver or prysm}"
   shift 2
+fi
+diverse=
+if [ "${1:-}" = "--diverse" ]; then
+  diverse=1
+  shift
 fi
 prysm_version=v7.1.2
 prysm="$clients/prysm-$prysm_version"
@@ -107,17 +113,25 @@ case "$fork" in
   capella) ;;
   *) echo "devnet: unknown fork $fork (prague, osaka, amsterdam or capella)" >&2; exit 2 ;;
 esac
-install ethereumjs > "${TMPDIR:-/tmp}/eb-devnet-npm-ethereumjs.log" 2>&1 &
-ethereumjs=$!
-install lodestar > "${TMPDIR:-/tmp}/eb-devnet-npm-lodestar.log" 2>&1 &
-lodestar=$!
+install ethereumjs > "${TMPDIR:-/tmp}/eb-devnet-ethereumjs.log" 2>&1 &
+jobs_="$!:ethereumjs"
+install lodestar > "${TMPDIR:-/tmp}/eb-devnet-lodestar.log" 2>&1 &
+jobs_="$jobs_ $!:lodestar"
+diverse_args=()
+if [ -n "$diverse" ]; then
+  install_geth > "${TMPDIR:-/tmp}/eb-devnet-geth.log" 2>&1 &
+  jobs_="$jobs_ $!:geth"
+  scripts/build-policies.sh
+  diverse_args=(--geth "$clients/geth-$geth_version/geth"
+    --policy target/wasm32-unknown-unknown/policy/eb_policy_client_diverse.wasm)
+fi
 cargo build --quiet --release --locked -p eb -p eb-tests --bin eb --bin eb-devnet
-for job in "$lodestar:lodestar" "$ethereumjs:ethereumjs"; do
+for job in $jobs_; do
   if ! wait "${job%%:*}"; then
-    echo "devnet: npm install of ${job#*:} failed:" >&2
-    cat "${TMPDIR:-/tmp}/eb-devnet-npm-${job#*:}.log" >&2
+    echo "devnet: install of ${job#*:} failed:" >&2
+    cat "${TMPDIR:-/tmp}/eb-devnet-${job#*:}.log" >&2
     exit 1
   fi
 done
 echo "devnet: clients and eb ready in $(( $(date +%s) - start )) s" >&2
-exec target/release/eb-devnet --clients "$clients" --eb target/release/eb "$@"
+exec target/release/eb-devnet --clients "$clients" --eb target/release/eb "${diverse_args[@]}" "$@"

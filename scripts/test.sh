@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, policy (native and wasm32) and end-to-end tests, then the
-# real-client devnet (Lodestar → eb → three EthereumJS ELs, scripts/devnet.sh), geth behind eb at
-# Prague, Osaka and Amsterdam (scripts/devnet.sh --fork F), and Prysm → eb → geth at Osaka.
+# real-client devnet (Lodestar → eb → three EthereumJS ELs, scripts/devnet.sh; again with a geth
+# and the client-diverse policy, --diverse), geth behind eb at Prague, Osaka and Amsterdam
+# (scripts/devnet.sh --fork F), and Prysm → eb → geth at Osaka.
 # It installs what the tests need: the wasm32 target (to rebuild the policies), promtool
 # (Debian's `prometheus` package, to check eb's metrics exposition) and, through devnet.sh, the
 # clients from npm (Node.js and npm are on the machine), and geth and Prysm from the Go module
@@ -17,6 +18,8 @@ if ! command -v promtool >/dev/null; then
 fi
 cargo test --workspace --locked
 scripts/devnet.sh
+# Client diversity: EL 2 is geth, eb runs policies/client-diverse.
+scripts/devnet.sh --diverse
 # geth behind eb at the forks mainnet runs and the next one (eb-chain: a scripted CL), then at
 # Osaka with a real current CL (Prysm).
 for fork in prague osaka amsterdam; do

@@ -8,6 +8,7 @@ use crate::queue::Limits;
 use crate::route::MAX_EL_TIMEOUT;
 use crate::straggler::Straggler;
 use policy_sdk::abi::MAX_VOTES;
+use policy_sdk::ClientCode;
 use reqwest::{Certificate, Url};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -65,6 +66,9 @@ pub struct NodeConfig {
     /// `#ca=PATH`: the only CA its TLS certificate may chain to (an `https` URL otherwise
     /// uses the system's roots).
     pub ca: Option<Certificate>,
+    /// `#client=XX`: the client code its votes carry until it names itself through
+    /// `engine_getClientVersionV1` (for ELs that do not implement it).
+    pub client: Option<ClientCode>,
 }
 
 /// What a node spec does not say: the `--jwt-secret`, `--timeout`, `--straggler` and
@@ -151,7 +155,8 @@ fn read_ca(path: &Path) -> Result<Certificate, String> {
 }
 
 impl NodeConfig {
-    /// Parses `URL[#jwt-secret=PATH][#timeout=MS][#straggler=auto|wait|MS][#ca=PATH][#do-not-use]`.
+    /// Parses `URL[#jwt-secret=PATH][#timeout=MS][#straggler=auto|wait|MS][#ca=PATH][#client=XX]
+    /// [#do-not-use]`.
     pub fn parse(spec: &str, defaults: &NodeDefaults) -> Result<NodeConfig, String> {
         let mut parts = spec.trim().split('#');
         let url_text = parts.next().unwrap_or_default();
@@ -168,6 +173,7 @@ impl NodeConfig {
             straggler: defaults.straggler,
             queue: defaults.queue,
             ca: None,
+            client: None,
         };
         for option in parts {
             let (key, value) = option.split_once('=').unwrap_or((option, ""));
@@ -183,6 +189,12 @@ impl NodeConfig {
                 }
                 "straggler" => node.straggler = value.parse()?,
                 "ca" => node.ca = Some(read_ca(Path::new(value))?),
+                "client" => {
+                    let code = ClientCode::from_letters(value).ok_or_else(|| {
+                        format!("client {value:?} is not a two-letter client code (GE, NM, BU…)")
+                    })?;
+                    node.client = Some(code);
+                }
                 "do-not-use" if value.is_empty() => node.do_not_use = true,
                 _ => return Err(format!("unknown node option {option:?}")),
             }
@@ -388,9 +400,20 @@ mod tests {
     }
 
     #[test]
+    fn a_node_may_declare_its_client_code() {
+        let c = config(&[
+            "--nodes",
+            "http://127.0.0.1:8551#client=ej,http://127.0.0.1:8552",
+        ])
+        .expect("valid");
+        assert_eq!(c.nodes[0].client, ClientCode::from_letters("EJ"));
+        assert_eq!(c.nodes[1].client, None);
+    }
+
+    #[test]
     fn every_bad_flag_gets_a_one_line_error_naming_it() {
         let n = ["--nodes", "http://127.0.0.1:8551"];
-        let cases: [(&[&str], &str); 10] = [
+        let cases: [(&[&str], &str); 11] = [
             (&[], "--nodes: required"),
             (
                 &["--nodes", "not a url"],
@@ -411,6 +434,10 @@ mod tests {
             (
                 &["--nodes", "http://a:1#colour=red"],
                 "--nodes: node 0: unknown node option",
+            ),
+            (
+                &["--nodes", "http://a:1#client=ethereumjs"],
+                "--nodes: node 0: client \"ethereumjs\" is not a two-letter client code",
             ),
             (
                 &["--nodes", "http://a:1#ca=/etc/hostname"],

@@ -119,8 +119,8 @@ impl Node {
                 latency_ms: None,
                 vote_latency_ms: [None; 2],
                 last_answer: None,
-                client: ClientCode::UNKNOWN,
-                client_version: None,
+                client: config.client.unwrap_or(ClientCode::UNKNOWN),
+                client_version: config.client.map(|_| "declared (#client)".to_owned()),
                 last_error: None,
             }),
             recheck: Notify::new(),
@@ -549,6 +549,7 @@ pub(crate) mod testing {
             straggler,
             queue: crate::queue::Limits::default(),
             ca: None,
+            client: None,
         }
     }
 
@@ -600,6 +601,20 @@ mod tests {
         let node = &nodes.snapshot()[index];
         node.set_state(state, None);
         node.lock().latency_ms = Some(latency_ms);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_declared_client_code_stands_until_the_el_names_itself() {
+        let mut config = config(0, Duration::from_secs(1), false);
+        config.client = ClientCode::from_letters("EJ");
+        let transport: Arc<dyn Transport> = answering(Duration::ZERO, "false");
+        let node = Node::spawn(0, &config, transport, Arc::new(Metrics::default()));
+        assert_eq!(
+            node.health().client,
+            ClientCode::from_letters("EJ").expect("code")
+        );
+        node.set_client(ClientCode::from_letters("GE").expect("code"), "geth".into());
+        assert_eq!(node.health().client.letters(), Some(*b"GE"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -10,7 +10,7 @@
 
 use clap::Parser;
 use eb_tests::devnet::process::stopped;
-use eb_tests::devnet::{scenarios, Devnet, Paths};
+use eb_tests::devnet::{diverse, scenarios, Devnet, Paths};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +31,12 @@ struct Args {
     /// Start the devnet and keep it running until Ctrl-C, without the scenarios (to try eb by hand).
     #[arg(long)]
     hold: bool,
+    /// A geth binary: the client-diversity devnet (EL 2 is geth, eb runs `--policy`).
+    #[arg(long, requires = "policy")]
+    geth: Option<PathBuf>,
+    /// The policy eb runs (and the replay uses); the embedded default when omitted.
+    #[arg(long)]
+    policy: Option<PathBuf>,
     /// One more argument for eb (repeatable), e.g. `--eb-arg=--policy=strict.wasm` with `--hold`.
     #[arg(long = "eb-arg", allow_hyphen_values = true)]
     eb_args: Vec<String>,
@@ -46,9 +52,42 @@ async fn scenarios(devnet: &mut Devnet) -> Result<Value, String> {
     report.insert("frozen_el".into(), scenarios::frozen_el(devnet).await?);
     report.insert("lying_el".into(), scenarios::lying_el(devnet).await?);
     report.insert("eb_answers_by_method".into(), devnet.admin.answers().await?);
+    finish(devnet, report).await
+}
+
+/// Stops the devnet, replays the recording, and puts the report's summary first: `fork`, `cl`,
+/// `els`, `blocks`, `blob_blocks`, `scenarios` (every scenario in `report`, passed: a failing one
+/// ends the run with its error instead).
+async fn finish(
+    devnet: &mut Devnet,
+    mut report: serde_json::Map<String, Value>,
+) -> Result<Value, String> {
+    let summary = scenarios::summary(devnet).await?;
     devnet.stop();
     report.insert("replay".into(), scenarios::replay(devnet)?);
-    Ok(Value::Object(report))
+    let names: Vec<Value> = report
+        .keys()
+        .filter(|k| *k != "eb_answers_by_method")
+        .map(|k| json!({"name": k, "passed": true}))
+        .collect();
+    let mut out = json!({"fork": "capella"});
+    for (key, value) in summary.as_object().into_iter().flatten() {
+        out[key] = value.clone();
+    }
+    out["scenarios"] = json!(names);
+    for (key, value) in report {
+        out[key] = value;
+    }
+    Ok(out)
+}
+
+async fn diverse(devnet: &mut Devnet) -> Result<Value, String> {
+    let mut report = serde_json::Map::new();
+    report.insert("happy_path".into(), scenarios::happy_path(devnet).await?);
+    report.insert("lying_geth".into(), diverse::lying_geth(devnet).await?);
+    report.insert("frozen_geth".into(), diverse::frozen_geth(devnet).await?);
+    report.insert("eb_answers_by_method".into(), devnet.admin.answers().await?);
+    finish(devnet, report).await
 }
 
 async fn hold(devnet: &Devnet) -> Result<Value, String> {
@@ -75,6 +114,8 @@ async fn run(args: Args) -> Result<Value, String> {
         clients: absolute(args.clients)?,
         eb: absolute(args.eb)?,
         work: absolute(work)?,
+        geth: args.geth.map(absolute).transpose()?,
+        policy: args.policy.map(absolute).transpose()?,
     };
     let start = Instant::now();
     let mut devnet = Devnet::start(paths.clone(), &args.eb_args)
@@ -83,7 +124,11 @@ async fn run(args: Args) -> Result<Value, String> {
     let startup = start.elapsed().as_secs_f64();
     let outcome = tokio::select! {
         outcome = async {
-            if args.hold { hold(&devnet).await } else { scenarios(&mut devnet).await }
+            match (args.hold, devnet.paths.geth.is_some()) {
+                (true, _) => hold(&devnet).await,
+                (false, false) => scenarios(&mut devnet).await,
+                (false, true) => diverse(&mut devnet).await,
+            }
         } => outcome,
         signal = stopped() => Err(format!("stopped by {signal}")),
     };
@@ -110,7 +155,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(args)) {
         Ok(report) => {
-            println!("{report:#}");
+            println!("{report}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1,10 +1,12 @@
 //! A real devnet on loopback: Lodestar (CL) → eb → three EthereumJS ELs, the third behind a
-//! fault-injecting stand-in. [`Devnet::start`] brings it up; the scenarios in [`scenarios`] drive
-//! and check it; dropping it stops every process it started.
+//! fault-injecting stand-in; or, for client diversity, the third a geth. [`Devnet::start`]
+//! brings it up; the scenarios in [`scenarios`] and [`diverse`] drive and check it; dropping it
+//! stops every process it started.
 //!
 //! The clients come from npm (`tests/devnet/{lodestar,ethereumjs}`, installed by
-//! `scripts/devnet.sh`); eb is a release build.
+//! `scripts/devnet.sh`), geth from the Go module proxy; eb is a release build.
 
+pub mod diverse;
 pub mod observe;
 pub mod process;
 pub mod scenarios;
@@ -39,6 +41,10 @@ pub struct Paths {
     pub eb: PathBuf,
     /// A fresh folder for data, secrets, logs and the vote recording.
     pub work: PathBuf,
+    /// A geth binary: EL [`LIAR`] runs it instead of EthereumJS.
+    pub geth: Option<PathBuf>,
+    /// The policy eb runs (`--policy`; the embedded default when `None`), also for the replay.
+    pub policy: Option<PathBuf>,
 }
 
 impl Paths {
@@ -81,7 +87,7 @@ impl Paths {
     }
 }
 
-/// One EthereumJS node.
+/// One EL (EthereumJS, or geth).
 pub struct El {
     /// 0, 1 or 2: also its node index in eb.
     pub index: usize,
@@ -244,8 +250,14 @@ impl Devnet {
                 } else {
                     el.engine_url()
                 };
+                // EthereumJS 0.10.5 has no engine_getClientVersionV1: its code is declared.
+                let client = if paths.geth.is_some() && el.index == LIAR {
+                    ""
+                } else {
+                    "#client=EJ"
+                };
                 format!(
-                    "{url}#jwt-secret={}",
+                    "{url}#jwt-secret={}{client}",
                     paths.secret(&format!("el{}", el.index)).display()
                 )
             })
@@ -264,6 +276,9 @@ impl Devnet {
             "--record-votes".to_owned(),
             paths.votes().display().to_string(),
         ];
+        if let Some(policy) = &paths.policy {
+            eb_args.extend(["--policy".to_owned(), policy.display().to_string()]);
+        }
         eb_args.extend_from_slice(eb_extra);
         let eb = Service::start(
             "eb",
@@ -274,12 +289,19 @@ impl Devnet {
         )?;
         let admin = Admin::new(&format!("http://127.0.0.1:{admin_port}"));
         until(
-            "eb to see all three ELs synced",
+            "eb to reach all three ELs",
             Duration::from_secs(60),
             || async {
+                // Synced, or (before any block) syncing: an EL on its genesis waiting for the CL
+                // may say either.
                 let status = admin.status().await.ok()?;
                 (0..ELS)
-                    .all(|i| observe::node_state(&status, i).0 == "synced")
+                    .all(|i| {
+                        matches!(
+                            observe::node_state(&status, i).0.as_str(),
+                            "synced" | "syncing"
+                        )
+                    })
                     .then_some(())
             },
         )
@@ -470,6 +492,9 @@ impl Drop for Devnet {
 }
 
 fn start_el(paths: &Paths, el: &mut El, bootnodes: &[String]) -> Result<(), String> {
+    if let (Some(geth), LIAR) = (&paths.geth, el.index) {
+        return start_geth(paths, geth, el);
+    }
     let mut args: Vec<String> = [
         format!(
             "--gethGenesis={}",
@@ -514,6 +539,56 @@ fn start_el(paths: &Paths, el: &mut El, bootnodes: &[String]) -> Result<(), Stri
         &args,
         &paths.work,
         &log,
+    )?);
+    Ok(())
+}
+
+/// Starts geth as EL `el` on the devnet's genesis (initialized on the first start). It is not
+/// peered: eb gives it every block and transaction, and no scenario restarts it.
+fn start_geth(paths: &Paths, geth: &Path, el: &mut El) -> Result<(), String> {
+    let data = paths.work.join(format!("el{}", el.index));
+    if !data.exists() {
+        let init = std::process::Command::new(geth)
+            .arg("--datadir")
+            .arg(&data)
+            .args(["--state.scheme", "hash", "init"])
+            .arg(paths.work.join("genesis.json"))
+            .output()
+            .map_err(|e| format!("{}: {e}", geth.display()))?;
+        if !init.status.success() {
+            return Err(format!(
+                "geth init: {}",
+                String::from_utf8_lossy(&init.stderr)
+            ));
+        }
+    }
+    let args: Vec<String> = vec![
+        format!("--datadir={}", data.display()),
+        "--authrpc.addr=127.0.0.1".to_owned(),
+        format!("--authrpc.port={}", el.engine_port),
+        format!(
+            "--authrpc.jwtsecret={}",
+            paths.secret(&format!("el{}", el.index)).display()
+        ),
+        "--http".to_owned(),
+        "--http.addr=127.0.0.1".to_owned(),
+        format!("--http.port={}", el.rpc_port),
+        "--http.api=eth,net,web3,admin".to_owned(),
+        "--nodiscover".to_owned(),
+        format!("--port={}", el.p2p_port),
+        "--nat=none".to_owned(),
+        "--ipcdisable".to_owned(),
+        "--syncmode=full".to_owned(),
+        "--cache=64".to_owned(),
+        "--state.scheme=hash".to_owned(),
+        "--gcmode=archive".to_owned(),
+    ];
+    el.service = Some(Service::start(
+        &format!("el{} (geth)", el.index),
+        geth,
+        &args,
+        &paths.work,
+        &paths.work.join(format!("el{}.log", el.index)),
     )?);
     Ok(())
 }

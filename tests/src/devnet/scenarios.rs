@@ -21,7 +21,8 @@ const FROZEN_ANSWER_MS: u32 = 1_000;
 /// newPayload decisions to see in each phase of the lying-EL scenario.
 const LIAR_DECISIONS: usize = 3;
 
-fn slots(n: u64) -> Duration {
+/// `n` slots of time.
+pub(crate) fn slots(n: u64) -> Duration {
     SLOT * n as u32
 }
 
@@ -31,7 +32,7 @@ pub(crate) fn seconds(start: Instant) -> f64 {
 }
 
 /// Which of `from..=to` have no block.
-async fn missed_slots(devnet: &Devnet, from: u64, to: u64) -> Result<Vec<u64>, String> {
+pub(crate) async fn missed_slots(devnet: &Devnet, from: u64, to: u64) -> Result<Vec<u64>, String> {
     let mut missed = Vec::new();
     for slot in from..=to {
         if !devnet.beacon.has_block(slot).await? {
@@ -39,6 +40,19 @@ async fn missed_slots(devnet: &Devnet, from: u64, to: u64) -> Result<Vec<u64>, S
         }
     }
     Ok(missed)
+}
+
+/// What the devnet's report leads with: the CL's version, each EL's (`web3_clientVersion`), and
+/// the blocks in the CL's chain so far.
+pub async fn summary(devnet: &Devnet) -> Result<Value, String> {
+    let cl = devnet.beacon.version().await?;
+    let mut els = Vec::new();
+    for el in &devnet.els {
+        els.push(el.rpc.call("web3_clientVersion", json!([])).await?);
+    }
+    let (head, _) = devnet.beacon.syncing().await?;
+    let missed = missed_slots(devnet, 1, head).await?;
+    Ok(json!({"cl": cl, "els": els, "blocks": head - missed.len() as u64, "blob_blocks": 0}))
 }
 
 /// The longest run of consecutive slots with blocks in `1..=head`, and the slots without.
@@ -55,7 +69,7 @@ async fn block_runs(devnet: &Devnet, head: u64) -> Result<(u64, Vec<u64>), Strin
 
 /// Where the chain is once the three ELs and the CL agree on a head (waiting up to `limit`):
 /// the CL's head slot and finalized epoch, and each EL's latest block.
-async fn chain(devnet: &Devnet, limit: Duration) -> Result<Value, String> {
+pub(crate) async fn chain(devnet: &Devnet, limit: Duration) -> Result<Value, String> {
     let heads = devnet.same_head(limit).await?;
     let (head_slot, _) = devnet.beacon.syncing().await?;
     let finalized_epoch = devnet.beacon.finalized_epoch().await?;
@@ -141,8 +155,8 @@ pub async fn happy_path(devnet: &Devnet) -> Result<Value, String> {
     }))
 }
 
-/// Newest-first newPayload decisions recorded after `since_ms`.
-fn new_payloads_since(votes: &Path, since_ms: u64) -> Vec<Case> {
+/// The newPayload decisions recorded after `since_ms`.
+pub(crate) fn new_payloads_since(votes: &Path, since_ms: u64) -> Vec<Case> {
     recorded(votes)
         .into_iter()
         .filter(|c| c.method == "newPayload" && c.recorded_at_ms.unwrap_or(0) > since_ms)
@@ -383,11 +397,21 @@ pub async fn frozen_el(devnet: &Devnet) -> Result<Value, String> {
     }))
 }
 
-/// 3. One EL lies (VALID → INVALID on newPayload): the CL is answered SYNCING, never VALID, and
-///    goes optimistic; re-adding that EL as `#do-not-use` (hot, through the admin API) restores
-///    VALID answers and the CL leaves optimistic mode.
-pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
-    let start = Instant::now();
+/// What the stand-in's lies did, from [`lie_until_optimistic`].
+pub(crate) struct Lied {
+    /// The CL's head slot when the lying began, and when it was seen to work.
+    pub slots: (u64, u64),
+    /// When it was seen to work.
+    pub until_ms: u64,
+    /// The newPayload decisions made meanwhile.
+    pub cases: Vec<Case>,
+    /// Whether the CL went optimistic.
+    pub optimistic: bool,
+}
+
+/// Makes the stand-in lie until `LIAR_DECISIONS` newPayload decisions counted the lie and the
+/// CL went optimistic.
+pub(crate) async fn lie_until_optimistic(devnet: &Devnet) -> Result<Lied, String> {
     let (lie_slot, _) = devnet.beacon.syncing().await?;
     let since = now_ms();
     devnet.standin.lie();
@@ -410,16 +434,36 @@ pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
             },
         )
         .await?;
-    let optimistic_seen = optimistic_seen.get();
     let (switch_slot, _) = devnet.beacon.syncing().await?;
-    let switch_ms = now_ms();
-    let lying: Vec<Case> = new_payloads_since(&votes, since)
+    let until_ms = now_ms();
+    let cases = new_payloads_since(&votes, since)
         .into_iter()
-        .filter(|c| c.recorded_at_ms.unwrap_or(0) <= switch_ms)
+        .filter(|c| c.recorded_at_ms.unwrap_or(0) <= until_ms)
         .collect();
+    Ok(Lied {
+        slots: (lie_slot, switch_slot),
+        until_ms,
+        cases,
+        optimistic: optimistic_seen.get(),
+    })
+}
+
+/// 3. One EL lies (VALID → INVALID on newPayload): the CL is answered SYNCING, never VALID, and
+///    goes optimistic; re-adding that EL as `#do-not-use` (hot, through the admin API) restores
+///    VALID answers and the CL leaves optimistic mode.
+pub async fn lying_el(devnet: &Devnet) -> Result<Value, String> {
+    let start = Instant::now();
+    let Lied {
+        slots: (lie_slot, switch_slot),
+        until_ms: switch_ms,
+        cases: lying,
+        optimistic: optimistic_seen,
+    } = lie_until_optimistic(devnet).await?;
+    let votes = devnet.paths.votes();
+    let beacon = &devnet.beacon;
 
     let spec = format!(
-        "{}#jwt-secret={}#do-not-use",
+        "{}#jwt-secret={}#client=EJ#do-not-use",
         devnet.standin.url,
         devnet.paths.work.join(format!("el{LIAR}.hex")).display()
     );
@@ -496,8 +540,12 @@ pub fn replay(devnet: &Devnet) -> Result<Value, String> {
     let votes = devnet.paths.votes();
     let recording = recorded(&votes);
     let cases = recording.len();
-    let output = std::process::Command::new(&devnet.paths.eb)
-        .args(["policy", "test"])
+    let mut command = std::process::Command::new(&devnet.paths.eb);
+    command.args(["policy", "test"]);
+    if let Some(policy) = &devnet.paths.policy {
+        command.arg("--policy").arg(policy);
+    }
+    let output = command
         .arg(&votes)
         .output()
         .map_err(|e| format!("eb policy test: {e}"))?;

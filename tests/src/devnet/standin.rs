@@ -56,6 +56,11 @@ impl StandIn {
         self.state.counters.lying.store(true, Ordering::SeqCst);
     }
 
+    /// From now on, forwards answers as they are again.
+    pub fn honest(&self) {
+        self.state.counters.lying.store(false, Ordering::SeqCst);
+    }
+
     /// Requests forwarded so far.
     pub fn forwarded(&self) -> u64 {
         self.state.counters.forwarded.load(Ordering::SeqCst)
