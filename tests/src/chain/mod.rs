@@ -331,6 +331,14 @@ impl Chain {
         out
     }
 
+    /// Sends `tx` through eb's `eth_sendRawTransaction`.
+    pub async fn send(&self, tx: &txs::Tx) -> Result<(), String> {
+        self.engine
+            .call("eth_sendRawTransaction", json!([tx.raw]))
+            .await
+            .map(drop)
+    }
+
     /// SIGKILLs geth `index`: a crash, not a shutdown.
     pub fn kill(&mut self, index: usize) {
         if let Some(service) = self.geths[index].service.take() {
@@ -353,11 +361,7 @@ impl Chain {
     /// SIGSTOPs geth `index` (sockets stay open), or with `frozen` false SIGCONTs it.
     pub fn freeze(&self, index: usize, frozen: bool) {
         if let Some(service) = &self.geths[index].service {
-            if frozen {
-                service.freeze();
-            } else {
-                service.thaw();
-            }
+            service.freeze(frozen);
         }
     }
 

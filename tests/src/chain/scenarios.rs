@@ -83,18 +83,12 @@ pub async fn happy_path(chain: &Chain, driver: &mut Driver, txs: &[Tx]) -> Resul
     let start = Instant::now();
     let (blob_txs, others): (Vec<&Tx>, Vec<&Tx>) = txs.iter().partition(|t| t.kind == "blob");
     for tx in &others {
-        chain
-            .engine
-            .call("eth_sendRawTransaction", json!([tx.raw]))
-            .await?;
+        chain.send(tx).await?;
     }
     let mut served = 0;
     for n in 0..HAPPY_SLOTS as usize {
         if let Some(tx) = blob_txs.get(n) {
-            chain
-                .engine
-                .call("eth_sendRawTransaction", json!([tx.raw]))
-                .await?;
+            chain.send(tx).await?;
             served += usize::from(check_blobs(chain, tx).await?);
         }
         driver.valid_slot(chain).await?;
@@ -459,17 +453,65 @@ pub fn replay(votes: &Path) -> Result<Value, String> {
     }
 }
 
-/// The outcome of one scenario as a report entry; the error, if it failed.
-pub fn entry(name: &str, outcome: Result<Value, String>) -> (Value, Option<String>) {
-    match outcome {
-        Ok(detail) => (
-            json!({"name": name, "passed": true, "detail": detail}),
-            None,
-        ),
-        Err(e) => (
-            json!({"name": name, "passed": false, "error": e}),
-            Some(format!("{name}: {e}")),
-        ),
+/// The scenarios' outcomes as the report lists them, and the first failure.
+#[derive(Default)]
+pub struct Outcomes {
+    list: Vec<Value>,
+    failure: Option<String>,
+}
+
+impl Outcomes {
+    /// Adds one scenario's outcome; whether it passed.
+    pub fn record(&mut self, name: &str, outcome: Result<Value, String>) -> bool {
+        let passed = outcome.is_ok();
+        match outcome {
+            Ok(detail) => self
+                .list
+                .push(json!({"name": name, "passed": true, "detail": detail})),
+            Err(e) => {
+                self.list
+                    .push(json!({"name": name, "passed": false, "error": e}));
+                self.failure.get_or_insert(format!("{name}: {e}"));
+            }
+        }
+        passed
+    }
+
+    /// The checks every run makes beside its own: getClientVersionV1 and exchangeCapabilities
+    /// through eb; the ELs' `name version`.
+    pub async fn identities(&mut self, chain: &Chain) -> Vec<String> {
+        let els = client_versions(chain).await;
+        let versions = els.clone().unwrap_or_default();
+        self.record("getClientVersionV1 through eb", els.map(|v| json!(v)));
+        self.record(
+            "exchangeCapabilities is the geths' intersection",
+            capabilities(chain).await,
+        );
+        versions
+    }
+
+    /// Stops eb (its recording is then complete), checks and replays the recording; eb's
+    /// `eb_requests_total` and the recorded decisions.
+    pub async fn recording(&mut self, chain: &mut Chain) -> (Value, Vec<Case>) {
+        let answers = chain.admin.answers().await.unwrap_or_default();
+        chain.stop_eb();
+        let votes = chain.work.join("votes.jsonl");
+        let cases = recorded(&votes);
+        self.record(
+            "recording: safety and client codes",
+            safety_and_codes(&cases),
+        );
+        self.record("replay with eb policy test", replay(&votes));
+        (answers, cases)
+    }
+
+    /// `report` with the scenarios in it, or the first failure with the report.
+    pub fn finish(self, mut report: Value) -> Result<Value, String> {
+        report["scenarios"] = json!(self.list);
+        match self.failure {
+            None => Ok(report),
+            Some(e) => Err(format!("{e}\n{report:#}")),
+        }
     }
 }
 
@@ -485,72 +527,41 @@ pub async fn run(chain: &mut Chain, txgen: &Path, sidecar_version: u8) -> Result
     };
     let txs = txs::sign(txgen, CHAIN_ID, &plan)?;
     let mut driver = Driver::at_genesis(chain).await?;
-    let mut scenarios = Vec::new();
-    let mut failure: Option<String> = None;
-    let mut record = |name: &str, outcome: Result<Value, String>| {
-        let (entry, error) = entry(name, outcome);
-        scenarios.push(entry);
-        if failure.is_none() {
-            failure = error;
-        }
-    };
+    let mut outcomes = Outcomes::default();
     let happy = happy_path(chain, &mut driver, &txs).await;
     let happy_slots = driver.built.clone();
     let totals = happy.as_ref().ok().cloned().unwrap_or_default();
-    let passed = happy.is_ok();
-    record("happy path", happy);
-    let els = client_versions(chain).await;
-    let versions = els.clone().unwrap_or_default();
-    record("getClientVersionV1 through eb", els.map(|v| json!(v)));
-    record(
-        "exchangeCapabilities is the geths' intersection",
-        capabilities(chain).await,
-    );
+    let passed = outcomes.record("happy path", happy);
+    let versions = outcomes.identities(chain).await;
+    let passed = passed
+        && outcomes.record(
+            "primary geth killed and restarted",
+            primary_killed(chain, &mut driver).await,
+        );
+    let passed = passed
+        && outcomes.record(
+            "geth frozen (SIGSTOP) and thawed",
+            frozen_el(chain, &mut driver).await,
+        );
     if passed {
-        let killed = primary_killed(chain, &mut driver).await;
-        let passed = killed.is_ok();
-        record("primary geth killed and restarted", killed);
-        if passed {
-            let frozen = frozen_el(chain, &mut driver).await;
-            let passed = frozen.is_ok();
-            record("geth frozen (SIGSTOP) and thawed", frozen);
-            if passed {
-                record(
-                    "lying geth, then #do-not-use",
-                    lying_el(chain, &mut driver).await,
-                );
-            }
-        }
+        let lying = lying_el(chain, &mut driver).await;
+        outcomes.record("lying geth, then #do-not-use", lying);
     }
-    let answers = chain.admin.answers().await.unwrap_or_default();
-    chain.stop_eb();
-    let votes = chain.work.join("votes.jsonl");
-    let cases = recorded(&votes);
-    record(
-        "recording: safety and client codes",
-        safety_and_codes(&cases),
-    );
+    let (answers, cases) = outcomes.recording(chain).await;
     let latency = added_latency(&cases, &happy_slots);
     let latency_report = latency.clone().unwrap_or_default();
-    record("recording: eb's added latency on newPayload", latency);
-    record("replay with eb policy test", replay(&votes));
-    let blob_blocks = driver.built.iter().filter(|s| s.blobs > 0).count();
-    let report = json!({
+    outcomes.record("recording: eb's added latency on newPayload", latency);
+    outcomes.finish(json!({
         "fork": chain.fork.name(),
         "cl": "driver",
         "els": versions,
         "slots": driver.slot,
         "blocks": driver.built.iter().filter(|s| s.new_payload != "INVALID").count(),
-        "blob_blocks": blob_blocks,
+        "blob_blocks": driver.built.iter().filter(|s| s.blobs > 0).count(),
         "blobs": driver.built.iter().map(|s| s.blobs).sum::<usize>(),
         "happy_path": totals,
         "new_payload_added_ms": latency_report,
         "eb_requests_total": answers,
         "seconds": seconds(start),
-        "scenarios": scenarios,
-    });
-    match failure {
-        None => Ok(report),
-        Some(e) => Err(format!("{e}\n{report:#}")),
-    }
+    }))
 }

@@ -5,7 +5,7 @@
 
 use super::driver::check_blobs;
 use super::prysm::{Prysm, SLOT};
-use super::scenarios::{capabilities, client_versions, entry, quantiles, replay, safety_and_codes};
+use super::scenarios::{quantiles, Outcomes};
 use super::txs::{self, Plan, Tx};
 use super::Chain;
 use crate::devnet::observe::{primary, recorded};
@@ -75,17 +75,11 @@ pub async fn happy_path(chain: &Chain, prysm: &Prysm, txs: &[Tx]) -> Result<Valu
     head_at(prysm, 1, Duration::from_secs(120)).await?;
     let (blob_txs, others): (Vec<&Tx>, Vec<&Tx>) = txs.iter().partition(|t| t.kind == "blob");
     for tx in &others {
-        chain
-            .engine
-            .call("eth_sendRawTransaction", json!([tx.raw]))
-            .await?;
+        chain.send(tx).await?;
     }
     for tx in &blob_txs {
         let (slot, _) = prysm.api.syncing().await?;
-        chain
-            .engine
-            .call("eth_sendRawTransaction", json!([tx.raw]))
-            .await?;
+        chain.send(tx).await?;
         if !check_blobs(chain, tx).await? {
             return Err(format!("getBlobsV2 through eb served none of {}", tx.hash));
         }
@@ -200,42 +194,18 @@ pub async fn run(chain: &mut Chain, prysm: &Prysm, txgen: &Path) -> Result<Value
         sidecar_version: 1,
     };
     let txs = txs::sign(txgen, CHAIN_ID, &plan)?;
-    let mut scenarios = Vec::new();
-    let mut failure: Option<String> = None;
-    let mut record = |name: &str, outcome: Result<Value, String>| {
-        let (entry, error) = entry(name, outcome);
-        scenarios.push(entry);
-        if failure.is_none() {
-            failure = error;
-        }
-    };
+    let mut outcomes = Outcomes::default();
     let happy = happy_path(chain, prysm, &txs).await;
     let totals = happy.as_ref().ok().cloned().unwrap_or_default();
-    let passed = happy.is_ok();
-    record("happy path with Prysm", happy);
-    let els = client_versions(chain).await;
-    let versions = els.clone().unwrap_or_default();
-    record("getClientVersionV1 through eb", els.map(|v| json!(v)));
-    record(
-        "exchangeCapabilities is the geths' intersection",
-        capabilities(chain).await,
-    );
+    let passed = outcomes.record("happy path with Prysm", happy);
+    let versions = outcomes.identities(chain).await;
     if passed {
-        record(
-            "primary geth frozen under Prysm",
-            frozen_el(chain, prysm).await,
-        );
+        let frozen = frozen_el(chain, prysm).await;
+        outcomes.record("primary geth frozen under Prysm", frozen);
     }
     let cl = prysm.api.version().await.unwrap_or_default();
-    let answers = chain.admin.answers().await.unwrap_or_default();
-    chain.stop_eb();
-    let votes = chain.work.join("votes.jsonl");
-    record(
-        "recording: safety and client codes",
-        safety_and_codes(&recorded(&votes)),
-    );
-    record("replay with eb policy test", replay(&votes));
-    let report = json!({
+    let (answers, _) = outcomes.recording(chain).await;
+    outcomes.finish(json!({
         "fork": chain.fork.name(),
         "cl": cl,
         "els": versions,
@@ -245,10 +215,5 @@ pub async fn run(chain: &mut Chain, prysm: &Prysm, txgen: &Path) -> Result<Value
         "blobs": totals["blobs"],
         "eb_requests_total": answers,
         "seconds": seconds(start),
-        "scenarios": scenarios,
-    });
-    match failure {
-        None => Ok(report),
-        Some(e) => Err(format!("{e}\n{report:#}")),
-    }
+    }))
 }

@@ -377,11 +377,7 @@ impl Devnet {
     /// Freezes EL `index` (SIGSTOP) or, with `frozen` false, lets it run again (SIGCONT).
     pub fn freeze_el(&self, index: usize, frozen: bool) {
         if let Some(service) = &self.els[index].service {
-            if frozen {
-                service.freeze();
-            } else {
-                service.thaw();
-            }
+            service.freeze(frozen);
         }
     }
 

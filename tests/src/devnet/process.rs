@@ -96,14 +96,10 @@ impl Service {
         let _ = self.child().wait();
     }
 
-    /// SIGSTOP to the group: frozen, as a stuck VM or a stop-the-world pause (sockets stay open).
-    pub fn freeze(&self) {
-        self.signal("STOP");
-    }
-
-    /// SIGCONT to the group: running again.
-    pub fn thaw(&self) {
-        self.signal("CONT");
+    /// SIGSTOP to the group: frozen, as a stuck VM or a stop-the-world pause (sockets stay
+    /// open); with `frozen` false, SIGCONT: running again.
+    pub fn freeze(&self, frozen: bool) {
+        self.signal(if frozen { "STOP" } else { "CONT" });
     }
 
     fn signal(&self, signal: &str) {
