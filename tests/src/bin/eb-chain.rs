@@ -42,19 +42,29 @@ struct Args {
     /// not the scripted driver.
     #[arg(long)]
     prysm: Option<PathBuf>,
-    /// Instead of the scenarios: keep the chain up until Ctrl-C (the driver: a slot every 2 s).
+    /// Instead of the scenarios: keep the chain up until Ctrl-C (Prysm proposing, or the driver
+    /// running a slot every 2 s).
     #[arg(long)]
     hold: bool,
 }
 
-/// The chain kept up for trying eb by hand.
-async fn hold(chain: &Chain) -> Result<serde_json::Value, String> {
+/// The chain kept up for trying eb by hand: Prysm proposing, or the driver running a slot
+/// every 2 s.
+async fn hold(chain: &Chain, prysm: Option<&Prysm>) -> Result<serde_json::Value, String> {
+    let driven = match prysm {
+        Some(prysm) => format!("Prysm's beacon API {}", prysm.api.base()),
+        None => "a slot every 2 s".to_owned(),
+    };
     eprintln!(
-        "chain up; work folder {} (logs, votes.jsonl, secrets); eb admin {}; a slot every 2 s; \
+        "chain up; work folder {} (logs, votes.jsonl, secrets); eb engine {}, admin {}; {driven}; \
          Ctrl-C stops everything.",
         chain.work.display(),
+        chain.engine.url(),
         chain.admin.base()
     );
+    if prysm.is_some() {
+        return std::future::pending().await;
+    }
     let mut driver = Driver::at_genesis(chain).await?;
     loop {
         let slot = driver.slot(chain).await?;
@@ -96,9 +106,8 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
     let outcome = tokio::select! {
         outcome = async {
             match (&prysm, args.hold) {
-                (Some(_), true) => std::future::pending().await,
+                (_, true) => hold(&chain, prysm.as_ref()).await,
                 (Some(prysm), false) => with_prysm::run(&mut chain, prysm, &txgen).await,
-                (None, true) => hold(&chain).await,
                 (None, false) => scenarios::run(&mut chain, &txgen, args.sidecar_version).await,
             }
         } => outcome,

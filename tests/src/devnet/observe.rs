@@ -102,6 +102,11 @@ impl Beacon {
         }
     }
 
+    /// Its base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     async fn get(&self, path: &str) -> Result<reqwest::Response, String> {
         self.client
             .get(format!("{}{path}", self.base))
