@@ -59,19 +59,38 @@ install() {
 if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then
   export npm_config_nodedir=/usr
 fi
-# geth from the Go module proxy, into a folder named after its version; then txgen (its go.mod
-# pins go-ethereum, whose modules that install fetched), into a folder named after its sources.
+# geth from the Go module proxy, into a folder named after its version.
 install_geth() {
   local dir="$clients/geth-$geth_version"
-  command -v go >/dev/null || { echo "devnet: no go on PATH (the geth devnet builds geth with it)"; return 1; }
+  command -v go >/dev/null || { echo "devnet: no go on PATH (the devnets build geth with it)"; return 1; }
   if [ ! -x "$dir/geth" ]; then
     mkdir -p "$dir"
     GOBIN="$dir" go install "github.com/ethereum/go-ethereum/cmd/geth@$geth_version"
   fi
-  if [ ! -x "$txgen" ]; then
-    mkdir -p "$(dirname "$txgen")"
-    (cd tests/devnet/txgen && go build -o "$txgen" .)
-  fi
+}
+# The transaction signer every devnet uses, into a folder named after its sources.
+install_txgen() {
+  command -v go >/dev/null || { echo "devnet: no go on PATH (the devnets build txgen with it)"; return 1; }
+  [ -x "$txgen" ] && return
+  mkdir -p "$(dirname "$txgen")"
+  (cd tests/devnet/txgen && go build -o "$txgen" .)
+}
+# txgen after geth: its go.mod pins go-ethereum, whose modules geth's install fetches.
+install_geth_and_txgen() { install_geth && install_txgen; }
+# Runs install_NAME in the background, its output in a log file; `await_installs` waits for all.
+jobs_=""
+background() {
+  "install_$1" > "${TMPDIR:-/tmp}/eb-devnet-$1.log" 2>&1 &
+  jobs_="$jobs_ $!:$1"
+}
+await_installs() {
+  for job in $jobs_; do
+    if ! wait "${job%%:*}"; then
+      echo "devnet: install of ${job#*:} failed:" >&2
+      cat "${TMPDIR:-/tmp}/eb-devnet-${job#*:}.log" >&2
+      exit 1
+    fi
+  done
 }
 # Prysm's commands, from the wrapper module (Prysm's go.mod has replace directives, which
 # `go install pkg@version` refuses); blst is built portable.
@@ -89,23 +108,15 @@ txgen="$clients/txgen-$(cat tests/devnet/txgen/go.mod tests/devnet/txgen/go.sum 
 start=$(date +%s)
 case "$fork" in
   prague|osaka|amsterdam)
-    install_geth > "${TMPDIR:-/tmp}/eb-devnet-geth.log" 2>&1 &
-    jobs_="$!:geth"
+    background geth_and_txgen
     cl_args=()
     if [ "$cl" = prysm ]; then
       [ "$fork" = osaka ] || { echo "devnet: --cl prysm runs at osaka (Fulu)" >&2; exit 2; }
-      install_prysm > "${TMPDIR:-/tmp}/eb-devnet-prysm.log" 2>&1 &
-      jobs_="$jobs_ $!:prysm"
+      background prysm
       cl_args=(--prysm "$prysm")
     fi
     cargo build --quiet --release --locked -p eb -p eb-tests --bin eb --bin eb-chain
-    for job in $jobs_; do
-      if ! wait "${job%%:*}"; then
-        echo "devnet: install of ${job#*:} failed:" >&2
-        cat "${TMPDIR:-/tmp}/eb-devnet-${job#*:}.log" >&2
-        exit 1
-      fi
-    done
+    await_installs
     echo "devnet: geth $geth_version, txgen, $cl and eb ready in $(( $(date +%s) - start )) s" >&2
     exec target/release/eb-chain --geth "$clients/geth-$geth_version/geth" --txgen "$txgen" \
       --eb target/release/eb --fork "$fork" --sidecar-version "$sidecar_version" "${cl_args[@]}" "$@"
@@ -113,25 +124,21 @@ case "$fork" in
   capella) ;;
   *) echo "devnet: unknown fork $fork (prague, osaka, amsterdam or capella)" >&2; exit 2 ;;
 esac
-install ethereumjs > "${TMPDIR:-/tmp}/eb-devnet-ethereumjs.log" 2>&1 &
-jobs_="$!:ethereumjs"
-install lodestar > "${TMPDIR:-/tmp}/eb-devnet-lodestar.log" 2>&1 &
-jobs_="$jobs_ $!:lodestar"
+install_ethereumjs() { install ethereumjs; }
+install_lodestar() { install lodestar; }
+background ethereumjs
+background lodestar
 diverse_args=()
 if [ -n "$diverse" ]; then
-  install_geth > "${TMPDIR:-/tmp}/eb-devnet-geth.log" 2>&1 &
-  jobs_="$jobs_ $!:geth"
+  background geth_and_txgen
   scripts/build-policies.sh
   diverse_args=(--geth "$clients/geth-$geth_version/geth"
     --policy target/wasm32-unknown-unknown/policy/eb_policy_client_diverse.wasm)
+else
+  background txgen
 fi
 cargo build --quiet --release --locked -p eb -p eb-tests --bin eb --bin eb-devnet
-for job in $jobs_; do
-  if ! wait "${job%%:*}"; then
-    echo "devnet: install of ${job#*:} failed:" >&2
-    cat "${TMPDIR:-/tmp}/eb-devnet-${job#*:}.log" >&2
-    exit 1
-  fi
-done
+await_installs
 echo "devnet: clients and eb ready in $(( $(date +%s) - start )) s" >&2
-exec target/release/eb-devnet --clients "$clients" --eb target/release/eb "${diverse_args[@]}" "$@"
+exec target/release/eb-devnet --clients "$clients" --txgen "$txgen" --eb target/release/eb \
+  "${diverse_args[@]}" "$@"

@@ -11,7 +11,7 @@ use clap::Parser;
 use eb_tests::chain::driver::Driver;
 use eb_tests::chain::prysm::{self, Prysm};
 use eb_tests::chain::{genesis, scenarios, with_prysm, Chain, Fork};
-use eb_tests::devnet::process::stopped;
+use eb_tests::devnet::process::{report_of, stopped};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -126,19 +126,5 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let Ok(runtime) = tokio::runtime::Runtime::new() else {
-        eprintln!("eb-chain: cannot start the async runtime");
-        return ExitCode::from(2);
-    };
-    match runtime.block_on(run(args)) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("eb-chain: FAILED: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    report_of("eb-chain", run(Args::parse()))
 }

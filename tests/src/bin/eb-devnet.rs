@@ -5,11 +5,11 @@
 //!
 //! ```text
 //! scripts/devnet.sh                 # installs the clients, builds eb, runs this
-//! eb-devnet --clients DIR --eb target/release/eb [--work DIR] [--hold] [--eb-arg=ARG…]
+//! eb-devnet --clients DIR --txgen PATH --eb target/release/eb [--work DIR] [--hold] [--eb-arg=ARG…]
 //! ```
 
 use clap::Parser;
-use eb_tests::devnet::process::stopped;
+use eb_tests::devnet::process::{report_of, stopped};
 use eb_tests::devnet::{diverse, scenarios, Devnet, Paths};
 use serde_json::{json, Value};
 use std::path::PathBuf;
@@ -31,6 +31,9 @@ struct Args {
     /// Start the devnet and keep it running until Ctrl-C, without the scenarios (to try eb by hand).
     #[arg(long)]
     hold: bool,
+    /// The transaction signer (`tests/devnet/txgen`, built by scripts/devnet.sh).
+    #[arg(long)]
+    txgen: PathBuf,
     /// A geth binary: the client-diversity devnet (EL 2 is geth, eb runs `--policy`).
     #[arg(long, requires = "policy")]
     geth: Option<PathBuf>,
@@ -114,6 +117,7 @@ async fn run(args: Args) -> Result<Value, String> {
         clients: absolute(args.clients)?,
         eb: absolute(args.eb)?,
         work: absolute(work)?,
+        txgen: absolute(args.txgen)?,
         geth: args.geth.map(absolute).transpose()?,
         policy: args.policy.map(absolute).transpose()?,
     };
@@ -145,22 +149,5 @@ async fn run(args: Args) -> Result<Value, String> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("eb-devnet: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    match runtime.block_on(run(args)) {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("eb-devnet: FAILED: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    report_of("eb-devnet", run(Args::parse()))
 }

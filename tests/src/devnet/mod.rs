@@ -41,6 +41,8 @@ pub struct Paths {
     pub eb: PathBuf,
     /// A fresh folder for data, secrets, logs and the vote recording.
     pub work: PathBuf,
+    /// The transaction signer (`tests/devnet/txgen`).
+    pub txgen: PathBuf,
     /// A geth binary: EL [`LIAR`] runs it instead of EthereumJS.
     pub geth: Option<PathBuf>,
     /// The policy eb runs (`--policy`; the embedded default when `None`), also for the replay.
@@ -126,38 +128,6 @@ pub struct Devnet {
     cl: Option<Service>,
     /// Every URL of the devnet, by name (for `--hold` and reports).
     pub endpoints: Value,
-}
-
-/// `count` EIP-1559 transfers on chain `chain_id` from the prefunded test account, signed by
-/// `tests/devnet/sign-txs.cjs` with the EthereumJS install in `clients`: (raw, hash).
-pub fn sign_transfers(
-    clients: &Path,
-    chain_id: u64,
-    count: usize,
-) -> Result<Vec<(String, String)>, String> {
-    let script = crate::workspace().join("tests/devnet/sign-txs.cjs");
-    let output = std::process::Command::new("node")
-        .arg(&script)
-        .args([chain_id.to_string(), count.to_string()])
-        .env("NODE_PATH", clients.join("ethereumjs/node_modules"))
-        .output()
-        .map_err(|e| format!("node {}: {e}", script.display()))?;
-    if !output.status.success() {
-        return Err(format!(
-            "sign-txs.cjs failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        ));
-    }
-    String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            let tx: Value = serde_json::from_str(line).map_err(|e| format!("sign-txs.cjs: {e}"))?;
-            Ok((
-                tx["raw"].as_str().unwrap_or_default().to_owned(),
-                tx["hash"].as_str().unwrap_or_default().to_owned(),
-            ))
-        })
-        .collect()
 }
 
 /// Milliseconds since the Unix epoch.
@@ -437,9 +407,16 @@ impl Devnet {
         wait_el(&mut self.els[index]).await.map(drop)
     }
 
-    /// Signed transfers from the prefunded account (`tests/devnet/sign-txs.cjs`): (raw, hash).
+    /// Signed transfers from the prefunded account (`tests/devnet/txgen`): (raw, hash).
     pub fn sign_transactions(&self, count: usize) -> Result<Vec<(String, String)>, String> {
-        sign_transfers(&self.paths.clients, CHAIN_ID, count)
+        let plan = crate::chain::txs::Plan {
+            transfers: count,
+            withdrawals: 0,
+            blob_txs: 0,
+            sidecar_version: 1,
+        };
+        let txs = crate::chain::txs::sign(&self.paths.txgen, CHAIN_ID, &plan)?;
+        Ok(txs.into_iter().map(|tx| (tx.raw, tx.hash)).collect())
     }
 
     /// Stops Lodestar, then eb (which flushes its recording), then the ELs.

@@ -2,8 +2,9 @@
 //! stopped (the whole group) when its handle is dropped, so a failing run leaves nothing behind.
 
 use std::fs::File;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -152,5 +153,30 @@ pub async fn stopped() -> &'static str {
             _ = term.recv() => "SIGTERM",
         },
         _ => std::future::pending().await,
+    }
+}
+
+/// A devnet binary's `main`: drives `run` on a runtime; its report is the last stdout line
+/// (exit 0), a failure `NAME: FAILED: …` on stderr (exit 1).
+pub fn report_of(
+    name: &str,
+    run: impl Future<Output = Result<serde_json::Value, String>>,
+) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run) {
+        Ok(report) => {
+            println!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{name}: FAILED: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
