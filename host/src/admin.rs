@@ -18,9 +18,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
-/// The admin router.
+/// The admin router; request bodies must arrive within the engine's body timeout.
 pub fn router(app: Arc<App>) -> Router {
+    let body_timeout = app.endpoint.body_timeout;
     Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
@@ -29,6 +31,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/add_nodes", post(add_nodes_and_recheck))
         .route("/nodes/{index}", delete(remove_node))
         .route("/policy/reload", post(reload_policy))
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(app)
 }
 
@@ -41,7 +44,8 @@ pub enum AdminError {
     /// The body is not what the call takes (400).
     #[error("expected {0}")]
     BadBody(&'static str),
-    /// A node could not be added: a bad spec (400) or a duplicate (409).
+    /// Nodes could not be added: a bad spec (400), a secret it may not use (403), a duplicate
+    /// or too many (409). None of the batch was added.
     #[error(transparent)]
     AddNode(#[from] AddNodeError),
     /// A node could not be removed: no such index (404) or the last node (409).
@@ -60,9 +64,15 @@ impl AdminError {
             AdminError::BadBody(_) | AdminError::AddNode(AddNodeError::Spec(_)) => {
                 StatusCode::BAD_REQUEST
             }
+            AdminError::AddNode(
+                AddNodeError::Secret(_) | AddNodeError::Nodes(NodesError::SharedSecret(_)),
+            ) => StatusCode::FORBIDDEN,
             AdminError::AddNode(AddNodeError::Nodes(_))
             | AdminError::RemoveNode(
-                NodesError::LastNode | NodesError::Duplicate(_) | NodesError::TooMany(_),
+                NodesError::LastNode
+                | NodesError::Duplicate(_)
+                | NodesError::TooMany(_)
+                | NodesError::SharedSecret(_),
             ) => StatusCode::CONFLICT,
             AdminError::RemoveNode(NodesError::NoSuchIndex(_)) => StatusCode::NOT_FOUND,
             AdminError::Reload(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -303,21 +313,23 @@ async fn add_nodes(
             return Err(AdminError::BadBody(expected).into_response());
         }
     };
-    let mut added = Vec::new();
-    for spec in specs.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
-        match app.add_node(spec) {
-            Ok(node) => {
-                tracing::info!(node = %node.url, "node added");
-                // Checked before the answer: its state and client code are known from its first vote.
-                health::check(&node).await;
-                added.push(Value::from(node.url.clone()));
-            }
-            Err(e) => {
-                let mut more = serde_json::Map::new();
-                more.insert("added".to_owned(), Value::Array(added));
-                return Err(AdminError::from(e).respond(more));
-            }
-        }
+    let specs: Vec<&str> = specs
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let nodes = app.add_nodes(&specs).map_err(|e| {
+        tracing::warn!(error = %e, "nodes not added");
+        let mut more = serde_json::Map::new();
+        more.insert("added".to_owned(), json!([]));
+        AdminError::from(e).respond(more)
+    })?;
+    let mut added = Vec::with_capacity(nodes.len());
+    for node in nodes {
+        tracing::info!(node = %node.url, "node added");
+        // Checked before the answer: its state and client code are known from its first vote.
+        health::check(&node).await;
+        added.push(Value::from(node.url.clone()));
     }
     Ok(Json(json!({ "added": added })))
 }
@@ -357,6 +369,18 @@ mod tests {
             (AdminError::Unauthorized, 401),
             (AdminError::BadBody("x"), 400),
             (AdminError::AddNode(AddNodeError::Spec("bad".into())), 400),
+            (
+                AdminError::AddNode(AddNodeError::Secret("elsewhere".into())),
+                403,
+            ),
+            (
+                AdminError::AddNode(AddNodeError::Nodes(NodesError::SharedSecret("u".into()))),
+                403,
+            ),
+            (
+                AdminError::AddNode(AddNodeError::Nodes(NodesError::TooMany(64))),
+                409,
+            ),
             (
                 AdminError::AddNode(AddNodeError::Nodes(NodesError::Duplicate("u".into()))),
                 409,

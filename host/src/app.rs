@@ -2,7 +2,7 @@
 //! the handles the admin API and the health loops need. No stage depends on this module.
 
 use crate::auth::Verifier;
-use crate::config::{AdminToken, Config, NodeConfig, NodeDefaults};
+use crate::config::{AddedSecrets, AdminToken, Config, NodeConfig, NodeDefaults};
 use crate::dispatch::Engine;
 use crate::health;
 use crate::metrics::Metrics;
@@ -26,10 +26,11 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Builds and their payloadIds.
     pub payloads: Arc<PayloadIds>,
-    /// Token for mutating admin calls.
+    /// Token for mutating admin calls (`None`: `--admin-no-token`).
     pub admin_token: Option<AdminToken>,
     health_interval: Duration,
     node_defaults: NodeDefaults,
+    added_secrets: AddedSecrets,
 }
 
 /// Why a node could not be added at run time.
@@ -38,6 +39,9 @@ pub enum AddNodeError {
     /// The spec does not parse (`URL[#jwt-secret=..][#timeout=..][#do-not-use]`).
     #[error("{0}")]
     Spec(String),
+    /// Its secret file is outside the secret directories, or it names none.
+    #[error("{0}")]
+    Secret(String),
     /// The node set refused it.
     #[error(transparent)]
     Nodes(#[from] NodesError),
@@ -46,7 +50,12 @@ pub enum AddNodeError {
 impl App {
     /// Builds every stage and starts each EL's ordered worker (needs a tokio runtime); health
     /// loops start with [`App::start_health`].
-    pub fn new(config: Config, policy: Arc<dyn Policy>, recorder: Option<Recorder>) -> Arc<App> {
+    pub fn new(
+        config: Config,
+        admin_token: Option<AdminToken>,
+        policy: Arc<dyn Policy>,
+        recorder: Option<Recorder>,
+    ) -> Arc<App> {
         let metrics = Arc::new(Metrics::default());
         let nodes = Arc::new(Nodes::new(&config.nodes, Arc::clone(&metrics)));
         let policy = Arc::new(PolicySlot::new(
@@ -67,6 +76,7 @@ impl App {
         let endpoint = Endpoint {
             verifier: Verifier::new(&config.cl_secret),
             max_body: config.max_body,
+            body_timeout: config.body_timeout,
             engine,
         };
         Arc::new(App {
@@ -75,9 +85,10 @@ impl App {
             policy,
             metrics,
             payloads,
-            admin_token: config.admin_token,
+            admin_token,
             health_interval: config.health_interval,
             node_defaults: config.node_defaults,
+            added_secrets: config.added_secrets,
         })
     }
 
@@ -96,12 +107,24 @@ impl App {
         ));
     }
 
-    /// Adds a node from an executionbackup spec (`URL[#jwt-secret=..][#timeout=..][#do-not-use]`)
-    /// and starts its health loop.
-    pub fn add_node(&self, spec: &str) -> Result<Arc<Node>, AddNodeError> {
-        let config = NodeConfig::parse(spec, &self.node_defaults).map_err(AddNodeError::Spec)?;
-        let node = self.nodes.add(&config)?;
-        self.watch(Arc::clone(&node));
-        Ok(node)
+    /// Adds nodes from executionbackup specs (`URL[#jwt-secret=..][#timeout=..][#do-not-use]`),
+    /// all or none: every spec is parsed and its secret checked before any is added. Starts
+    /// their health loops.
+    pub fn add_nodes(&self, specs: &[&str]) -> Result<Vec<Arc<Node>>, AddNodeError> {
+        let mut configs = Vec::with_capacity(specs.len());
+        for (i, spec) in specs.iter().enumerate() {
+            let config = NodeConfig::parse(spec, &self.node_defaults)
+                .map_err(|e| AddNodeError::Spec(format!("node {i}: {e}")))?;
+            self.added_secrets
+                .check_source(&config)
+                .map_err(AddNodeError::Secret)?;
+            configs.push(config);
+        }
+        let shared_with = (!self.added_secrets.shared).then_some(self.added_secrets.cl);
+        let added = self.nodes.add_all(&configs, shared_with)?;
+        for node in &added {
+            self.watch(Arc::clone(node));
+        }
+        Ok(added)
     }
 }

@@ -67,6 +67,12 @@ impl JwtSecret {
     fn bytes(&self) -> &[u8] {
         self.0.as_ref()
     }
+
+    /// The secret's SHA-256: tells two secrets apart without keeping a second copy of either.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(self.bytes()).into()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -6,14 +6,19 @@ use crate::cli::{GetPayloadMode, RunArgs};
 use crate::policy::PolicySource;
 use crate::queue::Limits;
 use crate::route::MAX_EL_TIMEOUT;
+use crate::serve::ConnLimits;
 use crate::straggler::Straggler;
+use crate::upstream::AnswerLimits;
 use policy_sdk::abi::MAX_VOTES;
 use policy_sdk::ClientCode;
 use reqwest::{Certificate, Url};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use zeroize::Zeroizing;
+
+/// Connections the admin API serves at once: a few operators, scrapers and scripts.
+pub const ADMIN_CONNECTIONS: usize = 32;
 
 /// Everything eb runs with.
 #[derive(Debug)]
@@ -28,14 +33,22 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin API address.
     pub admin: SocketAddr,
-    /// Token for mutating admin calls.
-    pub admin_token: Option<AdminToken>,
+    /// Who may make mutating admin calls.
+    pub admin_auth: AdminAuth,
+    /// What a node added through the admin API may use as its secret.
+    pub added_secrets: AddedSecrets,
     /// The policy module.
     pub policy: PolicySource,
     /// The policy's config string (with `--fcu-majority` folded in).
     pub policy_config: String,
     /// Largest CL request body, in bytes.
     pub max_body: usize,
+    /// Time a request has to send its body once its headers are in.
+    pub body_timeout: Duration,
+    /// The Engine API's connection limits (before the open-files limit is applied).
+    pub engine_connections: ConnLimits,
+    /// The admin API's connection limits (before the open-files limit is applied).
+    pub admin_connections: ConnLimits,
     /// getPayload strategy.
     pub get_payload: GetPayloadMode,
     /// Health check period.
@@ -55,6 +68,8 @@ pub struct NodeConfig {
     pub url: Url,
     /// Its JWT secret.
     pub secret: JwtSecret,
+    /// The file it was read from (`None`: the CL's secret, `--jwt-secret`).
+    pub secret_path: Option<PathBuf>,
     /// Its timeout (capped per call below the CL's deadline).
     pub timeout: Duration,
     /// Observed and voting, never counted by the default rule, never primary.
@@ -63,6 +78,8 @@ pub struct NodeConfig {
     pub straggler: Straggler,
     /// Its call queue's bounds.
     pub queue: Limits,
+    /// How large its answers may be.
+    pub answers: AnswerLimits,
     /// `#ca=PATH`: the only CA its TLS certificate may chain to (an `https` URL otherwise
     /// uses the system's roots).
     pub ca: Option<Certificate>,
@@ -83,6 +100,76 @@ pub struct NodeDefaults {
     pub straggler: Straggler,
     /// Every node's queue bounds.
     pub queue: Limits,
+    /// Every node's answer size limits.
+    pub answers: AnswerLimits,
+}
+
+/// Who may make mutating admin calls.
+#[derive(Clone, Debug)]
+pub enum AdminAuth {
+    /// Holders of this token (read from its file).
+    Token(AdminToken),
+    /// Holders of the token eb writes to this file when it starts (it does not exist yet).
+    Create(PathBuf),
+    /// Anyone who reaches the (loopback) admin API: `--admin-no-token`, executionbackup's way.
+    Open,
+}
+
+/// The rules for the secret of a node added through the admin API, so that an admin call
+/// cannot make eb sign tokens for another EL's (or the CL's) secret and hand them to a URL of
+/// its choosing.
+#[derive(Clone, Debug)]
+pub struct AddedSecrets {
+    /// Its `#jwt-secret` file must be in one of these directories (canonical paths).
+    pub dirs: Vec<PathBuf>,
+    /// It may share a secret with the CL or another node (`--allow-shared-secrets`).
+    pub shared: bool,
+    /// The CL's secret's fingerprint (a node without `#jwt-secret` would use that secret).
+    pub cl: [u8; 32],
+}
+
+impl AddedSecrets {
+    /// Checks where `node`'s secret comes from; sharing is checked against the node set.
+    pub fn check_source(&self, node: &NodeConfig) -> Result<(), String> {
+        let name = redact(&node.url);
+        let Some(path) = &node.secret_path else {
+            return if self.shared {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{name}: a node added at run time names its own #jwt-secret \
+                     (without one it would get the CL's secret; --allow-shared-secrets permits it)"
+                ))
+            };
+        };
+        let real = path
+            .canonicalize()
+            .map_err(|e| format!("{name}: cannot resolve {}: {e}", path.display()))?;
+        if self.dirs.iter().any(|dir| real.starts_with(dir)) {
+            Ok(())
+        } else {
+            let dirs: Vec<String> = self.dirs.iter().map(|d| d.display().to_string()).collect();
+            Err(format!(
+                "{name}: {} is outside the secret directories ({}; --admin-secrets-dir)",
+                path.display(),
+                dirs.join(", ")
+            ))
+        }
+    }
+}
+
+/// Where the admin token is kept when `--admin-token` is not given: systemd's
+/// `$STATE_DIRECTORY`, else `$XDG_STATE_HOME/eb`, else `~/.local/state/eb`.
+fn default_token_path() -> Option<PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    let dir = var("STATE_DIRECTORY")
+        .or_else(|| var("XDG_STATE_HOME").map(|d| d.join("eb")))
+        .or_else(|| var("HOME").map(|d| d.join(".local/state/eb")))?;
+    Some(dir.join("admin-token"))
 }
 
 /// The admin bearer token, zeroized on drop.
@@ -96,6 +183,49 @@ impl std::fmt::Debug for AdminToken {
 }
 
 impl AdminToken {
+    /// Reads a token file (at least 16 characters once trimmed).
+    pub fn read(path: &Path) -> Result<AdminToken, String> {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        );
+        let token = text.trim();
+        if token.len() < 16 {
+            return Err(format!(
+                "{}: the token must be at least 16 characters",
+                path.display()
+            ));
+        }
+        Ok(AdminToken(Zeroizing::new(token.to_owned())))
+    }
+
+    /// Writes a fresh random token (32 bytes, hex) to `path`, readable by eb's user only;
+    /// its directory is made (mode 0700) if missing. Never overwrites a file.
+    pub fn create(path: &Path) -> Result<AdminToken, String> {
+        use ring::rand::{SecureRandom, SystemRandom};
+        let failed = |e: std::io::Error| format!("cannot create {}: {e}", path.display());
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        SystemRandom::new()
+            .fill(bytes.as_mut())
+            .map_err(|_| "no system randomness for the admin token".to_owned())?;
+        let token = Zeroizing::new(hex::encode(bytes.as_ref()));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder.create(dir).map_err(failed)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).map_err(failed)?;
+        std::io::Write::write_all(&mut file, format!("{}\n", token.as_str()).as_bytes())
+            .map_err(failed)?;
+        Ok(AdminToken(Zeroizing::new(token.to_string())))
+    }
+
     /// Whether an `Authorization` header carries this token (constant-time comparison).
     pub fn accepts(&self, authorization: Option<&str>) -> bool {
         let Some(given) = authorization.and_then(|h| h.strip_prefix("Bearer ")) else {
@@ -168,10 +298,12 @@ impl NodeConfig {
         let mut node = NodeConfig {
             url,
             secret: defaults.secret.clone(),
+            secret_path: None,
             timeout: defaults.timeout,
             do_not_use: false,
             straggler: defaults.straggler,
             queue: defaults.queue,
+            answers: defaults.answers,
             ca: None,
             client: None,
         };
@@ -180,6 +312,7 @@ impl NodeConfig {
             match key {
                 "jwt-secret" => {
                     node.secret = JwtSecret::read(Path::new(value)).map_err(|e| e.to_string())?;
+                    node.secret_path = Some(PathBuf::from(value));
                 }
                 "timeout" => {
                     let ms: u64 = value.parse().map_err(|_| {
@@ -260,6 +393,12 @@ impl Config {
         if args.queue_mib == 0 || args.queue_mib > 4096 {
             return Err(error("queue-mib", "must be between 1 and 4096"));
         }
+        if args.max_vote_answer_kib < 4 || args.max_vote_answer_kib > 64 << 10 {
+            return Err(error("max-vote-answer-kib", "must be between 4 and 65536"));
+        }
+        if args.max_answer_mib == 0 || args.max_answer_mib > 4096 {
+            return Err(error("max-answer-mib", "must be between 1 and 4096"));
+        }
         let node_defaults = NodeDefaults {
             secret: cl_secret.clone(),
             timeout: default_timeout,
@@ -267,6 +406,10 @@ impl Config {
             queue: Limits {
                 bytes: args.queue_mib << 20,
                 ..Limits::default()
+            },
+            answers: AnswerLimits {
+                vote: args.max_vote_answer_kib << 10,
+                other: args.max_answer_mib << 20,
             },
         };
         let mut nodes: Vec<NodeConfig> = Vec::with_capacity(specs.len());
@@ -281,34 +424,59 @@ impl Config {
             }
             nodes.push(node);
         }
-        let admin_token = match &args.admin_token {
-            None => None,
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
+        let admin_auth = if args.admin_no_token {
+            if !args.admin_addr.ip().is_loopback() {
+                return Err(error(
+                    "admin-addr",
+                    format!(
+                        "{} is not a loopback address: --admin-no-token is for loopback only",
+                        args.admin_addr
+                    ),
+                ));
+            }
+            AdminAuth::Open
+        } else {
+            let path = args
+                .admin_token
+                .clone()
+                .or_else(default_token_path)
+                .ok_or_else(|| {
                     error(
                         "admin-token",
-                        format!("cannot read {}: {e}", path.display()),
+                        "no state directory ($HOME unset): name a token file",
                     )
                 })?;
-                let token = text.trim();
-                if token.len() < 16 {
-                    return Err(error(
-                        "admin-token",
-                        "the token must be at least 16 characters",
-                    ));
-                }
-                Some(AdminToken(Zeroizing::new(token.to_owned())))
+            if path.exists() {
+                AdminAuth::Token(AdminToken::read(&path).map_err(|e| error("admin-token", e))?)
+            } else {
+                AdminAuth::Create(path)
             }
         };
-        if !args.admin_addr.ip().is_loopback() && admin_token.is_none() {
-            return Err(error(
-                "admin-addr",
-                format!(
-                    "{} is not a loopback address: set --admin-token too",
-                    args.admin_addr
-                ),
-            ));
-        }
+        let secret_dirs = if args.admin_secrets_dir.is_empty() {
+            let mut dirs = vec![secret_path.to_owned()];
+            dirs.extend(nodes.iter().filter_map(|n| n.secret_path.clone()));
+            let mut dirs: Vec<PathBuf> = dirs
+                .iter()
+                .filter_map(|p| p.canonicalize().ok()?.parent().map(Path::to_owned))
+                .collect();
+            dirs.sort();
+            dirs.dedup();
+            dirs
+        } else {
+            let mut dirs = Vec::new();
+            for dir in &args.admin_secrets_dir {
+                let real = dir
+                    .canonicalize()
+                    .map_err(|e| error("admin-secrets-dir", format!("{}: {e}", dir.display())))?;
+                dirs.push(real);
+            }
+            dirs
+        };
+        let added_secrets = AddedSecrets {
+            dirs: secret_dirs,
+            shared: args.allow_shared_secrets,
+            cl: cl_secret.fingerprint(),
+        };
         let mut policy_config = args.policy_config.trim().to_owned();
         if let Some(majority) = &args.fcu_majority {
             if policy_config.contains("majority=") {
@@ -326,6 +494,18 @@ impl Config {
         if args.max_body_mib == 0 || args.max_body_mib > 1024 {
             return Err(error("max-body-mib", "must be between 1 and 1024"));
         }
+        if args.max_connections == 0 || args.max_connections > 65_536 {
+            return Err(error("max-connections", "must be between 1 and 65536"));
+        }
+        let millis = |flag, ms: u64| {
+            if (100..=600_000).contains(&ms) {
+                Ok(Duration::from_millis(ms))
+            } else {
+                Err(error(flag, "must be between 100 and 600000 ms"))
+            }
+        };
+        let header_timeout = millis("header-timeout-ms", args.header_timeout_ms)?;
+        let body_timeout = millis("body-timeout-ms", args.body_timeout_ms)?;
         if args.health_interval == 0 || args.health_interval > 3600 {
             return Err(error(
                 "health-interval",
@@ -338,13 +518,23 @@ impl Config {
             cl_secret,
             listen: SocketAddr::new(args.listen_addr, args.port),
             admin: args.admin_addr,
-            admin_token,
+            admin_auth,
+            added_secrets,
             policy: args
                 .policy
                 .clone()
                 .map_or(PolicySource::Embedded, PolicySource::File),
             policy_config,
             max_body: args.max_body_mib << 20,
+            body_timeout,
+            engine_connections: ConnLimits {
+                max_connections: args.max_connections,
+                header_timeout,
+            },
+            admin_connections: ConnLimits {
+                max_connections: ADMIN_CONNECTIONS,
+                header_timeout,
+            },
             get_payload: args.get_payload,
             health_interval: Duration::from_secs(args.health_interval),
             record_votes: args.record_votes.clone(),
@@ -413,7 +603,7 @@ mod tests {
     #[test]
     fn every_bad_flag_gets_a_one_line_error_naming_it() {
         let n = ["--nodes", "http://127.0.0.1:8551"];
-        let cases: [(&[&str], &str); 11] = [
+        let cases: [(&[&str], &str); 14] = [
             (&[], "--nodes: required"),
             (
                 &["--nodes", "not a url"],
@@ -448,8 +638,26 @@ mod tests {
                 "--timeout: 8000 ms must be between",
             ),
             (
-                &[n[0], n[1], "--admin-addr", "0.0.0.0:7001"],
+                &[
+                    n[0],
+                    n[1],
+                    "--admin-addr",
+                    "0.0.0.0:7001",
+                    "--admin-no-token",
+                ],
                 "--admin-addr: 0.0.0.0:7001 is not a loopback",
+            ),
+            (
+                &[n[0], n[1], "--admin-secrets-dir", "/no/such/dir"],
+                "--admin-secrets-dir: /no/such/dir",
+            ),
+            (
+                &[n[0], n[1], "--header-timeout-ms", "5"],
+                "--header-timeout-ms: must be between",
+            ),
+            (
+                &[n[0], n[1], "--max-vote-answer-kib", "0"],
+                "--max-vote-answer-kib: must be between",
             ),
             (
                 &[
@@ -489,6 +697,72 @@ mod tests {
             .expect_err("no secret is refused")
             .to_string()
             .starts_with("--jwt-secret: required"));
+    }
+
+    #[test]
+    fn the_admin_token_is_made_once_and_read_after() {
+        let dir = std::path::PathBuf::from(temp("x", "")).with_file_name("state");
+        let path = dir.join("admin-token");
+        let path_text = path.display().to_string();
+        let c = config(&["--nodes", "http://a:1", "--admin-token", &path_text]).expect("valid");
+        assert!(
+            matches!(&c.admin_auth, AdminAuth::Create(p) if *p == path),
+            "not made yet"
+        );
+        let made = AdminToken::create(&path).expect("created");
+        assert!(AdminToken::create(&path).is_err(), "never overwritten");
+        let text = std::fs::read_to_string(&path).expect("written");
+        assert_eq!(text.trim().len(), 64);
+        assert!(made.accepts(Some(&format!("Bearer {}", text.trim()))));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let c = config(&["--nodes", "http://a:1", "--admin-token", &path_text]).expect("valid");
+        assert!(
+            matches!(&c.admin_auth, AdminAuth::Token(t) if t.accepts(Some(&format!("Bearer {}", text.trim()))))
+        );
+        let c = config(&["--nodes", "http://a:1", "--admin-no-token"]).expect("valid");
+        assert!(matches!(c.admin_auth, AdminAuth::Open));
+    }
+
+    #[test]
+    fn an_added_node_takes_its_secret_from_the_secret_directories_only() {
+        let el = temp("el.hex", &"22".repeat(32));
+        let c = config(&["--nodes", &format!("http://a:1#jwt-secret={el}")]).expect("valid");
+        let rules = &c.added_secrets;
+        let beside = std::path::Path::new(&el).with_file_name("new.hex");
+        std::fs::write(&beside, "33".repeat(32)).expect("write");
+        let elsewhere = temp("other.hex", &"44".repeat(32));
+        let node =
+            |options: String| NodeConfig::parse(&format!("http://b:2{options}"), &c.node_defaults);
+        let ok = node(format!("#jwt-secret={}", beside.display())).expect("parses");
+        assert_eq!(rules.check_source(&ok), Ok(()));
+        let other = std::path::Path::new(&elsewhere);
+        let dotted = format!(
+            "#jwt-secret={}/../{}/other.hex",
+            beside.parent().expect("dir").display(),
+            other
+                .parent()
+                .and_then(|d| d.file_name())
+                .expect("dir")
+                .to_string_lossy()
+        );
+        for escape in [format!("#jwt-secret={elsewhere}"), dotted] {
+            let out = node(escape).expect("parses");
+            let refused = rules.check_source(&out).expect_err("outside");
+            assert!(
+                refused.contains("outside the secret directories"),
+                "{refused}"
+            );
+        }
+        let none = node(String::new()).expect("parses");
+        let refused = rules.check_source(&none).expect_err("the CL's secret");
+        assert!(refused.contains("names its own #jwt-secret"), "{refused}");
+        let open = config(&["--nodes", "http://a:1", "--allow-shared-secrets"]).expect("valid");
+        assert_eq!(open.added_secrets.check_source(&none), Ok(()));
     }
 
     #[test]

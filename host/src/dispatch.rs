@@ -95,6 +95,7 @@ impl Engine {
             method: &call.method,
             kind,
             version,
+            id: call.id.get(),
             body: call.bytes.clone(),
             block_hash: call.params.hash.as_deref(),
         };

@@ -15,7 +15,7 @@ use crate::policy::{Ballot, Decision, Policy, PolicySlot};
 use crate::record::{self, Recorded, Recorder};
 use crate::route;
 use crate::upstream::Timed;
-use crate::votes::{failed, receive, Collector, Received};
+use crate::votes::{failed, receive, Collector, Question, Received};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use policy_sdk::abi::Health;
@@ -34,6 +34,8 @@ pub struct VoteCall<'a> {
     pub kind: VoteKind,
     /// The method version.
     pub version: u8,
+    /// The CL's JSON-RPC id (raw JSON), which every EL's answer must carry.
+    pub id: &'a str,
     /// The CL's request bytes, shared by every EL.
     pub body: Bytes,
     /// The block (newPayload) or head (forkchoiceUpdated) hash.
@@ -51,6 +53,17 @@ pub struct Collected {
     pub nodes: Arc<Vec<Arc<Node>>>,
     /// Milliseconds from fan-out to the decision.
     pub elapsed_ms: u32,
+}
+
+impl VoteCall<'_> {
+    /// What each EL's answer is a vote on.
+    pub fn question(&self) -> Question<'_> {
+        Question {
+            kind: self.kind,
+            id: self.id,
+            block_hash: self.block_hash,
+        }
+    }
 }
 
 impl Collected {
@@ -165,7 +178,7 @@ impl Fanout {
                         let received = match reply {
                             Ok(timed) => {
                                 node.observe_vote(call.kind, &timed);
-                                receive(index as u16, node, call.kind, &timed, call.block_hash)
+                                receive(index as u16, node, call.question(), &timed)
                             }
                             Err(_) => failed(index as u16, node, call.kind, Outcome::Unreachable),
                         };
@@ -205,6 +218,7 @@ impl Fanout {
             nodes: Arc::clone(&collected.nodes),
             kind: call.kind,
             method: call.method.to_owned(),
+            id: call.id.to_owned(),
             block_hash: call.block_hash.map(str::to_owned),
             answered: collected.followed().map(|r| r.vote.status),
             metrics: Arc::clone(&self.metrics),
@@ -321,6 +335,7 @@ struct Late {
     nodes: Arc<Vec<Arc<Node>>>,
     kind: VoteKind,
     method: String,
+    id: String,
     block_hash: Option<String>,
     /// The status of the answer given (`None`: SYNCING or an error).
     answered: Option<Status>,
@@ -337,13 +352,12 @@ impl Late {
         self.metrics.late_votes.get_or_create(&labels).inc();
         let Ok(timed) = reply else { return };
         node.observe_vote(self.kind, &timed);
-        let received = receive(
-            index as u16,
-            node,
-            self.kind,
-            &timed,
-            self.block_hash.as_deref(),
-        );
+        let question = Question {
+            kind: self.kind,
+            id: &self.id,
+            block_hash: self.block_hash.as_deref(),
+        };
+        let received = receive(index as u16, node, question, &timed);
         let status = received.vote.status.normalized();
         let contradicts = matches!(
             (self.answered.map(Status::normalized), status),
@@ -444,6 +458,7 @@ mod tests {
             method: "engine_newPayloadV4",
             kind: VoteKind::NewPayload,
             version: 4,
+            id: "1",
             body: Bytes::from_static(body.as_bytes()),
             block_hash: Some(BLOCK),
         }
@@ -606,7 +621,7 @@ mod tests {
                 )
             } else {
                 let body = format!(
-                    r#"{{"result":{{"status":"VALID","latestValidHash":"{BLOCK}","validationError":null}}}}"#
+                    r#"{{"id":1,"result":{{"status":"VALID","latestValidHash":"{BLOCK}","validationError":null}}}}"#
                 );
                 (Duration::from_millis(8), Reply::Body(Bytes::from(body)))
             }

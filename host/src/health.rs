@@ -63,7 +63,9 @@ pub async fn check(node: &Node) -> NodeState {
             )),
         ),
         Reply::Timeout => (NodeState::Offline, Some("eth_syncing: timeout".to_owned())),
-        Reply::Unreachable(e) => (NodeState::Offline, Some(e.clone())),
+        Reply::Unreachable(_) | Reply::TooLarge(_) | Reply::Redirected(_) => {
+            (NodeState::Offline, Some(timed.reply.failure()))
+        }
     };
     if state != before {
         match state {

@@ -10,7 +10,8 @@
 //! answer around) → [`answer`]. Reads go through [`primary`], builds through [`payloads`],
 //! merged calls through [`merge`]; every refusal is an [`error::EngineError`]. [`health`] keeps
 //! [`node_state`] and the primary current; [`admin`] serves status, [`metrics`] and node
-//! management; [`app`] builds the stages and [`run`] starts and stops it all.
+//! management; [`app`] builds the stages and [`run`] starts and stops it all: each listener
+//! through [`serve`] (connection cap, timeouts), within the open files [`fd_limit`] leaves.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -22,6 +23,7 @@ pub mod config;
 pub mod dispatch;
 pub mod error;
 pub mod fanout;
+pub mod fd_limit;
 pub mod health;
 pub mod hedge;
 pub mod memory;
@@ -38,6 +40,7 @@ pub mod record;
 pub mod route;
 pub mod rpc;
 pub mod run;
+pub mod serve;
 pub mod server;
 pub mod straggler;
 pub mod upstream;

@@ -78,6 +78,9 @@ pub struct Metrics {
     pub verdict_flips: Counter,
     /// `eb_policy_reloads_total{result}`.
     pub policy_reloads: Family<Labels, Counter>,
+    /// `eb_el_refused_answers_total{node, reason}`: EL answers eb did not take (`too_large`,
+    /// `wrong_id`, `redirect`).
+    pub refused_answers: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,6 +107,7 @@ impl Default for Metrics {
             last_answer_age: Family::default(),
             verdict_flips: Counter::default(),
             policy_reloads: Family::default(),
+            refused_answers: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -210,6 +214,11 @@ impl Default for Metrics {
             "Policy reloads by result",
             m.policy_reloads.clone(),
         );
+        r.register(
+            "el_refused_answers",
+            "EL answers not taken (too large, wrong id, a redirect), by node and reason",
+            m.refused_answers.clone(),
+        );
         m
     }
 }
@@ -227,6 +236,10 @@ impl Metrics {
         for reason in ["offline", "auth_failed", "hung", "straggler"] {
             let labels = vec![("node", node.to_owned()), ("reason", reason.to_owned())];
             drop(self.cut_votes.get_or_create(&labels));
+        }
+        for reason in ["too_large", "wrong_id", "redirect"] {
+            let labels = vec![("node", node.to_owned()), ("reason", reason.to_owned())];
+            drop(self.refused_answers.get_or_create(&labels));
         }
     }
 

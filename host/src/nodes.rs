@@ -7,7 +7,7 @@ use crate::metrics::Metrics;
 pub use crate::node_state::NodeState;
 use crate::queue::{self, CallQueue};
 use crate::straggler::Straggler;
-use crate::upstream::{self, Http, Reply, Timed, Transport};
+use crate::upstream::{self, AnswerLimits, Http, Reply, Timed, Transport};
 use bytes::Bytes;
 use policy_sdk::abi::Health as VoteHealth;
 use policy_sdk::{ClientCode, VoteKind};
@@ -62,6 +62,8 @@ pub struct Node {
     pub url: String,
     /// The URL as configured (compared when nodes are added).
     endpoint: Url,
+    /// Its secret's fingerprint (compared when nodes are added through the admin API).
+    secret: [u8; 32],
     /// The configured timeout.
     pub timeout: Duration,
     /// `#do-not-use`.
@@ -69,6 +71,7 @@ pub struct Node {
     /// How long a verdict waits for this EL once the others decide it.
     pub straggler: Straggler,
     transport: Arc<dyn Transport>,
+    answers: AnswerLimits,
     queue: Arc<CallQueue>,
     health: Mutex<Health>,
     /// Wakes the health loop for an early check.
@@ -103,16 +106,22 @@ impl Node {
         metrics: Arc<Metrics>,
     ) -> Arc<Node> {
         let queue = Arc::new(CallQueue::new(config.queue));
-        tokio::spawn(queue::deliver(Arc::clone(&queue), Arc::clone(&transport)));
+        tokio::spawn(queue::deliver(
+            Arc::clone(&queue),
+            Arc::clone(&transport),
+            config.answers.vote,
+        ));
         metrics.init_node(&redact(&config.url));
         Arc::new(Node {
             id,
             url: redact(&config.url),
             endpoint: config.url.clone(),
+            secret: config.secret.fingerprint(),
             timeout: config.timeout,
             do_not_use: config.do_not_use,
             straggler: config.straggler,
             transport,
+            answers: config.answers,
             queue,
             health: Mutex::new(Health {
                 state: NodeState::Unknown,
@@ -170,7 +179,7 @@ impl Node {
 
     /// Sends a call now, outside the ordered queue (reads, merges, health checks).
     pub async fn call(&self, body: Bytes, timeout: Duration) -> Timed {
-        self.transport.post(body, timeout).await
+        self.transport.post(body, timeout, self.answers.other).await
     }
 
     /// A copy of the current health.
@@ -215,8 +224,24 @@ impl Node {
                 health.state = NodeState::AuthFailed;
                 health.last_error = Some(format!("HTTP {status}: eb's token refused"));
             }
+            Reply::TooLarge(_) => self.refuse("too_large", timed.reply.failure()),
+            Reply::Redirected(_) => self.refuse("redirect", timed.reply.failure()),
             Reply::Timeout | Reply::Unreachable(_) => self.recheck.notify_one(),
         }
+    }
+
+    /// Counts an answer eb did not take (`reason` as in `eb_el_refused_answers_total`) and says
+    /// why, in the log and in `/status`.
+    pub fn refuse(&self, reason: &str, why: String) {
+        tracing::warn!(node = %self.url, reason, error = %why, "EL answer refused");
+        self.metrics
+            .refused_answers
+            .get_or_create(&vec![
+                ("node", self.url.clone()),
+                ("reason", reason.to_owned()),
+            ])
+            .inc();
+        self.lock().last_error = Some(why);
     }
 
     /// [`observe`](Self::observe) for a state-changing call of `kind`: an answer also feeds
@@ -312,6 +337,9 @@ pub enum NodesError {
     /// A policy ballot holds at most this many ELs.
     #[error("at most {0} nodes")]
     TooMany(usize),
+    /// The node's secret is the CL's or another node's.
+    #[error("{0}: its secret is already used by the CL or another node (--allow-shared-secrets)")]
+    SharedSecret(String),
 }
 
 impl Nodes {
@@ -349,26 +377,50 @@ impl Nodes {
         Arc::clone(&self.list.read().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Adds a node; returns it so the caller can start its health loop.
-    pub fn add(&self, config: &NodeConfig) -> Result<Arc<Node>, NodesError> {
+    /// Adds every node of `configs`, or none: a URL configured already (or twice in
+    /// `configs`), more than a ballot holds, or, unless `shared_with` is `None`, a secret that
+    /// is `shared_with` (the CL's fingerprint) or another node's refuses them all. Returns the
+    /// new nodes so the caller can start their health loops.
+    pub fn add_all(
+        &self,
+        configs: &[NodeConfig],
+        shared_with: Option<[u8; 32]>,
+    ) -> Result<Vec<Arc<Node>>, NodesError> {
         let mut list = self.list.write().unwrap_or_else(|p| p.into_inner());
-        let name = redact(&config.url);
-        if list.iter().any(|n| n.endpoint == config.url) {
-            return Err(NodesError::Duplicate(name));
-        }
-        if list.len() >= policy_sdk::abi::MAX_VOTES {
+        if list.len() + configs.len() > policy_sdk::abi::MAX_VOTES {
             return Err(NodesError::TooMany(policy_sdk::abi::MAX_VOTES));
         }
-        let node = Node::spawn(
-            self.next_id.fetch_add(1, Ordering::Relaxed),
-            config,
-            http(&self.client, config),
-            Arc::clone(&self.metrics),
-        );
+        let mut urls: Vec<&Url> = list.iter().map(|n| &n.endpoint).collect();
+        let mut secrets: Vec<[u8; 32]> = list.iter().map(|n| n.secret).collect();
+        secrets.extend(shared_with);
+        for config in configs {
+            if urls.contains(&&config.url) {
+                return Err(NodesError::Duplicate(redact(&config.url)));
+            }
+            urls.push(&config.url);
+            if shared_with.is_some() {
+                let secret = config.secret.fingerprint();
+                if secrets.contains(&secret) {
+                    return Err(NodesError::SharedSecret(redact(&config.url)));
+                }
+                secrets.push(secret);
+            }
+        }
+        let added: Vec<Arc<Node>> = configs
+            .iter()
+            .map(|config| {
+                Node::spawn(
+                    self.next_id.fetch_add(1, Ordering::Relaxed),
+                    config,
+                    http(&self.client, config),
+                    Arc::clone(&self.metrics),
+                )
+            })
+            .collect();
         let mut next = list.as_ref().clone();
-        next.push(Arc::clone(&node));
+        next.extend(added.iter().cloned());
         *list = Arc::new(next);
-        Ok(node)
+        Ok(added)
     }
 
     /// Removes the node at `index`; calls already queued for it still go out.
@@ -494,7 +546,7 @@ pub(crate) mod testing {
     }
 
     impl Transport for Scripted {
-        fn post(&self, body: Bytes, timeout: Duration) -> BoxFuture<'static, Timed> {
+        fn post(&self, body: Bytes, timeout: Duration, _: usize) -> BoxFuture<'static, Timed> {
             let (delay, reply) = (self.script)(&body);
             self.seen.lock().expect("seen").push(body);
             Box::pin(async move {
@@ -544,10 +596,12 @@ pub(crate) mod testing {
         NodeConfig {
             url: Url::parse(&format!("http://127.0.0.1:{}/", 9000 + i)).expect("url"),
             secret: JwtSecret::from_hex(&"11".repeat(32)).expect("hex"),
+            secret_path: None,
             timeout,
             do_not_use,
             straggler,
             queue: crate::queue::Limits::default(),
+            answers: AnswerLimits::default(),
             ca: None,
             client: None,
         }
@@ -695,20 +749,54 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn adding_a_duplicate_and_removing_the_last_node_are_refused() {
+    async fn additions_are_all_or_nothing_and_the_last_node_stays() {
         let nodes = nodes(
             &[answering(Duration::ZERO, "false")],
             Duration::from_secs(1),
         );
-        let same = config(0, Duration::from_secs(1), false);
-        assert!(matches!(nodes.add(&same), Err(NodesError::Duplicate(_))));
+        let second = Duration::from_secs(1);
+        let fresh = |i| config(i, second, false);
+        let same = config(0, second, false);
+        assert!(matches!(
+            nodes.add_all(&[fresh(1), same], None),
+            Err(NodesError::Duplicate(_))
+        ));
+        assert!(matches!(
+            nodes.add_all(&[fresh(1), fresh(1)], None),
+            Err(NodesError::Duplicate(_))
+        ));
+        let too_many: Vec<NodeConfig> = (1..=policy_sdk::abi::MAX_VOTES).map(fresh).collect();
+        assert!(matches!(
+            nodes.add_all(&too_many, None),
+            Err(NodesError::TooMany(_))
+        ));
+        // Every test config has the same secret: refused unless sharing is allowed.
+        let cl = [7u8; 32];
+        assert!(matches!(
+            nodes.add_all(&[fresh(1)], Some(cl)),
+            Err(NodesError::SharedSecret(_))
+        ));
+        let mut own = fresh(2);
+        own.secret = crate::auth::JwtSecret::from_hex(&"22".repeat(32)).expect("hex");
+        let mut cls = fresh(3);
+        cls.secret = crate::auth::JwtSecret::from_hex(&"33".repeat(32)).expect("hex");
+        let cl = cls.secret.fingerprint();
+        assert!(matches!(
+            nodes.add_all(&[own.clone(), cls], Some(cl)),
+            Err(NodesError::SharedSecret(_))
+        ));
+        assert_eq!(
+            nodes.snapshot().len(),
+            1,
+            "nothing was added by a refused batch"
+        );
         assert!(matches!(nodes.remove(3), Err(NodesError::NoSuchIndex(3))));
         assert!(matches!(nodes.remove(0), Err(NodesError::LastNode)));
-        let added = nodes
-            .add(&config(1, Duration::from_secs(1), false))
-            .expect("added");
-        assert_eq!(added.id, 1);
+        let added = nodes.add_all(&[own], Some(cl)).expect("added");
+        assert_eq!(added.len(), 1);
+        let added = nodes.add_all(&[fresh(1)], None).expect("shared allowed");
+        assert_eq!(added[0].id, 2, "ids go on from the last node added");
         assert_eq!(nodes.remove(0).expect("removed").id, 0);
-        assert_eq!(nodes.snapshot().len(), 1);
+        assert_eq!(nodes.snapshot().len(), 2);
     }
 }

@@ -161,10 +161,11 @@ fn unreachable(why: &str) -> Timed {
     }
 }
 
-/// The ordered worker: one call at a time, in queue order, until the queue is closed.
-pub async fn deliver(queue: Arc<CallQueue>, transport: Arc<dyn Transport>) {
+/// The ordered worker: one call at a time, in queue order, until the queue is closed; each
+/// answer read up to `max_answer` bytes.
+pub async fn deliver(queue: Arc<CallQueue>, transport: Arc<dyn Transport>, max_answer: usize) {
     while let Some(job) = queue.next().await {
-        let timed = transport.post(job.body, job.timeout).await;
+        let timed = transport.post(job.body, job.timeout, max_answer).await;
         queue.done();
         let _ = job.reply.send(timed);
     }

@@ -176,6 +176,9 @@ pub fn refuse(error: &EngineError) -> Vec<u8> {
 /// The parts of an EL's answer eb looks at.
 #[derive(Debug, Deserialize)]
 pub struct ElAnswer<'a> {
+    /// `id`, as the EL wrote it.
+    #[serde(borrow, default)]
+    pub id: Option<&'a RawValue>,
     /// `result`, if present (a JSON `null` result is present, as `null`).
     #[serde(borrow, default, deserialize_with = "present")]
     pub result: Option<&'a RawValue>,

@@ -1,11 +1,11 @@
 //! Start and stop: load the policy, bind both listeners, serve until a signal, then drain.
 
 use crate::app::App;
-use crate::config::Config;
+use crate::config::{AdminAuth, AdminToken, Config};
 use crate::policy::{LoadError, WasmPolicy};
 use crate::record::Recorder;
-use crate::{admin, server};
-use axum::serve::ListenerExt;
+use crate::serve::{serve, ConnLimits};
+use crate::{admin, fd_limit, server};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,6 +34,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The admin token file could not be created.
+    #[error("--admin-token: {0}")]
+    AdminToken(String),
     /// A listener could not be bound.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -52,6 +55,8 @@ pub struct Bound {
     pub app: Arc<App>,
     engine: TcpListener,
     admin: TcpListener,
+    engine_limits: ConnLimits,
+    admin_limits: ConnLimits,
 }
 
 impl Bound {
@@ -64,6 +69,29 @@ impl Bound {
             }
         })?;
         let (listen, admin_addr) = (config.listen, config.admin);
+        let open_files = fd_limit::raise();
+        let (mut engine_limits, mut admin_limits) =
+            (config.engine_connections, config.admin_connections);
+        (engine_limits.max_connections, admin_limits.max_connections) = fd_limit::share(
+            open_files,
+            engine_limits.max_connections,
+            admin_limits.max_connections,
+        );
+        if engine_limits.max_connections < config.engine_connections.max_connections {
+            tracing::warn!(
+                open_files,
+                engine_connections = engine_limits.max_connections,
+                asked = config.engine_connections.max_connections,
+                "open-files limit too low for --max-connections: raise LimitNOFILE (ulimit -n)"
+            );
+        } else {
+            tracing::info!(
+                open_files,
+                engine_connections = engine_limits.max_connections,
+                admin_connections = admin_limits.max_connections,
+                "connection limits"
+            );
+        }
         let bind = |what, addr| async move {
             TcpListener::bind(addr)
                 .await
@@ -80,9 +108,24 @@ impl Bound {
                 },
             )?),
         };
-        let app = App::new(config, Arc::new(policy), recorder);
+        let admin_token = match &config.admin_auth {
+            AdminAuth::Token(token) => Some(token.clone()),
+            AdminAuth::Open => None,
+            AdminAuth::Create(path) => {
+                let token = AdminToken::create(path).map_err(StartError::AdminToken)?;
+                tracing::info!(path = %path.display(), "admin token created");
+                Some(token)
+            }
+        };
+        let app = App::new(config, admin_token, Arc::new(policy), recorder);
         app.start_health();
-        Ok(Bound { app, engine, admin })
+        Ok(Bound {
+            app,
+            engine,
+            admin,
+            engine_limits,
+            admin_limits,
+        })
     }
 
     /// The engine API's address.
@@ -115,24 +158,22 @@ impl Bound {
         #[cfg(unix)]
         reload_on_sighup(Arc::clone(&self.app));
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let signal = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        // Answers are small and latency-bound: no Nagle delay on the CL's connection.
-        let engine = self.engine.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let engine = axum::serve(engine, server::router(Arc::clone(&self.app.endpoint)))
-            .with_graceful_shutdown(signal(stopped.clone()));
-        let admin = axum::serve(self.admin, admin::router(Arc::clone(&self.app)))
-            .with_graceful_shutdown(signal(stopped));
+        let engine = serve(
+            self.engine,
+            server::router(Arc::clone(&self.app.endpoint)),
+            self.engine_limits,
+            "engine",
+            stopped.clone(),
+        );
+        let admin = serve(
+            self.admin,
+            admin::router(Arc::clone(&self.app)),
+            self.admin_limits,
+            "admin",
+            stopped,
+        );
         let servers = async {
-            let (a, b) = tokio::join!(engine, admin);
-            for result in [a, b] {
-                if let Err(e) = result {
-                    tracing::error!(error = %e, "listener failed");
-                }
-            }
+            tokio::join!(engine, admin);
         };
         tokio::pin!(servers);
         tokio::select! {

@@ -1,67 +1,117 @@
-//! The Engine API endpoint the CL talks to: auth → body → JSON-RPC (single or batch) →
-//! dispatch. Every answer is JSON-RPC JSON with the CL's id, including refusals.
+//! The Engine API endpoint the CL talks to: auth (from the headers, before any of the body is
+//! read) → body (bounded in size and time) → JSON-RPC (single or batch) → dispatch. Every
+//! answer is JSON-RPC JSON with the CL's id, including refusals.
 
 use crate::auth::Verifier;
 use crate::dispatch::Engine;
 use crate::error::EngineError;
 use crate::rpc::{self, BodyError, Incoming};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
+use crate::serve::Trust;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use std::sync::Arc;
+use std::time::Duration;
 
-/// What the endpoint needs: the CL's token check, the body limit, and the engine.
+/// What the endpoint needs: the CL's token check, the body's bounds, and the engine.
 pub struct Endpoint {
     /// Checks the CL's tokens.
     pub verifier: Verifier,
     /// Largest CL request body, in bytes.
     pub max_body: usize,
+    /// Time the CL has to send the whole body once its headers are in.
+    pub body_timeout: Duration,
     /// Answers the calls.
     pub engine: Engine,
 }
 
 /// The engine router (no socket: it can be driven with `tower::ServiceExt::oneshot`).
 pub fn router(endpoint: Arc<Endpoint>) -> Router {
-    let limit = endpoint.max_body;
-    Router::new()
-        .route("/", post(handle))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(endpoint)
+    Router::new().route("/", post(handle)).with_state(endpoint)
 }
 
 fn json(status: StatusCode, body: Vec<u8>) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn handle(
-    State(endpoint): State<Arc<Endpoint>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let authorization = headers
+fn refusal(status: StatusCode, error: &EngineError) -> Response {
+    json(status, rpc::refuse(error))
+}
+
+/// The request body, or the refusal to answer instead: past `limit` bytes (from
+/// Content-Length before reading, or while reading), not complete within `timeout`, or broken.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, Response> {
+    let too_large = || {
+        let message = format!("request body larger than {} MiB", limit >> 20);
+        refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &EngineError::InvalidRequest(message.into()),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
+        Ok(Err(e)) => {
+            let message = format!("cannot read the request body: {e}");
+            Err(refusal(
+                StatusCode::BAD_REQUEST,
+                &EngineError::InvalidRequest(message.into()),
+            ))
+        }
+        Err(_) => {
+            let message = format!(
+                "request body not received within {} ms",
+                timeout.as_millis()
+            );
+            Err(refusal(
+                StatusCode::REQUEST_TIMEOUT,
+                &EngineError::InvalidRequest(message.into()),
+            ))
+        }
+    }
+}
+
+async fn handle(State(endpoint): State<Arc<Endpoint>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let authorization = parts
+        .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if let Err(e) = endpoint.verifier.verify(authorization) {
         tracing::warn!(reason = %e, "CL request refused");
-        let refusal = EngineError::Unauthorized(e.to_string());
-        return json(StatusCode::UNAUTHORIZED, rpc::refuse(&refusal));
+        // Nothing of the body is read: the connection closes after this answer.
+        let refused = EngineError::Unauthorized(e.to_string());
+        return refusal(StatusCode::UNAUTHORIZED, &refused);
     }
-    let body = match body {
+    if let Some(trust) = parts.extensions.get::<Arc<Trust>>() {
+        trust.mark();
+    }
+    let body = match read_body(
+        &parts.headers,
+        body,
+        endpoint.max_body,
+        endpoint.body_timeout,
+    )
+    .await
+    {
         Ok(body) => body,
-        Err(rejection) => {
-            let status = rejection.status();
-            let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                format!("request body larger than {} MiB", endpoint.max_body >> 20)
-            } else {
-                rejection.body_text()
-            };
-            let refusal = EngineError::InvalidRequest(message.into());
-            return json(status, rpc::refuse(&refusal));
-        }
+        Err(refused) => return refused,
     };
     let engine = &endpoint.engine;
     let answer = match rpc::parse(&body, &body) {
@@ -120,6 +170,7 @@ mod tests {
         router(Arc::new(Endpoint {
             verifier: Verifier::new(secret),
             max_body: 1 << 10,
+            body_timeout: Duration::from_secs(1),
             engine,
         }))
     }

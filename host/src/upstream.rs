@@ -3,7 +3,7 @@
 //! unit tests plug in scripted transports that answer on tokio's (paused) clock.
 
 use crate::auth::Minter;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Certificate, Client, StatusCode, Url};
@@ -19,6 +19,10 @@ pub enum Reply {
     Timeout,
     /// HTTP 401/403: the EL refused eb's token (wrong secret, clock skew).
     AuthRejected(u16),
+    /// The answer was larger than the call's limit (bytes); read no further than that.
+    TooLarge(usize),
+    /// HTTP 3xx: a redirect, never followed.
+    Redirected(u16),
     /// Connection refused or reset, another HTTP status, or a broken body.
     Unreachable(String),
 }
@@ -30,6 +34,8 @@ impl Reply {
             Reply::Body(_) => "unreadable answer".to_owned(),
             Reply::Timeout => "timeout".to_owned(),
             Reply::AuthRejected(status) => format!("HTTP {status}: eb's token refused"),
+            Reply::TooLarge(limit) => format!("answer larger than {limit} bytes"),
+            Reply::Redirected(status) => format!("HTTP {status}: redirects are not followed"),
             Reply::Unreachable(e) => e.clone(),
         }
     }
@@ -44,19 +50,45 @@ pub struct Timed {
     pub latency: Duration,
 }
 
+/// How large an EL's answer may be, per kind of call. A newPayload or forkchoiceUpdated answer
+/// is a payload status (a few hundred bytes, a validation error at most); a getPayload with
+/// blobs, getPayloadBodies or getBlobs answer carries whole blocks and blobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AnswerLimits {
+    /// newPayload and forkchoiceUpdated answers, in bytes.
+    pub vote: usize,
+    /// Every other answer (getPayload, getPayloadBodies, getBlobs, reads), in bytes.
+    pub other: usize,
+}
+
+impl Default for AnswerLimits {
+    /// 1 MiB for votes; 256 MiB for the rest: a getPayloadV5 at 128 blobs is ~35 MB of hex
+    /// (blob, commitment and 128 cell proofs each) beside a payload of at most 10 MiB RLP
+    /// (EIP-7934) as ~20 MB of hex; 32 getPayloadBodies of 10 MiB bodies are ~640 MB of hex in
+    /// theory, ~64 MB for mainnet's blocks today.
+    fn default() -> AnswerLimits {
+        AnswerLimits {
+            vote: 1 << 20,
+            other: 256 << 20,
+        }
+    }
+}
+
 /// Sends one JSON-RPC body to one EL and classifies what comes back.
 pub trait Transport: Send + Sync {
-    /// Posts `body`, waiting at most `timeout`.
-    fn post(&self, body: Bytes, timeout: Duration) -> BoxFuture<'static, Timed>;
+    /// Posts `body`, waiting at most `timeout` and reading at most `max_answer` bytes.
+    fn post(&self, body: Bytes, timeout: Duration, max_answer: usize) -> BoxFuture<'static, Timed>;
 }
 
 /// An HTTP client for EL calls (keep-alive pools per EL). `https` URLs are checked with rustls
 /// against the system's root certificates, or with `ca` only (a private CA or a self-signed
-/// certificate).
+/// certificate). Redirects are never followed: a 3xx is a failed call, so an EL cannot make eb
+/// send a body (or count a vote) anywhere else.
 pub fn client(ca: Option<&Certificate>) -> Client {
     // One process-wide crypto provider; installing it again is a no-op.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let builder = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true);
     let builder = match ca {
@@ -66,6 +98,7 @@ pub fn client(ca: Option<&Certificate>) -> Client {
     builder.build().unwrap_or_else(|e| {
         tracing::error!(error = %e, "cannot build the TLS client; https ELs will fail");
         Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .tls_certs_only([])
             .build()
             .unwrap_or_default()
@@ -82,8 +115,31 @@ pub struct Http {
     pub minter: Minter,
 }
 
+/// What reading an answer's body gave.
+enum Read {
+    Whole(Bytes),
+    TooLarge,
+}
+
+/// Reads `response`'s body into one buffer (sized from its Content-Length), refusing it as soon
+/// as it is known to pass `limit` bytes: from the header, or from the chunks read so far.
+async fn read_bounded(mut response: reqwest::Response, limit: usize) -> reqwest::Result<Read> {
+    let declared = response.content_length().unwrap_or(0);
+    if declared > limit as u64 {
+        return Ok(Read::TooLarge);
+    }
+    let mut buffer = BytesMut::with_capacity(declared as usize);
+    while let Some(chunk) = response.chunk().await? {
+        if buffer.len() + chunk.len() > limit {
+            return Ok(Read::TooLarge);
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(Read::Whole(buffer.freeze()))
+}
+
 impl Transport for Http {
-    fn post(&self, body: Bytes, timeout: Duration) -> BoxFuture<'static, Timed> {
+    fn post(&self, body: Bytes, timeout: Duration, max_answer: usize) -> BoxFuture<'static, Timed> {
         let start = Instant::now();
         let request = self
             .client
@@ -92,24 +148,26 @@ impl Transport for Http {
             .header(CONTENT_TYPE, "application/json")
             .body(body);
         Box::pin(async move {
-            let reply = match tokio::time::timeout(timeout, async {
+            let reply = tokio::time::timeout(timeout, async {
                 let response = request.send().await?;
                 let status = response.status();
-                let body = response.bytes().await?;
-                Ok::<_, reqwest::Error>((status, body))
+                Ok::<_, reqwest::Error>(match status {
+                    StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                        Reply::AuthRejected(status.as_u16())
+                    }
+                    _ if status.is_redirection() => Reply::Redirected(status.as_u16()),
+                    _ if !status.is_success() => {
+                        Reply::Unreachable(format!("HTTP {}", status.as_u16()))
+                    }
+                    _ => match read_bounded(response, max_answer).await? {
+                        Read::Whole(body) => Reply::Body(body),
+                        Read::TooLarge => Reply::TooLarge(max_answer),
+                    },
+                })
             })
             .await
-            {
-                Err(_) => Reply::Timeout,
-                Ok(Err(e)) => Reply::Unreachable(error_chain(&e)),
-                Ok(Ok((status, _)))
-                    if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) =>
-                {
-                    Reply::AuthRejected(status.as_u16())
-                }
-                Ok(Ok((status, body))) if status.is_success() => Reply::Body(body),
-                Ok(Ok((status, _))) => Reply::Unreachable(format!("HTTP {}", status.as_u16())),
-            };
+            .unwrap_or(Ok(Reply::Timeout))
+            .unwrap_or_else(|e| Reply::Unreachable(error_chain(&e)));
             Timed {
                 reply,
                 latency: start.elapsed(),

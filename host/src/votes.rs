@@ -9,6 +9,7 @@ use crate::upstream::{Reply, Timed};
 use bytes::Bytes;
 use policy_sdk::{Context, Outcome, Status, Verdict, Vote, VoteFlags, VoteKind};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 
 /// One EL's reply, classified.
 #[derive(Debug)]
@@ -76,14 +77,38 @@ pub fn failed(index: u16, node: &Node, kind: VoteKind, outcome: Outcome) -> Rece
     }
 }
 
-/// Classifies `timed`, the reply of the node at `index` to a `kind` call about `block_hash`.
-pub fn receive(
-    index: u16,
-    node: &Node,
-    kind: VoteKind,
-    timed: &Timed,
-    block_hash: Option<&str>,
-) -> Received {
+/// What a vote answers: the call's kind, the CL's JSON-RPC id (raw JSON, as sent) and the
+/// block (newPayload) or head (forkchoiceUpdated) it names.
+#[derive(Clone, Copy, Debug)]
+pub struct Question<'a> {
+    /// The kind of call.
+    pub kind: VoteKind,
+    /// The CL's id, which the EL's answer must carry.
+    pub id: &'a str,
+    /// The block or head hash.
+    pub block_hash: Option<&'a str>,
+}
+
+/// Whether an answer's id (`None`: absent or null) is the request's: the same JSON text, or
+/// the same value written otherwise (`"\u0031"` is `"1"`).
+fn same_id(answered: Option<&RawValue>, asked: &str) -> bool {
+    let answered = answered.map_or("null", RawValue::get);
+    answered == asked
+        || matches!(
+            (
+                serde_json::from_str::<serde_json::Value>(answered),
+                serde_json::from_str::<serde_json::Value>(asked),
+            ),
+            (Ok(a), Ok(b)) if a == b
+        )
+}
+
+/// Classifies `timed`, the reply of the node at `index` to `question`. An answer that is not
+/// JSON-RPC, carries another id than the request's, or is past the size limit is `Malformed`.
+pub fn receive(index: u16, node: &Node, question: Question<'_>, timed: &Timed) -> Received {
+    let Question {
+        kind, block_hash, ..
+    } = question;
     let mut received = failed(index, node, kind, Outcome::Malformed);
     received.vote.latency_us = u32::try_from(timed.latency.as_micros()).unwrap_or(u32::MAX);
     let body = match &timed.reply {
@@ -92,14 +117,24 @@ pub fn receive(
             received.vote.outcome = Outcome::Timeout;
             return received;
         }
-        Reply::AuthRejected(_) | Reply::Unreachable(_) => {
+        Reply::AuthRejected(_) | Reply::Unreachable(_) | Reply::Redirected(_) => {
             received.vote.outcome = Outcome::Unreachable;
             return received;
         }
+        Reply::TooLarge(_) => return received,
     };
     let Ok(answer) = serde_json::from_slice::<ElAnswer<'_>>(body) else {
         return received;
     };
+    if !same_id(answer.id, question.id) {
+        let id = answer.id.map_or("null", RawValue::get);
+        let why = format!(
+            "answer id {id:.40} is not the request's {:.40}",
+            question.id
+        );
+        node.refuse("wrong_id", why);
+        return received;
+    }
     match (answer.result, answer.error) {
         (_, Some(error)) => {
             received.vote.outcome = Outcome::RpcError;
@@ -272,8 +307,22 @@ mod tests {
         }
     }
 
-    fn body(text: &'static str) -> Timed {
-        timed(Reply::Body(Bytes::from_static(text.as_bytes())))
+    /// A question about `BLOCK` asked with id 1.
+    fn ask(kind: VoteKind) -> Question<'static> {
+        Question {
+            kind,
+            id: "1",
+            block_hash: Some(BLOCK),
+        }
+    }
+
+    fn body(text: &str) -> Timed {
+        timed(Reply::Body(Bytes::from(text.to_owned())))
+    }
+
+    /// A VALID answer carrying `id`.
+    fn valid_as(id: &str) -> String {
+        format!(r#"{{"id":{id},"result":{{"status":"VALID","latestValidHash":null}}}}"#)
     }
 
     fn one_node() -> Arc<crate::nodes::Nodes> {
@@ -290,11 +339,10 @@ mod tests {
         let valid = receive(
             0,
             node,
-            VoteKind::NewPayload,
+            ask(VoteKind::NewPayload),
             &body(
-                r#"{"result":{"status":"VALID","latestValidHash":"0xBB","validationError":null}}"#,
+                r#"{"id":1,"result":{"status":"VALID","latestValidHash":"0xBB","validationError":null}}"#,
             ),
-            Some(BLOCK),
         );
         assert_eq!(
             (valid.vote.status, valid.vote.outcome),
@@ -312,19 +360,17 @@ mod tests {
         let build = receive(
             0,
             node,
-            VoteKind::ForkchoiceUpdatedWithAttributes,
+            ask(VoteKind::ForkchoiceUpdatedWithAttributes),
             &body(
-                r#"{"result":{"payloadStatus":{"status":"VALID","latestValidHash":null,"validationError":null},"payloadId":"0x01"}}"#,
+                r#"{"id":1,"result":{"payloadStatus":{"status":"VALID","latestValidHash":null,"validationError":null},"payloadId":"0x01"}}"#,
             ),
-            Some(BLOCK),
         );
         assert_eq!(build.payload_id.as_deref(), Some("0x01"));
         let error = receive(
             0,
             node,
-            VoteKind::NewPayload,
-            &body(r#"{"error":{"code":-38005,"message":"Unsupported fork"}}"#),
-            Some(BLOCK),
+            ask(VoteKind::NewPayload),
+            &body(r#"{"id":1,"error":{"code":-38005,"message":"Unsupported fork"}}"#),
         );
         assert_eq!(
             (error.vote.outcome, error.vote.rpc_error_code),
@@ -333,13 +379,44 @@ mod tests {
         assert!(error.error.is_some() && error.result.is_none());
         for (reply, outcome) in [
             (body("<html>"), Outcome::Malformed),
-            (body(r#"{"result":{"status":"MAYBE"}}"#), Outcome::Malformed),
+            (
+                body(r#"{"id":1,"result":{"status":"MAYBE"}}"#),
+                Outcome::Malformed,
+            ),
+            (body(&valid_as(r#""1""#)), Outcome::Malformed),
+            (body(&valid_as("2")), Outcome::Malformed),
+            (body(&valid_as("null")), Outcome::Malformed),
+            (body(r#"{"result":{"status":"VALID"}}"#), Outcome::Malformed),
+            (timed(Reply::TooLarge(1 << 20)), Outcome::Malformed),
+            (timed(Reply::Redirected(307)), Outcome::Unreachable),
             (timed(Reply::Timeout), Outcome::Timeout),
             (timed(Reply::AuthRejected(401)), Outcome::Unreachable),
         ] {
-            let vote = receive(0, node, VoteKind::NewPayload, &reply, Some(BLOCK)).vote;
+            let vote = receive(0, node, ask(VoteKind::NewPayload), &reply).vote;
             assert_eq!((vote.status, vote.outcome), (Status::None, outcome));
         }
+    }
+
+    #[test]
+    fn an_answer_carries_the_request_id_as_sent_or_as_the_same_value() {
+        let raw = |text: &str| serde_json::from_str::<&RawValue>(text).map(|r| r.get().to_owned());
+        for (answered, asked, same) in [
+            ("1", "1", true),
+            (r#""a1""#, r#""a1""#, true),
+            (r#""\u0031""#, r#""1""#, true),
+            ("1", r#""1""#, false),
+            ("2", "1", false),
+            ("null", "1", false),
+        ] {
+            let answered = raw(answered).expect("json");
+            let value = serde_json::from_str::<&RawValue>(&answered).expect("json");
+            let value = (answered != "null").then_some(value);
+            assert_eq!(same_id(value, asked), same, "{answered} vs {asked}");
+        }
+        assert!(
+            same_id(None, "null"),
+            "a null id is answered with null or none"
+        );
     }
 
     #[tokio::test]
@@ -348,14 +425,13 @@ mod tests {
         let node = &nodes.snapshot()[0];
         let invalid = |lvh: &'static str| {
             let text = format!(
-                r#"{{"result":{{"status":"INVALID","latestValidHash":"{lvh}","validationError":"bad"}}}}"#
+                r#"{{"id":1,"result":{{"status":"INVALID","latestValidHash":"{lvh}","validationError":"bad"}}}}"#
             );
             receive(
                 0,
                 node,
-                VoteKind::NewPayload,
+                ask(VoteKind::NewPayload),
                 &timed(Reply::Body(Bytes::from(text))),
-                Some(BLOCK),
             )
         };
         let pending = (0..4).map(|i| Vote::failed(i, Outcome::Pending)).collect();

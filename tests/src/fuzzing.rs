@@ -39,6 +39,7 @@ pub fn node_spec(data: &[u8]) {
         timeout: Duration::from_millis(1000),
         straggler: eb::straggler::Straggler::Auto,
         queue: eb::queue::Limits::default(),
+        answers: eb::upstream::AnswerLimits::default(),
     };
     if let Ok(node) = NodeConfig::parse(text, &defaults) {
         assert!(

@@ -32,6 +32,14 @@ pub enum Fault {
     Http500,
     /// Never answer.
     Hang,
+    /// A well-formed VALID answer (the block's own hash as latestValidHash) padded to this many
+    /// bytes with a long validationError, streamed in 64 KiB chunks without a Content-Length;
+    /// the chunks eb pulled are counted ([`MockEl::streamed`]).
+    Huge(usize),
+    /// HTTP 307 to this URL.
+    Redirect(String),
+    /// A well-formed VALID answer carrying another id than the request's.
+    WrongId,
 }
 
 /// What the mock does; change it at any time through [`MockEl::set`].
@@ -146,6 +154,7 @@ struct Shared {
     seen: Mutex<Vec<Seen>>,
     builds: Mutex<HashMap<String, String>>,
     refused_tokens: Mutex<usize>,
+    streamed: std::sync::atomic::AtomicUsize,
 }
 
 /// A running mock EL.
@@ -203,6 +212,7 @@ impl MockEl {
             seen: Mutex::new(Vec::new()),
             builds: Mutex::new(HashMap::new()),
             refused_tokens: Mutex::new(0),
+            streamed: std::sync::atomic::AtomicUsize::new(0),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -253,6 +263,13 @@ impl MockEl {
             }
         });
         *lock(&self.server) = Some(handle);
+    }
+
+    /// Bytes of [`Fault::Huge`] answers the reader pulled so far.
+    pub fn streamed(&self) -> usize {
+        self.shared
+            .streamed
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Its URL (`https://` when it speaks TLS).
@@ -378,6 +395,14 @@ async fn handle(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         Fault::Truncated => {
             return (StatusCode::OK, r#"{"jsonrpc":"2.0","id":1,"result":{"sta"#).into_response()
         }
+        Fault::Huge(size) => {
+            return huge_answer(&shared, &id, params[0]["blockHash"].as_str(), size)
+        }
+        Fault::Redirect(to) => {
+            return (StatusCode::TEMPORARY_REDIRECT, [(header::LOCATION, to)]).into_response()
+        }
+        Fault::WrongId => json!({"jsonrpc": "2.0", "id": wrong_id(&id), "result":
+            payload_status(&b, params[0]["blockHash"].as_str())}),
         Fault::RpcError(code) => error(code, "mock error"),
         Fault::None => respond(&shared, &b, &method, &params, answer, error),
     };
@@ -482,6 +507,44 @@ fn read_request(body: &[u8]) -> Option<(String, Value, Value)> {
         }
     };
     Some((request.method.into_owned(), params, request.id))
+}
+
+/// An id that is not `id`.
+fn wrong_id(id: &Value) -> Value {
+    match id.as_i64() {
+        Some(n) => json!(n.wrapping_add(1)),
+        None => json!(format!("not-{id}")),
+    }
+}
+
+/// [`Fault::Huge`]: `{"jsonrpc":"2.0","id":…,"result":{"status":"VALID","latestValidHash":…,
+/// "validationError":"xxx…"}}`, `size` bytes in all, generated chunk by chunk as it is read.
+fn huge_answer(shared: &Arc<Shared>, id: &Value, block: Option<&str>, size: usize) -> Response {
+    const CHUNK: usize = 64 << 10;
+    let head = format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"result":{{"status":"VALID","latestValidHash":{},"validationError":""#,
+        json!(block)
+    );
+    let tail = r#""}}"#;
+    let padding = size.saturating_sub(head.len() + tail.len());
+    let chunks = std::iter::once(Bytes::from(head))
+        .chain(
+            (0..padding.div_ceil(CHUNK))
+                .map(move |i| Bytes::from(vec![b'x'; CHUNK.min(padding - i * CHUNK)])),
+        )
+        .chain(std::iter::once(Bytes::from_static(tail.as_bytes())));
+    let counted = Arc::clone(shared);
+    let stream = futures_util::stream::iter(chunks.map(move |chunk| {
+        counted
+            .streamed
+            .fetch_add(chunk.len(), std::sync::atomic::Ordering::Relaxed);
+        Ok::<_, std::convert::Infallible>(chunk)
+    }));
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 /// Up to 8 hex digits derived from the mock's name, so payloadIds show who built them.

@@ -10,7 +10,7 @@ use eb::config::Config;
 use eb::run::Bound;
 use serde_json::Value;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +31,24 @@ fn temp_dir() -> PathBuf {
     dir
 }
 
+/// Writes the CL's secret (`cl.hex`) and each EL's (`el{i}.hex`) into `dir`; returns the CL's
+/// secret file and the `--nodes` value (EL i's spec followed by `node_options[i]`).
+pub fn write_secrets(dir: &Path, els: &[&MockEl], node_options: &[&str]) -> (PathBuf, String) {
+    let cl = dir.join("cl.hex");
+    std::fs::write(&cl, CL_SECRET).expect("write secret");
+    let nodes: Vec<String> = els
+        .iter()
+        .enumerate()
+        .map(|(i, el)| {
+            let secret = dir.join(format!("el{i}.hex"));
+            std::fs::write(&secret, &el.secret_hex).expect("write secret");
+            let options = node_options.get(i).copied().unwrap_or("");
+            format!("{}#jwt-secret={}{options}", el.url(), secret.display())
+        })
+        .collect();
+    (cl, nodes.join(","))
+}
+
 /// The value of the sample line starting with `series` (name and labels) in Prometheus text.
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -49,6 +67,8 @@ pub struct Proxy {
     pub app: Arc<App>,
     /// Where its secret files are.
     pub dir: PathBuf,
+    /// The admin token eb requires for mutating calls (`None` with `--admin-no-token`).
+    pub admin_token: Option<String>,
     minter: Minter,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -71,19 +91,7 @@ impl Proxy {
         extra: &[&str],
     ) -> Result<Proxy, String> {
         let dir = temp_dir();
-        let cl = dir.join("cl.hex");
-        std::fs::write(&cl, CL_SECRET).expect("write secret");
-        let nodes: Vec<String> = els
-            .iter()
-            .enumerate()
-            .map(|(i, el)| {
-                let secret = dir.join(format!("el{i}.hex"));
-                std::fs::write(&secret, &el.secret_hex).expect("write secret");
-                let options = node_options.get(i).copied().unwrap_or("");
-                format!("{}#jwt-secret={}{options}", el.url(), secret.display())
-            })
-            .collect();
-        let nodes = nodes.join(",");
+        let (cl, nodes) = write_secrets(&dir, els, node_options);
         let cl_path = cl.display().to_string();
         let mut argv = vec![
             "eb",
@@ -99,10 +107,26 @@ impl Proxy {
         if !extra.contains(&"--admin-addr") {
             argv.extend_from_slice(&["--admin-addr", "127.0.0.1:0"]);
         }
+        // eb writes its admin token there at start, unless the test names its own.
+        let own_token = dir.join("admin-token").display().to_string();
+        let token_file = match extra.iter().position(|a| *a == "--admin-token") {
+            Some(i) => extra.get(i + 1).map(|p| (*p).to_owned()),
+            None if extra.contains(&"--admin-no-token") => None,
+            None => {
+                argv.extend_from_slice(&["--admin-token", &own_token]);
+                Some(own_token.clone())
+            }
+        };
         argv.extend_from_slice(extra);
         let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
         let config = Config::from_args(&cli.run).map_err(|e| e.to_string())?;
         let bound = Bound::bind(config).await.map_err(|e| e.to_string())?;
+        let admin_token = token_file.map(|path| {
+            std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("eb wrote no admin token to {path}: {e}"))
+                .trim()
+                .to_owned()
+        });
         let (engine, admin, app) = (
             bound.engine_addr(),
             bound.admin_addr(),
@@ -117,6 +141,7 @@ impl Proxy {
             admin,
             app,
             dir,
+            admin_token,
             minter: Minter::new(&JwtSecret::from_hex(CL_SECRET).expect("hex")),
             client: crate::client(),
             stop: Some(stop),
@@ -178,8 +203,30 @@ impl Proxy {
         serde_json::from_str(&response.text().await.expect("body")).expect("json")
     }
 
-    /// A request to the admin API with an optional token; returns status and JSON.
+    /// A request to the admin API with `token`, or (`None`) with eb's own admin token;
+    /// returns status and JSON.
     pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let token = token.or(self.admin_token.as_deref());
+        self.admin_with(method, path, body, token).await
+    }
+
+    /// A request to the admin API without a token.
+    pub async fn admin_without_token(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.admin_with(method, path, body, None).await
+    }
+
+    async fn admin_with(
         &self,
         method: reqwest::Method,
         path: &str,

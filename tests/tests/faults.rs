@@ -145,7 +145,7 @@ async fn an_el_that_accepts_and_never_answers_is_a_timeout() {
             open.push(socket);
         }
     });
-    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let proxy = Proxy::start(&refs(&els), &[], &["--allow-shared-secrets"]).await;
     let code = proxy
         .add_node(&format!("http://{silent_addr}"), SECRET, "#timeout=250")
         .await;
@@ -220,7 +220,7 @@ async fn an_el_rejecting_ebs_token_votes_unreachable_and_shows_auth_failed() {
         "0x6666666666666666666666666666666666666666666666666666666666666666",
     )
     .await;
-    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let proxy = Proxy::start(&refs(&els), &[], &["--allow-shared-secrets"]).await;
     assert_eq!(proxy.add_node(&stranger.url(), SECRET, "").await, 200);
     for (block, answer) in drive(&proxy, 3, Duration::ZERO).await {
         assert_eq!(status(&answer), "VALID", "{block}");
@@ -253,7 +253,7 @@ async fn a_down_el_is_not_rechecked_in_a_tight_loop() {
             drop(socket);
         }
     });
-    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let proxy = Proxy::start(&refs(&els), &[], &["--allow-shared-secrets"]).await;
     assert_eq!(
         proxy.add_node(&format!("http://{addr}"), SECRET, "").await,
         200

@@ -338,7 +338,15 @@ async fn admin_endpoints_with_and_without_token() {
     let token_file = dir.join("token");
     std::fs::write(&token_file, "correct-horse-battery-staple\n").expect("write");
     let token_path = token_file.display().to_string();
-    let proxy = Proxy::start(&refs(&els), &[], &["--admin-token", &token_path]).await;
+    let dir_path = dir.display().to_string();
+    let extra_flags = [
+        "--admin-token",
+        &token_path,
+        "--admin-secrets-dir",
+        &dir_path,
+        "--allow-shared-secrets",
+    ];
+    let proxy = Proxy::start(&refs(&els), &[], &extra_flags).await;
     with_primary(&proxy).await;
     let status = proxy.admin_get("/status").await;
     for field in [
@@ -358,7 +366,7 @@ async fn admin_endpoints_with_and_without_token() {
     let add = json!({"nodes": [format!("{}#jwt-secret={}#do-not-use", extra.url(), extra_secret.display())]});
     let post = reqwest::Method::POST;
     let (code, _) = proxy
-        .admin(post.clone(), "/nodes", Some(add.clone()), None)
+        .admin_without_token(post.clone(), "/nodes", Some(add.clone()))
         .await;
     assert_eq!(code, 401);
     let (code, _) = proxy
@@ -406,7 +414,7 @@ async fn admin_endpoints_with_and_without_token() {
         .await;
     assert_eq!(code, 200);
     let (code, _) = proxy
-        .admin(reqwest::Method::DELETE, "/nodes/2", None, None)
+        .admin_without_token(reqwest::Method::DELETE, "/nodes/2", None)
         .await;
     assert_eq!(code, 401);
     let (code, _) = proxy
@@ -431,11 +439,10 @@ async fn admin_endpoints_with_and_without_token() {
 }
 
 #[tokio::test]
-async fn a_non_loopback_admin_address_needs_a_token() {
+async fn a_non_loopback_admin_address_is_never_open() {
     let els = els(1).await;
-    let error = Proxy::try_start(&refs(&els), &[], &["--admin-addr", "0.0.0.0:0"])
-        .await
-        .err();
+    let flags = ["--admin-addr", "0.0.0.0:0", "--admin-no-token"];
+    let error = Proxy::try_start(&refs(&els), &[], &flags).await.err();
     assert!(
         error
             .as_ref()
@@ -504,7 +511,12 @@ fn assert_metrics_report(report: &Value, nodes: usize) {
 async fn executionbackups_admin_api_keeps_its_shapes() {
     let els = els(2).await;
     let extra = MockEl::start("extra", SECRET).await;
-    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let proxy = Proxy::start(
+        &refs(&els),
+        &[],
+        &["--admin-no-token", "--allow-shared-secrets"],
+    )
+    .await;
     with_primary(&proxy).await;
     let client = eb_tests::client();
     let json_metrics = client

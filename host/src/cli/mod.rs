@@ -79,9 +79,42 @@ pub struct RunArgs {
     /// Address of the admin API (status, metrics, node management).
     #[arg(long, env = "EB_ADMIN_ADDR", default_value = "127.0.0.1:7001")]
     pub admin_addr: SocketAddr,
-    /// File holding the bearer token required by mutating admin calls.
+    /// File holding the bearer token required by mutating admin calls; created (mode 0600,
+    /// a fresh random token) when missing. Default: `admin-token` in `$STATE_DIRECTORY`, or
+    /// in `$XDG_STATE_HOME/eb` (`~/.local/state/eb`).
     #[arg(long, env = "EB_ADMIN_TOKEN")]
     pub admin_token: Option<PathBuf>,
+    /// executionbackup's behaviour: mutating admin calls need no token (loopback only).
+    #[arg(long, env = "EB_ADMIN_NO_TOKEN", conflicts_with = "admin_token")]
+    pub admin_no_token: bool,
+    /// Directories a node added through the admin API may take its `#jwt-secret` from
+    /// (repeatable; default: the directories of the secrets eb was started with).
+    #[arg(long, env = "EB_ADMIN_SECRETS_DIR", value_delimiter = ',')]
+    pub admin_secrets_dir: Vec<PathBuf>,
+    /// Let a node added through the admin API use a secret that the CL or another node
+    /// already uses (or no `#jwt-secret`, i.e. the CL's); eb then signs that secret's tokens
+    /// for the added URL.
+    #[arg(long, env = "EB_ALLOW_SHARED_SECRETS")]
+    pub allow_shared_secrets: bool,
+    /// Largest newPayload or forkchoiceUpdated answer read from an EL, in KiB; a larger one is a
+    /// malformed vote.
+    #[arg(long, env = "EB_MAX_VOTE_ANSWER_KIB", default_value_t = 1024)]
+    pub max_vote_answer_kib: usize,
+    /// Largest other answer read from an EL (getPayload, getPayloadBodies, getBlobs, reads), in
+    /// MiB; a larger one is a failed call.
+    #[arg(long, env = "EB_MAX_ANSWER_MIB", default_value_t = 256)]
+    pub max_answer_mib: usize,
+    /// Most connections the Engine API serves at once (fewer when the open-files limit is low);
+    /// past it new connections wait until one closes.
+    #[arg(long, env = "EB_MAX_CONNECTIONS", default_value_t = 256)]
+    pub max_connections: usize,
+    /// Milliseconds a connection has to send a request's headers, from when it opens or from
+    /// its last answer: slow headers and idle keep-alive connections are closed after it.
+    #[arg(long, env = "EB_HEADER_TIMEOUT_MS", default_value_t = 30_000)]
+    pub header_timeout_ms: u64,
+    /// Milliseconds a request has to send its whole body once its headers are in.
+    #[arg(long, env = "EB_BODY_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_timeout_ms: u64,
     /// Largest request body accepted from the CL, in MiB.
     #[arg(long, env = "EB_MAX_BODY_MIB", default_value_t = 64)]
     pub max_body_mib: usize,

@@ -266,6 +266,8 @@ impl Chain {
             &eb_port.to_string(),
             "--admin-addr",
             &format!("127.0.0.1:{admin_port}"),
+            "--admin-token",
+            &work.join("admin-token").display().to_string(),
             "--record-votes",
             &work.join("votes.jsonl").display().to_string(),
         ]
@@ -278,7 +280,10 @@ impl Chain {
                 &format!("http://127.0.0.1:{eb_port}"),
                 Some(Minter::new(&cl)),
             ),
-            admin: Admin::new(&format!("http://127.0.0.1:{admin_port}")),
+            admin: Admin::new(
+                &format!("http://127.0.0.1:{admin_port}"),
+                &work.join("admin-token"),
+            ),
             geths: chain_geths,
             standin,
             work: work.to_owned(),

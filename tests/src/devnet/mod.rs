@@ -243,6 +243,8 @@ impl Devnet {
             eb_port.to_string(),
             "--admin-addr".to_owned(),
             format!("127.0.0.1:{admin_port}"),
+            "--admin-token".to_owned(),
+            paths.work.join("admin-token").display().to_string(),
             "--record-votes".to_owned(),
             paths.votes().display().to_string(),
         ];
@@ -257,7 +259,10 @@ impl Devnet {
             &paths.work,
             &paths.work.join("eb.log"),
         )?;
-        let admin = Admin::new(&format!("http://127.0.0.1:{admin_port}"));
+        let admin = Admin::new(
+            &format!("http://127.0.0.1:{admin_port}"),
+            &paths.work.join("admin-token"),
+        );
         until(
             "eb to reach all three ELs",
             Duration::from_secs(60),

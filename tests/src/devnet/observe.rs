@@ -180,14 +180,16 @@ fn number(value: &Value) -> Option<u64> {
 /// eb's admin API.
 pub struct Admin {
     base: String,
+    token_file: std::path::PathBuf,
     client: reqwest::Client,
 }
 
 impl Admin {
-    /// The admin API at `base`.
-    pub fn new(base: &str) -> Admin {
+    /// The admin API at `base`, its token in `token_file` (eb writes it when it starts).
+    pub fn new(base: &str, token_file: &std::path::Path) -> Admin {
         Admin {
             base: base.to_owned(),
+            token_file: token_file.to_owned(),
             client: client(),
         }
     }
@@ -199,7 +201,12 @@ impl Admin {
         body: Option<Value>,
     ) -> Result<Value, String> {
         let what = format!("{method} {path}");
-        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        let token = std::fs::read_to_string(&self.token_file)
+            .map_err(|e| format!("{what}: admin token {}: {e}", self.token_file.display()))?;
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token.trim());
         if let Some(body) = body {
             request = request
                 .header("content-type", "application/json")
