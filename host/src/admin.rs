@@ -6,7 +6,7 @@
 
 use crate::app::{AddNodeError, App};
 use crate::health;
-use crate::nodes::{NodeState, NodesError};
+use crate::nodes::{Node, NodeState, NodesError};
 use crate::policy::ReloadError;
 use crate::straggler::Straggler;
 use axum::extract::{Path, State};
@@ -14,6 +14,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use policy_sdk::abi::Health as VoteHealth;
+use policy_sdk::rules;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -147,10 +149,12 @@ pub fn metrics_report(app: &App) -> serde_json::Map<String, Value> {
 pub fn status_json(app: &App) -> Value {
     let nodes = app.nodes.snapshot();
     let primary = app.nodes.primary_id();
+    let ignore_behind = ignores_behind(&app.policy.current().info().config);
     let mut detail = Vec::new();
     for (index, node) in nodes.iter().enumerate() {
         let h = node.health();
         let queue = node.queue_depth();
+        let (counts, why) = counting(node, ignore_behind);
         detail.push(json!({
             "index": index,
             "url": node.url,
@@ -171,6 +175,9 @@ pub fn status_json(app: &App) -> Value {
             "client": h.client.letters().map(|l| String::from_utf8_lossy(&l).into_owned()),
             "client_version": h.client_version,
             "do_not_use": node.do_not_use,
+            "behind": node.is_behind(),
+            "votes_count": counts,
+            "votes_count_why": why,
             "timeout_ms": node.timeout.as_millis() as u64,
             "primary": Some(node.id) == primary,
             "last_error": h.last_error,
@@ -195,6 +202,32 @@ pub fn status_json(app: &App) -> Value {
         status.extend(eb);
     }
     Value::Object(status)
+}
+
+/// Whether the policy config has `behind=ignore` (the majority rule's option).
+pub fn ignores_behind(config: &str) -> bool {
+    rules::config_pairs(config.as_bytes()).any(|pair| pair == Ok((b"behind", b"ignore")))
+}
+
+/// Whether `node`'s next vote would count, and why, as the majority rule sees it.
+fn counting(node: &Node, ignore_behind: bool) -> (bool, &'static str) {
+    let health = node.vote_health();
+    let catching_up = node.is_behind() || health == VoteHealth::Syncing;
+    match health {
+        _ if node.do_not_use => (false, "do-not-use: observed, never counted"),
+        VoteHealth::Offline | VoteHealth::AuthFailed | VoteHealth::Hung => {
+            (false, "cut: not waited for while it cannot answer")
+        }
+        _ if catching_up && ignore_behind => (
+            false,
+            "catching up: its SYNCING and ACCEPTED are not counted (behind=ignore)",
+        ),
+        _ if catching_up => (
+            true,
+            "catching up, counted: its SYNCING ties a VALID (behind=ignore would not count it)",
+        ),
+        _ => (true, "counted"),
+    }
 }
 
 fn straggler_name(straggler: Straggler) -> String {

@@ -30,11 +30,11 @@ pub fn syncing_result(method: VoteKind, version: u8) -> &'static str {
 pub fn render(settled: Settled, kind: VoteKind, version: u8) -> Answer {
     let build = kind == VoteKind::ForkchoiceUpdatedWithAttributes;
     match settled {
-        Settled::Follow { result, payload_id } if build => {
-            Ok(with_payload_id(&result, payload_id.as_deref()))
-        }
-        Settled::Remembered { result } if build => Ok(with_payload_id(&result, None)),
-        Settled::Follow { result, .. } | Settled::Remembered { result } => Ok(result),
+        Settled::Follow { result, payload_id }
+        | Settled::Remembered {
+            result, payload_id, ..
+        } if build => Ok(with_payload_id(&result, payload_id.as_deref())),
+        Settled::Follow { result, .. } | Settled::Remembered { result, .. } => Ok(result),
         Settled::Syncing => Ok(Bytes::from_static(syncing_result(kind, version).as_bytes())),
         Settled::UnanimousError(error) => Err(EngineError::Upstream(error)),
     }
@@ -99,16 +99,24 @@ mod tests {
         let out = json(render(follow(&valid), build, 3));
         assert_eq!(out["payloadId"], "0x00000000000000ff");
         assert_eq!(out["payloadStatus"]["latestValidHash"], "0x01");
-        let remembered = json(render(
-            Settled::Remembered {
-                result: valid.clone(),
-            },
-            build,
-            3,
-        ));
+        let remembered = |payload_id: Option<&str>| {
+            json(render(
+                Settled::Remembered {
+                    status: Status::Valid,
+                    result: valid.clone(),
+                    payload_id: payload_id.map(str::to_owned),
+                },
+                build,
+                3,
+            ))
+        };
         assert!(
-            remembered["payloadId"].is_null(),
-            "no new build under eb's id"
+            remembered(None)["payloadId"].is_null(),
+            "no build started: null, not the EL's own id"
+        );
+        assert_eq!(
+            remembered(Some("0x0000000000000001"))["payloadId"],
+            "0x0000000000000001"
         );
         let syncing = Bytes::from_static(
             br#"{"payloadStatus":{"status":"SYNCING","latestValidHash":null,"validationError":null},"payloadId":"0xaaaa"}"#,

@@ -359,6 +359,10 @@ impl Late {
         };
         let received = receive(index as u16, node, question, &timed);
         let status = received.vote.status.normalized();
+        node.note_vote(
+            &received.vote,
+            self.answered.map(Status::normalized) == Some(Status::Valid),
+        );
         let contradicts = matches!(
             (self.answered.map(Status::normalized), status),
             (Some(Status::Valid), Status::Invalid) | (Some(Status::Invalid), Status::Valid)

@@ -10,7 +10,7 @@ use crate::straggler::Straggler;
 use crate::upstream::{self, AnswerLimits, Http, Reply, Timed, Transport};
 use bytes::Bytes;
 use policy_sdk::abi::Health as VoteHealth;
-use policy_sdk::{ClientCode, VoteKind};
+use policy_sdk::{ClientCode, Outcome, Status, Vote, VoteKind};
 use reqwest::{Client, Url};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -77,6 +77,7 @@ pub struct Node {
     /// Wakes the health loop for an early check.
     pub recheck: Notify,
     removed: AtomicBool,
+    behind: AtomicBool,
     cut: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -134,6 +135,7 @@ impl Node {
             }),
             recheck: Notify::new(),
             removed: AtomicBool::new(false),
+            behind: AtomicBool::new(false),
             cut: AtomicU64::new(0),
             metrics,
         })
@@ -165,6 +167,36 @@ impl Node {
                 ("reason", reason.to_owned()),
             ])
             .inc();
+    }
+
+    /// Whether eb sees this EL behind the chain: on a block another EL validated it voted
+    /// SYNCING or ACCEPTED, or gave no answer (down, hung, cut: it missed that block), and it
+    /// has not voted VALID since. Its `eth_syncing` may say synced all along.
+    pub fn is_behind(&self) -> bool {
+        self.behind.load(Ordering::Relaxed)
+    }
+
+    /// Learns from one of its votes, given whether the block was `validated` (answered VALID,
+    /// or voted VALID by a counted EL): VALID means caught up; SYNCING, ACCEPTED or no answer
+    /// on a validated block means behind.
+    pub fn note_vote(&self, vote: &Vote, validated: bool) {
+        let missed = matches!(
+            vote.outcome,
+            Outcome::Timeout | Outcome::Unreachable | Outcome::Cut
+        );
+        let behind = match vote.status.normalized() {
+            Status::Valid => false,
+            Status::Syncing | Status::Accepted if validated => true,
+            _ if missed && validated => true,
+            _ => return,
+        };
+        if self.behind.swap(behind, Ordering::Relaxed) != behind {
+            if behind {
+                tracing::warn!(node = %self.url, "EL behind: no VALID on a block another EL validated");
+            } else {
+                tracing::info!(node = %self.url, "EL caught up: VALID again");
+            }
+        }
     }
 
     /// Votes of this EL not waited for since start.
@@ -208,13 +240,19 @@ impl Node {
         }
     }
 
-    /// Feeds a live call's outcome into the health state: latency into the EWMA; a failure,
-    /// or an answer from an EL marked offline, asks the health loop for an early recheck.
+    /// Feeds a live call's outcome into the health state: latency into the EWMA; a failure
+    /// asks the health loop for an early recheck. An answer from an EL marked offline or
+    /// refusing eb's token is evidence it is back: it is no longer cut (state unknown) from
+    /// the next call on, and the early recheck says which state it is in.
     pub fn observe(&self, timed: &Timed) {
         match &timed.reply {
             Reply::Body(_) => {
                 self.record_latency(timed);
-                if self.lock().state == NodeState::Offline {
+                let mut health = self.lock();
+                if matches!(health.state, NodeState::Offline | NodeState::AuthFailed) {
+                    health.state = NodeState::Unknown;
+                    drop(health);
+                    self.metrics.set_state(&self.url, NodeState::Unknown);
                     self.recheck.notify_one();
                 }
             }
@@ -746,6 +784,39 @@ mod tests {
         );
         answer.await.expect("answered");
         assert_eq!(node.vote_health(), VoteHealth::Synced, "idle again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_from_an_el_marked_down_makes_its_votes_count_again() {
+        let nodes = nodes(
+            &[answering(Duration::ZERO, "false")],
+            Duration::from_secs(1),
+        );
+        let node = &nodes.snapshot()[0];
+        let answer = Timed {
+            reply: Reply::Body(Bytes::from_static(b"{}")),
+            latency: Duration::from_millis(2),
+        };
+        for (down, cut) in [
+            (NodeState::Offline, VoteHealth::Offline),
+            (NodeState::AuthFailed, VoteHealth::AuthFailed),
+        ] {
+            node.set_state(down, Some("down".into()));
+            assert_eq!(node.vote_health(), cut, "{down:?}");
+            node.observe(&answer);
+            assert_eq!(
+                node.vote_health(),
+                VoteHealth::Unknown,
+                "{down:?}: not cut any more"
+            );
+        }
+        node.set_state(NodeState::Syncing, None);
+        node.observe(&answer);
+        assert_eq!(
+            node.vote_health(),
+            VoteHealth::Syncing,
+            "a known state stays"
+        );
     }
 
     #[tokio::test(start_paused = true)]

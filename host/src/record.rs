@@ -82,6 +82,7 @@ pub fn vote_spec(vote: &Vote, lvh: Option<&str>, late: bool) -> VoteSpec {
         error_code: (vote.outcome == Outcome::RpcError).then_some(vote.rpc_error_code),
         validation_error: vote.flags.has(VoteFlags::VALIDATION_ERROR),
         node_syncing: vote.flags.has(VoteFlags::NODE_SYNCING),
+        node_behind: vote.flags.has(VoteFlags::NODE_BEHIND),
         late,
         health: (vote.health != Health::Unknown).then(|| vote.health.name().to_owned()),
         typical_latency_ms: f64::from(vote.typical_latency_us) / 1000.0,

@@ -155,6 +155,20 @@ impl Bound {
             policy_sha256 = %policy.info().sha256,
             "eb listening"
         );
+        let counted = self
+            .app
+            .nodes
+            .snapshot()
+            .iter()
+            .filter(|n| !n.do_not_use)
+            .count();
+        if counted == 2 && !admin::ignores_behind(&policy.info().config) {
+            tracing::info!(
+                "two counted ELs: while one catches up (after an upgrade, a prune, a resync) its \
+                 SYNCING ties the other's VALID and every answer is SYNCING, so the validator \
+                 misses its duties; --policy-config behind=ignore lets the synced EL decide alone"
+            );
+        }
         #[cfg(unix)]
         reload_on_sighup(Arc::clone(&self.app));
         let (stop, stopped) = tokio::sync::watch::channel(false);

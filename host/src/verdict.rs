@@ -23,11 +23,16 @@ pub enum Settled {
         /// eb's payloadId for a build.
         payload_id: Option<String>,
     },
-    /// eb answered this block VALID or INVALID before: the same answer again (a build's
-    /// payloadId is null: nothing new was started under eb's id).
+    /// eb answered this block VALID or INVALID before: the same answer again. A build
+    /// remembered VALID gets eb's `payload_id` for the builds the VALID ELs started now (a
+    /// VALID answer without one would leave the CL nothing to propose).
     Remembered {
+        /// The status eb gave then (VALID or INVALID).
+        status: Status,
         /// The result eb gave then.
         result: Bytes,
+        /// eb's payloadId for a build.
+        payload_id: Option<String>,
     },
     /// A synthetic SYNCING: no verdict to follow, or a policy fault.
     Syncing,
@@ -53,8 +58,32 @@ impl Verdicts {
         }
     }
 
-    /// Settles `call` from what its fan-out `collected`.
+    /// Settles `call` from what its fan-out `collected`, and tells each EL whether the block
+    /// was validated (answered VALID, or voted VALID by a counted EL), so that an EL without a
+    /// VALID on it is known to be behind, whatever its `eth_syncing` says.
     pub fn settle(&self, call: &VoteCall<'_>, collected: &Collected) -> Settled {
+        let settled = self.answer(call, collected);
+        let received = &collected.collector.received;
+        let remembered_valid = matches!(
+            settled,
+            Settled::Remembered {
+                status: Status::Valid,
+                ..
+            }
+        );
+        let validated = remembered_valid
+            || received
+                .iter()
+                .any(|r| r.vote.is_counted() && r.vote.status == Status::Valid);
+        for r in received {
+            if let Some(node) = collected.nodes.get(usize::from(r.vote.node)) {
+                node.note_vote(&r.vote, validated);
+            }
+        }
+        settled
+    }
+
+    fn answer(&self, call: &VoteCall<'_>, collected: &Collected) -> Settled {
         log_decision(call, collected);
         let followed = collected.followed();
         if let Some(hash) = call.block_hash {
@@ -85,8 +114,14 @@ impl Verdicts {
                     tracing::warn!(method = %call.method, block = %hash, kept = remembered.status.name(),
                         "ELs now vote the opposite of the final answer already given; keeping it");
                 }
+                let payload_id = match remembered.status {
+                    Status::Valid => self.build(call, collected, Status::Valid),
+                    _ => None,
+                };
                 return Settled::Remembered {
+                    status: remembered.status,
                     result: remembered.result,
+                    payload_id,
                 };
             }
         }

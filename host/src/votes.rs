@@ -63,7 +63,8 @@ pub fn failed(index: u16, node: &Node, kind: VoteKind, outcome: Outcome) -> Rece
     vote.client = health.client;
     vote.flags = VoteFlags::default()
         .with(VoteFlags::DO_NOT_USE, node.do_not_use)
-        .with(VoteFlags::NODE_SYNCING, health.state == NodeState::Syncing);
+        .with(VoteFlags::NODE_SYNCING, health.state == NodeState::Syncing)
+        .with(VoteFlags::NODE_BEHIND, node.is_behind());
     vote.health = node.vote_health();
     vote.typical_latency_us = node
         .typical_latency(kind)

@@ -7,8 +7,9 @@
 
 /// ABI major version: a module exporting another major is refused.
 pub const ABI_MAJOR: u8 = 1;
-/// ABI minor version written by this SDK (1.1: cut and pending records, node health, `Wake`).
-pub const ABI_MINOR: u8 = 1;
+/// ABI minor version written by this SDK (1.1: cut and pending records, node health, `Wake`;
+/// 1.2: the node-behind flag).
+pub const ABI_MINOR: u8 = 2;
 /// `eb_abi_version()` value for this SDK: `major << 16 | minor`.
 pub const ABI_VERSION: i32 = ((ABI_MAJOR as i32) << 16) | ABI_MINOR as i32;
 /// Size of the input header in bytes.
@@ -223,6 +224,9 @@ impl VoteFlags {
     pub const NODE_SYNCING: u8 = 1 << 4;
     /// The vote arrived after the verdict was given (recordings only).
     pub const LATE: u8 = 1 << 5;
+    /// eb sees the node behind the chain (1.2): it voted SYNCING or ACCEPTED on a block eb
+    /// answered VALID, and has not voted VALID since (its `eth_syncing` may still say synced).
+    pub const NODE_BEHIND: u8 = 1 << 6;
 
     /// Whether every bit of `mask` is set.
     pub fn has(self, mask: u8) -> bool {

@@ -91,6 +91,9 @@ pub struct VoteSpec {
     /// Health checks saw the node syncing.
     #[serde(default, skip_serializing_if = "is_false")]
     pub node_syncing: bool,
+    /// eb saw the node behind the verdicts it gave (ABI 1.2).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub node_behind: bool,
     /// The vote arrived after the verdict (recordings).
     #[serde(default, skip_serializing_if = "is_false")]
     pub late: bool,
@@ -281,6 +284,7 @@ impl Case {
                 .with(VoteFlags::DO_NOT_USE, spec.do_not_use)
                 .with(VoteFlags::VALIDATION_ERROR, spec.validation_error)
                 .with(VoteFlags::NODE_SYNCING, spec.node_syncing)
+                .with(VoteFlags::NODE_BEHIND, spec.node_behind)
                 .with(VoteFlags::LATE, spec.late);
             votes.push(Vote {
                 node: spec.node,

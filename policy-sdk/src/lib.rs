@@ -13,7 +13,8 @@
 //!   ([`fixture`]) and a native fixture runner.
 //!
 //! The crate is `no_std` so policies compile to small `wasm32-unknown-unknown` modules.
-#![cfg_attr(not(feature = "std"), no_std)]
+// Tests build with std (they use Vec) whether or not the `std` feature is on.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 
 pub mod abi;
 mod export;

@@ -14,12 +14,21 @@
 //! With `quorum=N` (default 1) fewer than `N` counted votes is Syncing too, so a single live EL
 //! cannot decide alone.
 //!
+//! With `behind=ignore` (default `behind=count`) a SYNCING or ACCEPTED vote from an EL that is
+//! catching up (its health checks say syncing, or eb saw it behind the verdicts it gave: flag
+//! [`VoteFlags::NODE_BEHIND`](crate::VoteFlags::NODE_BEHIND)) is not counted. With two ELs, one
+//! back from an upgrade, a prune or a resync, the synced one then decides alone, as it would with
+//! no multiplexer, instead of a VALID–SYNCING tie answering SYNCING (the validator's duties lost
+//! for the whole catch-up). Safety is unchanged: only SYNCING and ACCEPTED votes are dropped, so
+//! an INVALID from any EL still makes the answer SYNCING (or INVALID), never VALID; what it trades
+//! is the second opinion on VALID while one EL cannot give one.
+//!
 //! Before all votes are in it answers early only when no pending vote can change the outcome:
 //! an INVALID majority that is already certain, or an INVALID vote while an INVALID majority is
 //! already impossible (then the answer can only be Syncing). Otherwise it waits.
 
 use crate::tally::Tally;
-use crate::{Input, Status, Verdict, Vote};
+use crate::{Input, Status, Verdict, Vote, VoteFlags};
 
 /// Reason: followed the majority status, with no INVALID vote.
 pub const REASON_MAJORITY: u32 = 1;
@@ -43,13 +52,16 @@ pub struct ConfigError;
 /// Majority in permille when not configured.
 pub const DEFAULT_PERMILLE: u32 = 600;
 
-/// The majority rule's parameters: `majority=F` (as permille) and `quorum=N`.
+/// The majority rule's parameters: `majority=F` (as permille), `quorum=N` and
+/// `behind=count|ignore`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
     /// Share of the counted votes a status needs, in permille (500 to 1000).
     pub permille: u32,
     /// Counted votes needed for any verdict but Syncing (1 to 64).
     pub quorum: u32,
+    /// `behind=ignore`: SYNCING and ACCEPTED votes of catching-up ELs are not counted.
+    pub ignore_behind: bool,
 }
 
 impl Default for Rule {
@@ -57,6 +69,7 @@ impl Default for Rule {
         Rule {
             permille: DEFAULT_PERMILLE,
             quorum: 1,
+            ignore_behind: false,
         }
     }
 }
@@ -91,11 +104,18 @@ fn trim(mut bytes: &[u8]) -> &[u8] {
 }
 
 impl Rule {
-    /// Applies one config pair if it is this rule's (`majority`, `quorum`): `Ok(true)` when
-    /// applied, `Ok(false)` for another key, `Err` for a bad value.
+    /// Applies one config pair if it is this rule's (`majority`, `quorum`, `behind`):
+    /// `Ok(true)` when applied, `Ok(false)` for another key, `Err` for a bad value.
     pub fn set(&mut self, key: &[u8], value: &[u8]) -> Result<bool, ConfigError> {
         match key {
             b"majority" => self.permille = parse_permille(value)?,
+            b"behind" => {
+                self.ignore_behind = match value {
+                    b"ignore" => true,
+                    b"count" => false,
+                    _ => return Err(ConfigError),
+                }
+            }
             b"quorum" => {
                 self.quorum = parse_small(value)?;
                 if !(1..=64).contains(&self.quorum) {
@@ -153,6 +173,15 @@ pub fn parse_permille(text: &[u8]) -> Result<u32, ConfigError> {
     }
 }
 
+/// Whether the rule counts `vote`: an answer from a node not `#do-not-use` and, under
+/// `behind=ignore`, not a SYNCING or ACCEPTED vote from a node catching up.
+pub fn counts(vote: &Vote, rule: Rule) -> bool {
+    let catching_up =
+        vote.flags.has(VoteFlags::NODE_SYNCING) || vote.flags.has(VoteFlags::NODE_BEHIND);
+    let waiting = matches!(vote.status, Status::Syncing | Status::Accepted);
+    vote.is_counted() && !(rule.ignore_behind && catching_up && waiting)
+}
+
 /// The INVALID vote to follow: the largest group agreeing on latestValidHash (a null hash is a
 /// group of its own), then the fastest.
 pub fn best_invalid(input: &Input<'_>) -> Option<u16> {
@@ -169,8 +198,10 @@ pub fn best_invalid(input: &Input<'_>) -> Option<u16> {
 
 /// The majority rule (see the module docs).
 pub fn majority(input: &Input<'_>, rule: Rule) -> Verdict {
-    let Rule { permille, quorum } = rule;
-    let tally = Tally::of(input);
+    let Rule {
+        permille, quorum, ..
+    } = rule;
+    let tally = Tally::of_counted(input, |vote| counts(vote, rule));
     let invalid = tally.count(Status::Invalid);
     if !input.is_final() {
         let pending = u32::from(input.pending());
@@ -198,7 +229,10 @@ pub fn majority(input: &Input<'_>, rule: Rule) -> Verdict {
         Some(_) if invalid > 0 => Verdict::Syncing {
             reason: REASON_INVALID_DISSENT,
         },
-        Some(status) => match input.fastest(status) {
+        Some(status) => match input.pick(
+            |v| counts(v, rule) && v.status.normalized() == status,
+            |a, b| a.latency_us < b.latency_us,
+        ) {
             Some(vote) => Verdict::Follow {
                 vote,
                 reason: REASON_MAJORITY,
@@ -231,6 +265,16 @@ mod tests {
     }
 
     #[test]
+    fn reads_the_behind_option() {
+        assert!(
+            !Rule::default().ignore_behind,
+            "the seed's rule counts every answer"
+        );
+        assert!(Rule::parse(b"behind=ignore").is_ok_and(|r| r.ignore_behind));
+        assert!(Rule::parse(b"majority=0.6,behind=count").is_ok_and(|r| !r.ignore_behind));
+    }
+
+    #[test]
     fn reads_majority_config() {
         assert_eq!(permille(b""), Ok(600));
         assert_eq!(permille(b" majority = 0.67 ,"), Ok(670));
@@ -250,6 +294,8 @@ mod tests {
             "quorum=0",
             "quorum=65",
             "quorum=x",
+            "behind=yes",
+            "behind=",
         ] {
             assert_eq!(Rule::parse(bad.as_bytes()), Err(ConfigError), "{bad}");
         }
@@ -257,7 +303,8 @@ mod tests {
             Rule::parse(b"quorum=2,majority=0.75"),
             Ok(Rule {
                 permille: 750,
-                quorum: 2
+                quorum: 2,
+                ignore_behind: false,
             })
         );
     }

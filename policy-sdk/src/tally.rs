@@ -4,7 +4,7 @@
 //! still possible, whatever the `pending` votes turn out to be" — what a policy needs to give an
 //! early verdict instead of [`Verdict::Wait`](crate::Verdict::Wait).
 
-use crate::{Input, Status};
+use crate::{Input, Status, Vote};
 
 /// The statuses a counted vote can have, in the order of [`Tally::count`]'s slots.
 pub const COUNTED: [Status; 4] = [
@@ -38,8 +38,13 @@ fn slot(status: Status) -> Option<usize> {
 impl Tally {
     /// Counts the input's counted votes (see [`Vote::is_counted`](crate::Vote::is_counted)).
     pub fn of(input: &Input<'_>) -> Tally {
+        Tally::of_counted(input, Vote::is_counted)
+    }
+
+    /// Counts the input's votes for which `counts` holds (a rule's own notion of counted).
+    pub fn of_counted(input: &Input<'_>, counts: impl Fn(&Vote) -> bool) -> Tally {
         let mut tally = Tally::default();
-        for vote in input.votes().filter(|v| v.is_counted()) {
+        for vote in input.votes().filter(|v| counts(v)) {
             tally.add(vote.status);
         }
         tally

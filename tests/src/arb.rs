@@ -14,9 +14,10 @@ pub fn vote(node: u16) -> impl Strategy<Value = Vote> {
         0usize..4,
         0u32..5_000,
         0u8..6,
+        0u8..4,
     )
         .prop_map(
-            move |(kind, do_not_use, group, client, latency_us, health)| {
+            move |(kind, do_not_use, group, client, latency_us, health, catching_up)| {
                 let (status, outcome) = KINDS[kind];
                 let invalid = status.normalized() == Status::Invalid;
                 let lvh_group = if invalid { group } else { 0 };
@@ -26,7 +27,9 @@ pub fn vote(node: u16) -> impl Strategy<Value = Vote> {
                     outcome,
                     flags: VoteFlags::default()
                         .with(VoteFlags::DO_NOT_USE, do_not_use)
-                        .with(VoteFlags::LVH_PRESENT, lvh_group != 0),
+                        .with(VoteFlags::LVH_PRESENT, lvh_group != 0)
+                        .with(VoteFlags::NODE_SYNCING, catching_up == 1)
+                        .with(VoteFlags::NODE_BEHIND, catching_up == 2),
                     lvh_group,
                     client: ClientCode::from_letters(["GE", "NM", "BU", "RH"][client])
                         .unwrap_or_default(),

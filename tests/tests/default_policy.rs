@@ -5,7 +5,7 @@ use eb::policy::{Ballot, Policy, PolicySource, WasmPolicy};
 use eb_tests::{arb, fixture};
 use policy_sdk::fixture as fixtures;
 use policy_sdk::tally::{threshold, Tally};
-use policy_sdk::{Input, Status, Verdict};
+use policy_sdk::{Input, Outcome, Status, Verdict, Vote, VoteFlags};
 use proptest::prelude::*;
 use std::sync::OnceLock;
 
@@ -77,6 +77,97 @@ fn fixtures_cover_one_to_seven_nodes_and_every_branch() {
     assert!(ballots.iter().any(|b| native(b) == Verdict::Wait));
 }
 
+/// The ballot with every catching-up EL's SYNCING or ACCEPTED vote made a timeout (not
+/// counted), under the seed's rule: what `behind=ignore` must decide.
+fn without_catching_up(ballot: &Ballot) -> Ballot {
+    let mut plain = ballot.clone();
+    plain.config = String::new();
+    for vote in &mut plain.votes {
+        let catching_up =
+            vote.flags.has(VoteFlags::NODE_SYNCING) || vote.flags.has(VoteFlags::NODE_BEHIND);
+        if catching_up && matches!(vote.status, Status::Syncing | Status::Accepted) {
+            (vote.status, vote.outcome) = (Status::None, Outcome::Timeout);
+        }
+    }
+    plain
+}
+
+#[test]
+fn behind_ignore_in_every_two_and_three_el_case() {
+    let kinds = [
+        (Status::Valid, Outcome::Answered),
+        (Status::Invalid, Outcome::Answered),
+        (Status::Syncing, Outcome::Answered),
+        (Status::Accepted, Outcome::Answered),
+        (Status::None, Outcome::Timeout),
+    ];
+    let states = [0, VoteFlags::NODE_SYNCING, VoteFlags::NODE_BEHIND];
+    let choices: Vec<((Status, Outcome), u8)> = kinds
+        .iter()
+        .flat_map(|&k| states.iter().map(move |&s| (k, s)))
+        .collect();
+    let mut checked = 0;
+    for n in 2..=3u32 {
+        for index in 0..choices.len().pow(n) {
+            let votes: Vec<Vote> = (0..n)
+                .map(|i| {
+                    let ((status, outcome), flags) =
+                        choices[index / choices.len().pow(i) % choices.len()];
+                    let mut vote = Vote::failed(i as u16, outcome);
+                    vote.status = status;
+                    vote.flags = VoteFlags(flags);
+                    vote
+                })
+                .collect();
+            let mut ballot = arb::ballot(votes, 0);
+            let seed = outcome(&ballot, native(&ballot));
+            ballot.config = "behind=ignore".to_owned();
+            let verdict = native(&ballot);
+            let expected = without_catching_up(&ballot);
+            assert_eq!(
+                outcome(&ballot, verdict),
+                outcome(&expected, native(&expected)),
+                "{:?}",
+                ballot.votes
+            );
+            if ballot
+                .followed(verdict)
+                .is_some_and(|v| v.status == Status::Valid)
+            {
+                assert!(ballot
+                    .votes
+                    .iter()
+                    .all(|v| v.status.normalized() != Status::Invalid));
+            }
+            if ballot.votes.iter().all(|v| v.flags.0 == 0) {
+                assert_eq!(
+                    outcome(&ballot, verdict),
+                    seed,
+                    "no EL catching up: the seed's rule"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 15 * 15 + 15 * 15 * 15);
+    // The two-EL upgrade: VALID beside a catching-up EL's SYNCING.
+    for flags in [VoteFlags::NODE_SYNCING, VoteFlags::NODE_BEHIND] {
+        let mut behind = Vote::answered(1, Status::Syncing);
+        behind.flags = VoteFlags(flags);
+        let mut ballot = arb::ballot(vec![Vote::answered(0, Status::Valid), behind], 0);
+        assert!(
+            matches!(native(&ballot), Verdict::Syncing { reason: 11 }),
+            "a tie by default"
+        );
+        ballot.config = "behind=ignore".to_owned();
+        assert_eq!(
+            ballot.followed(native(&ballot)).map(|v| v.status),
+            Some(Status::Valid),
+            "the synced EL decides alone"
+        );
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(3000))]
 
@@ -86,6 +177,17 @@ proptest! {
         if ballot.followed(verdict).is_some_and(|v| v.status == Status::Valid) {
             prop_assert_eq!(tally(&ballot).count(Status::Invalid), 0);
         }
+    }
+
+    #[test]
+    fn never_follows_valid_beside_an_invalid_with_behind_ignored(mut ballot in arb::final_ballot(16)) {
+        ballot.config = "behind=ignore".to_owned();
+        let verdict = native(&ballot);
+        if ballot.followed(verdict).is_some_and(|v| v.status == Status::Valid) {
+            prop_assert_eq!(tally(&ballot).count(Status::Invalid), 0);
+        }
+        let expected = without_catching_up(&ballot);
+        prop_assert_eq!(outcome(&ballot, verdict), outcome(&expected, native(&expected)));
     }
 
     #[test]

@@ -295,3 +295,102 @@ async fn a_hung_el_does_not_hold_the_verdict_past_its_timeout() {
         "the hung EL still received both calls"
     );
 }
+
+#[tokio::test]
+async fn a_build_on_a_head_answered_valid_before_gets_a_payload_id_while_an_el_catches_up() {
+    let els = els(2).await;
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let first = proxy.call(&forkchoice(1, 3, "H1", false)).await;
+    assert_eq!(first["result"]["payloadStatus"]["status"], "VALID");
+    // EL 1 restarted behind: SYNCING beside EL 0's VALID is a tie, and the head is remembered
+    // VALID; EL 0 starts the build.
+    els[1].set(|b| b.status = "SYNCING");
+    let build = proxy.call(&forkchoice(2, 3, "H1", true)).await;
+    assert_eq!(
+        build["result"]["payloadStatus"]["status"], "VALID",
+        "{build}"
+    );
+    let payload_id = build["result"]["payloadId"].clone();
+    assert!(
+        payload_id.is_string(),
+        "a VALID build carries a payloadId: {build}"
+    );
+    let payload = proxy
+        .call(&eb_tests::engine::request(
+            serde_json::json!(3),
+            "engine_getPayloadV4",
+            serde_json::json!([payload_id]),
+        ))
+        .await;
+    assert_eq!(
+        payload["result"]["builder"], "el0",
+        "served by the EL that built it: {payload}"
+    );
+    assert_eq!(
+        payload["result"]["executionPayload"]["parentHash"],
+        hash("H1")
+    );
+}
+
+/// Two ELs; EL 1 goes down for a block, comes back and catches up (SYNCING, its `eth_syncing`
+/// saying synced all along), then is back on the chain. The answers eb gives, per block.
+async fn two_els_through_a_catch_up(extra: &[&str]) -> Vec<String> {
+    let els = els(2).await;
+    let proxy = Proxy::start(&refs(&els), &[], extra).await;
+    proxy
+        .wait_until("both synced", |app| {
+            app.nodes
+                .snapshot()
+                .iter()
+                .all(|n| n.health().state == eb::nodes::NodeState::Synced)
+        })
+        .await;
+    let mut answers = Vec::new();
+    answers.push(status(&proxy.call(&new_payload(1, 4, "B1")).await).to_owned());
+    els[1].stop();
+    answers.push(status(&proxy.call(&new_payload(2, 4, "B2")).await).to_owned());
+    els[1].set(|b| b.status = "SYNCING");
+    els[1].restart().await;
+    proxy
+        .wait_until("EL 1 answers health checks again", |app| {
+            app.nodes.snapshot()[1].health().state == eb::nodes::NodeState::Synced
+        })
+        .await;
+    answers.push(status(&proxy.call(&new_payload(3, 4, "B3")).await).to_owned());
+    let el1 = &proxy.admin_get("/status").await["nodes"][1];
+    assert_eq!(
+        el1["behind"], true,
+        "behind, though eth_syncing says synced: {el1}"
+    );
+    els[1].set(|b| b.status = "VALID");
+    answers.push(status(&proxy.call(&new_payload(4, 4, "B4")).await).to_owned());
+    let el1 = &proxy.admin_get("/status").await["nodes"][1];
+    assert_eq!(
+        (&el1["behind"], &el1["votes_count"]),
+        (&Value::Bool(false), &Value::Bool(true)),
+        "caught up: {el1}"
+    );
+    assert_eq!(
+        els[1].engine_calls(),
+        [
+            "engine_newPayloadV4",
+            "engine_newPayloadV4",
+            "engine_newPayloadV4"
+        ],
+        "B1, B3, B4 (B2 met a refused connection)"
+    );
+    answers
+}
+
+#[tokio::test]
+async fn with_two_els_a_catching_up_el_costs_nothing_under_behind_ignore() {
+    assert_eq!(
+        two_els_through_a_catch_up(&["--policy-config", "behind=ignore"]).await,
+        ["VALID", "VALID", "VALID", "VALID"]
+    );
+    // The seed's rule: the catching-up EL's SYNCING ties the other's VALID.
+    assert_eq!(
+        two_els_through_a_catch_up(&[]).await,
+        ["VALID", "VALID", "SYNCING", "VALID"]
+    );
+}

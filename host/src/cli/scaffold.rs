@@ -49,6 +49,11 @@ pub const REASON_MISSING: u32 = 100;
 /// A stricter rule than eb's default: two thirds of the counted votes and at least two of
 /// them must agree, and once every vote is in, any EL that timed out or was cut makes the
 /// answer SYNCING (the consensus client stops attesting instead of trusting fewer ELs).
+///
+/// `ignore_behind: true` (eb's `behind=ignore`) would not count the SYNCING or ACCEPTED vote of
+/// an EL that is catching up (after an upgrade, a prune, a resync): with two ELs the synced one
+/// then decides alone instead of every answer being SYNCING until the other is back. An INVALID
+/// from any EL is still counted, so it never makes a VALID answer.
 pub fn decide(input: &Input<'_>) -> Verdict {
     if input.is_final() && input.missing() > 0 {
         return Verdict::Syncing {
@@ -60,6 +65,7 @@ pub fn decide(input: &Input<'_>) -> Verdict {
         Rule {
             permille: 667,
             quorum: 2,
+            ignore_behind: false,
         },
     )
 }
