@@ -32,6 +32,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/nodes", post(add_nodes))
         .route("/add_nodes", post(add_nodes_and_recheck))
         .route("/nodes/{index}", delete(remove_node))
+        .route("/nodes/{index}/drain", post(drain_node))
+        .route("/nodes/{index}/resume", post(resume_node))
         .route("/policy/reload", post(reload_policy))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(app)
@@ -50,7 +52,8 @@ pub enum AdminError {
     /// or too many (409). None of the batch was added.
     #[error(transparent)]
     AddNode(#[from] AddNodeError),
-    /// A node could not be removed: no such index (404) or the last node (409).
+    /// A node could not be removed or drained: no such index (404), the last node or the last
+    /// counted one (409).
     #[error(transparent)]
     RemoveNode(NodesError),
     /// The new policy was refused; the active one stays (422).
@@ -77,6 +80,7 @@ impl AdminError {
                 | NodesError::SharedSecret(_),
             ) => StatusCode::CONFLICT,
             AdminError::RemoveNode(NodesError::NoSuchIndex(_)) => StatusCode::NOT_FOUND,
+            AdminError::RemoveNode(NodesError::LastCounted(_)) => StatusCode::CONFLICT,
             AdminError::Reload(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
@@ -176,6 +180,12 @@ pub fn status_json(app: &App) -> Value {
             "client_version": h.client_version,
             "do_not_use": node.do_not_use,
             "behind": node.is_behind(),
+            "head_lag_blocks": node.lag(),
+            "draining": node.draining().map(|d| json!({
+                "since_s": d.since.elapsed().as_secs(),
+                "was_away": d.was_away,
+            })),
+            "missing_capabilities": node.missing_capabilities(),
             "votes_count": counts,
             "votes_count_why": why,
             "timeout_ms": node.timeout.as_millis() as u64,
@@ -195,6 +205,10 @@ pub fn status_json(app: &App) -> Value {
             "config": info.config,
             "loaded_at": info.loaded_at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         },
+        "shadow_policy": app.policy.shadow().map(|shadow| json!({
+            "name": shadow.info().name,
+            "sha256": shadow.info().sha256,
+        })),
         "payload_builds": app.payloads.len(),
         "version": env!("CARGO_PKG_VERSION"),
     });
@@ -215,6 +229,10 @@ fn counting(node: &Node, ignore_behind: bool) -> (bool, &'static str) {
     let catching_up = node.is_behind() || health == VoteHealth::Syncing;
     match health {
         _ if node.do_not_use => (false, "do-not-use: observed, never counted"),
+        _ if node.draining().is_some() => (
+            false,
+            "draining: rejoins once back on the chain, or with POST /nodes/{index}/resume",
+        ),
         VoteHealth::Offline | VoteHealth::AuthFailed | VoteHealth::Hung => {
             (false, "cut: not waited for while it cannot answer")
         }
@@ -247,6 +265,9 @@ fn sample_gauges(app: &App) {
         let queue = node.queue_depth();
         m.queue_calls.get_or_create(&labels).set(queue.calls as i64);
         m.queue_bytes.get_or_create(&labels).set(queue.bytes as i64);
+        m.head_lag
+            .get_or_create(&labels)
+            .set(i64::try_from(node.lag()).unwrap_or(i64::MAX));
         if let Some(at) = node.health().last_answer {
             m.last_answer_age
                 .get_or_create(&labels)
@@ -378,6 +399,41 @@ async fn reload_policy(
         "reloaded": policy.info().name,
         "sha256": policy.info().sha256,
     })))
+}
+
+/// `POST /nodes/{index}/drain`: its votes stop counting at once; it still gets every call and
+/// rejoins by itself once back on the chain (or with `/resume`).
+async fn drain_node(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(index): Path<usize>,
+) -> Result<Json<Value>, AdminError> {
+    set_drain(&app, &headers, index, true)
+}
+
+/// `POST /nodes/{index}/resume`: ends a drain.
+async fn resume_node(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(index): Path<usize>,
+) -> Result<Json<Value>, AdminError> {
+    set_drain(&app, &headers, index, false)
+}
+
+fn set_drain(
+    app: &App,
+    headers: &HeaderMap,
+    index: usize,
+    on: bool,
+) -> Result<Json<Value>, AdminError> {
+    authorize(app, headers)?;
+    let (node, changed) = app.nodes.drain(index, on).map_err(AdminError::RemoveNode)?;
+    if changed {
+        tracing::info!(node = %node.url, draining = on, "drain changed by the admin API");
+    }
+    Ok(Json(
+        json!({ "node": node.url, "draining": on, "changed": changed }),
+    ))
 }
 
 /// `DELETE /nodes/{index}`.

@@ -54,17 +54,22 @@ impl App {
         config: Config,
         admin_token: Option<AdminToken>,
         policy: Arc<dyn Policy>,
+        shadow: Option<Arc<dyn Policy>>,
         recorder: Option<Recorder>,
     ) -> Arc<App> {
         let metrics = Arc::new(Metrics::default());
         let nodes = Arc::new(Nodes::new(&config.nodes, Arc::clone(&metrics)));
-        let policy = Arc::new(PolicySlot::new(
+        let slot = PolicySlot::new(
             policy,
             config.policy,
             config.policy_config,
             config.policy_fixtures,
             Arc::clone(&metrics),
-        ));
+        );
+        let policy = Arc::new(match (shadow, config.shadow_policy) {
+            (Some(shadow), Some(source)) => slot.with_shadow(shadow, source),
+            _ => slot,
+        });
         let engine = Engine::new(
             Arc::clone(&nodes),
             Arc::clone(&policy),

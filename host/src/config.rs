@@ -41,6 +41,8 @@ pub struct Config {
     pub policy: PolicySource,
     /// The policy's config string (with `--fcu-majority` folded in).
     pub policy_config: String,
+    /// `--shadow-policy`: decides beside the active policy, never answers.
+    pub shadow_policy: Option<PolicySource>,
     /// Largest CL request body, in bytes.
     pub max_body: usize,
     /// Time a request has to send its body once its headers are in.
@@ -525,6 +527,7 @@ impl Config {
                 .clone()
                 .map_or(PolicySource::Embedded, PolicySource::File),
             policy_config,
+            shadow_policy: args.shadow_policy.clone().map(PolicySource::File),
             max_body: args.max_body_mib << 20,
             body_timeout,
             engine_connections: ConnLimits {

@@ -19,7 +19,7 @@ use crate::votes::{failed, receive, Collector, Question, Received};
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use policy_sdk::abi::Health;
-use policy_sdk::fixture::Case;
+use policy_sdk::fixture::{describe_verdict, describe_votes, Case, Expect};
 use policy_sdk::{Outcome, Status, Verdict, Vote, VoteKind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -145,7 +145,7 @@ impl Fanout {
         let mut early_late: Vec<Reply> = Vec::new();
         let mut straggler_at: Option<Instant> = None;
         let mut wake_at: Option<Instant> = None;
-        let (decision, elapsed_ms) = loop {
+        let (decision, elapsed_ms, decided) = loop {
             let now = elapsed();
             let elapsed_ms = millis(now);
             // The policy is first asked once there is a vote to ask about (or nothing to wait for).
@@ -153,13 +153,13 @@ impl Fanout {
                 let ballot = collector.ballot(elapsed_ms, &config);
                 let decision = self.decide(&*policy, &ballot);
                 match decision.verdict {
-                    _ if ballot.context.is_final => break (decision, elapsed_ms),
+                    _ if ballot.context.is_final => break (decision, elapsed_ms, ballot),
                     Verdict::Wait => {}
                     Verdict::Wake { at_ms } => {
                         let at = start + Duration::from_millis(at_ms.into());
                         wake_at = Some(at).filter(|at| *at > start + now);
                     }
-                    _ => break (decision, elapsed_ms),
+                    _ => break (decision, elapsed_ms, ballot),
                 }
                 if straggler_at.is_none() {
                     straggler_at =
@@ -208,6 +208,7 @@ impl Fanout {
                 }
             }
         };
+        let shadow = self.shadow(&*policy, &decided, &decision);
         let collected = Collected {
             collector,
             decision,
@@ -238,7 +239,9 @@ impl Fanout {
                 };
                 let reason = collected.decision.verdict.reason();
                 let pending = &seen.votes[received.len()..];
-                let case = record::case(&about, received, pending, collected.followed(), reason);
+                let mut case =
+                    record::case(&about, received, pending, collected.followed(), reason);
+                case.shadow = shadow;
                 (Arc::clone(recorder), case)
             }),
         };
@@ -287,6 +290,38 @@ impl Fanout {
     }
 
     /// Asks `policy` about `ballot`, timing it and counting faults.
+    /// The shadow policy's answer to the ballot the active one decided, where the CL would have
+    /// got another answer: counted, logged at info with both verdicts, returned for the
+    /// recording. `None` without a shadow or when they agree.
+    fn shadow(&self, active: &dyn Policy, ballot: &Ballot, decision: &Decision) -> Option<Expect> {
+        let shadow = self.policy.shadow()?;
+        let theirs = shadow.decide(ballot).verdict;
+        let (ours, shadows) = (
+            Expect::of(ballot, decision.verdict),
+            Expect::of(ballot, theirs),
+        );
+        if ours.answers_like(&shadows) {
+            return None;
+        }
+        let (active_name, shadow_name) = (&active.info().name, &shadow.info().name);
+        self.metrics
+            .shadow_disagreements
+            .get_or_create(&vec![
+                ("active", active_name.clone()),
+                ("shadow", shadow_name.clone()),
+            ])
+            .inc();
+        tracing::info!(
+            active = %active_name,
+            shadow = %shadow_name,
+            answered = %describe_verdict(ballot, decision.verdict),
+            shadow_would = %describe_verdict(ballot, theirs),
+            votes = %describe_votes(ballot),
+            "the shadow policy would have answered otherwise"
+        );
+        Some(shadows)
+    }
+
     fn decide(&self, policy: &dyn Policy, ballot: &Ballot) -> Decision {
         let started = Instant::now();
         let decision = policy.decide(ballot);
@@ -362,6 +397,7 @@ impl Late {
         node.note_vote(
             &received.vote,
             self.answered.map(Status::normalized) == Some(Status::Valid),
+            self.kind == VoteKind::NewPayload,
         );
         let contradicts = matches!(
             (self.answered.map(Status::normalized), status),

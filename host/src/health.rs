@@ -3,6 +3,7 @@
 //! On (re)connect it asks `engine_getClientVersionV1` for the client code that votes carry.
 
 use crate::nodes::{Node, NodeState, Nodes};
+use crate::readiness;
 use crate::upstream::Reply;
 use bytes::Bytes;
 use policy_sdk::ClientCode;
@@ -78,9 +79,7 @@ pub async fn check(node: &Node) -> NodeState {
         }
     }
     node.set_state(state, error);
-    let reconnected = matches!(state, NodeState::Synced | NodeState::Syncing)
-        && !matches!(before, NodeState::Synced | NodeState::Syncing);
-    if reconnected {
+    if state.is_up() && !before.is_up() {
         learn_client(node).await;
     }
     state
@@ -120,7 +119,11 @@ pub async fn run(nodes: Arc<Nodes>, node: Arc<Node>, interval: Duration) {
     // Spread the nodes' checks over the interval, and jitter each period by ±10%.
     let mut jitter = node.id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     while !node.is_removed() {
-        check(&node).await;
+        let before = node.health().state;
+        let state = check(&node).await;
+        if state.is_up() && !before.is_up() {
+            readiness::recheck(&nodes, &node).await;
+        }
         nodes.update_primary();
         jitter = jitter.rotate_left(17) ^ 0x2545_F491_4F6C_DD1D;
         let spread = interval.as_millis() as u64 / 5;

@@ -8,7 +8,8 @@
 //! [`dispatch`] ([`route`]: what to do) → [`fanout`] (every EL, in order, via [`nodes`] and
 //! [`upstream`]) → [`votes`] → [`policy`] → [`verdict`] (with [`memory`]: never turning a final
 //! answer around) → [`answer`]. Reads go through [`primary`], builds through [`payloads`],
-//! merged calls through [`merge`]; every refusal is an [`error::EngineError`]. [`health`] keeps
+//! merged calls through [`merge`] (with [`readiness`]: the ELs' capabilities against the CL's);
+//! every refusal is an [`error::EngineError`]. [`health`] keeps
 //! [`node_state`] and the primary current; [`admin`] serves status, [`metrics`] and node
 //! management; [`app`] builds the stages and [`run`] starts and stops it all: each listener
 //! through [`serve`] (connection cap, timeouts), within the open files [`fd_limit`] leaves.
@@ -36,6 +37,7 @@ pub mod payloads;
 pub mod policy;
 pub mod primary;
 pub mod queue;
+pub mod readiness;
 pub mod record;
 pub mod route;
 pub mod rpc;

@@ -9,6 +9,7 @@ use crate::health::record_client;
 use crate::hedge;
 use crate::nodes::{Node, Nodes};
 use crate::primary;
+use crate::readiness;
 use crate::rpc::Call;
 use crate::upstream::{Reply, Timed};
 use bytes::Bytes;
@@ -80,10 +81,17 @@ fn json(value: &impl serde::Serialize) -> Answer {
 }
 
 /// `engine_exchangeCapabilities`: the intersection of the answering ELs' lists, in the first
-/// list's order, never listing `engine_exchangeCapabilities` itself.
+/// list's order, never listing `engine_exchangeCapabilities` itself. Each EL's list is also
+/// checked against the CL's ([`readiness`]).
 pub async fn capabilities(nodes: &Nodes, call: &Call<'_>) -> Answer {
     let replies = ask_all(nodes, call).await;
     let lists = results::<Vec<String>>(&replies);
+    if let Some(asked) = readiness::asked(&call.bytes) {
+        nodes.set_asked_capabilities(call.bytes.clone());
+        for (node, offered) in &lists {
+            readiness::compare(node, &asked, offered);
+        }
+    }
     let Some(((_, first), rest)) = lists.split_first() else {
         return nobody();
     };

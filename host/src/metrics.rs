@@ -81,6 +81,15 @@ pub struct Metrics {
     /// `eb_el_refused_answers_total{node, reason}`: EL answers eb did not take (`too_large`,
     /// `wrong_id`, `redirect`).
     pub refused_answers: Family<Labels, Counter>,
+    /// `eb_el_missing_capabilities{node}`: methods the CL lists that the EL's
+    /// `engine_exchangeCapabilities` lacked last time (fork readiness).
+    pub missing_capabilities: Family<Labels, Gauge>,
+    /// `eb_el_head_lag_blocks{node}`: validated blocks since the EL last voted VALID on one
+    /// (set when scraped).
+    pub head_lag: Family<Labels, Gauge>,
+    /// `eb_shadow_disagreements_total{active, shadow}`: ballots the shadow policy would have
+    /// answered otherwise.
+    pub shadow_disagreements: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -108,6 +117,9 @@ impl Default for Metrics {
             verdict_flips: Counter::default(),
             policy_reloads: Family::default(),
             refused_answers: Family::default(),
+            missing_capabilities: Family::default(),
+            head_lag: Family::default(),
+            shadow_disagreements: Family::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -219,6 +231,21 @@ impl Default for Metrics {
             "EL answers not taken (too large, wrong id, a redirect), by node and reason",
             m.refused_answers.clone(),
         );
+        r.register(
+            "el_missing_capabilities",
+            "Methods the CL lists that the EL lacks (fork readiness)",
+            m.missing_capabilities.clone(),
+        );
+        r.register(
+            "el_head_lag_blocks",
+            "Validated blocks since the EL last voted VALID on one",
+            m.head_lag.clone(),
+        );
+        r.register(
+            "shadow_disagreements",
+            "Ballots the shadow policy would have answered otherwise",
+            m.shadow_disagreements.clone(),
+        );
         m
     }
 }
@@ -233,6 +260,8 @@ impl Metrics {
         drop(self.queue_dropped.get_or_create(&labels));
         drop(self.queue_calls.get_or_create(&labels));
         drop(self.queue_bytes.get_or_create(&labels));
+        drop(self.missing_capabilities.get_or_create(&labels));
+        drop(self.head_lag.get_or_create(&labels));
         for reason in ["offline", "auth_failed", "hung", "straggler"] {
             let labels = vec![("node", node.to_owned()), ("reason", reason.to_owned())];
             drop(self.cut_votes.get_or_create(&labels));

@@ -54,6 +54,17 @@ fn ewma(old: Option<f64>, sample: f64) -> Option<f64> {
     Some(old.map_or(sample, |old| old + EWMA_WEIGHT * (sample - old)))
 }
 
+/// A drain in progress: the EL's votes do not count, it is never primary, and it still gets
+/// every call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Drain {
+    /// Since when.
+    pub since: Instant,
+    /// Whether it has been down or behind since the drain began; its next VALID vote on a
+    /// block another EL validated then ends the drain (it is back on the chain).
+    pub was_away: bool,
+}
+
 /// One EL.
 pub struct Node {
     /// Stable id (indices shift when nodes are removed).
@@ -78,6 +89,9 @@ pub struct Node {
     pub recheck: Notify,
     removed: AtomicBool,
     behind: AtomicBool,
+    drain: Mutex<Option<Drain>>,
+    lag: AtomicU64,
+    missing_capabilities: Mutex<Vec<String>>,
     cut: AtomicU64,
     metrics: Arc<Metrics>,
 }
@@ -136,6 +150,9 @@ impl Node {
             recheck: Notify::new(),
             removed: AtomicBool::new(false),
             behind: AtomicBool::new(false),
+            drain: Mutex::new(None),
+            lag: AtomicU64::new(0),
+            missing_capabilities: Mutex::new(Vec::new()),
             cut: AtomicU64::new(0),
             metrics,
         })
@@ -169,6 +186,34 @@ impl Node {
             .inc();
     }
 
+    /// Whether its votes may count: not `#do-not-use`, not draining.
+    pub fn counts(&self) -> bool {
+        !self.do_not_use && self.draining().is_none()
+    }
+
+    /// The drain in progress, if any.
+    pub fn draining(&self) -> Option<Drain> {
+        *self.drain.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts (`true`) or ends (`false`) a drain; `false` when it was already so.
+    pub fn set_draining(&self, on: bool) -> bool {
+        let mut drain = self.drain.lock().unwrap_or_else(|p| p.into_inner());
+        if drain.is_some() == on {
+            return false;
+        }
+        *drain = on.then(|| Drain {
+            since: Instant::now(),
+            was_away: false,
+        });
+        true
+    }
+
+    /// Validated blocks (newPayload) since this EL last voted VALID on one: how far behind it is.
+    pub fn lag(&self) -> u64 {
+        self.lag.load(Ordering::Relaxed)
+    }
+
     /// Whether eb sees this EL behind the chain: on a block another EL validated it voted
     /// SYNCING or ACCEPTED, or gave no answer (down, hung, cut: it missed that block), and it
     /// has not voted VALID since. Its `eth_syncing` may say synced all along.
@@ -179,7 +224,9 @@ impl Node {
     /// Learns from one of its votes, given whether the block was `validated` (answered VALID,
     /// or voted VALID by a counted EL): VALID means caught up; SYNCING, ACCEPTED or no answer
     /// on a validated block means behind.
-    pub fn note_vote(&self, vote: &Vote, validated: bool) {
+    /// On a newPayload (`payload`) it also keeps [`lag`](Self::lag); a drained EL that was
+    /// away rejoins on its first VALID on a validated block.
+    pub fn note_vote(&self, vote: &Vote, validated: bool, payload: bool) {
         let missed = matches!(
             vote.outcome,
             Outcome::Timeout | Outcome::Unreachable | Outcome::Cut
@@ -190,12 +237,67 @@ impl Node {
             _ if missed && validated => true,
             _ => return,
         };
+        if payload {
+            if behind {
+                self.lag.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.lag.store(0, Ordering::Relaxed);
+            }
+        }
+        self.note_drain(behind, validated);
         if self.behind.swap(behind, Ordering::Relaxed) != behind {
             if behind {
                 tracing::warn!(node = %self.url, "EL behind: no VALID on a block another EL validated");
             } else {
                 tracing::info!(node = %self.url, "EL caught up: VALID again");
             }
+        }
+    }
+
+    /// The methods the CL lists that this EL's `engine_exchangeCapabilities` lacked last time.
+    pub fn missing_capabilities(&self) -> Vec<String> {
+        self.missing_capabilities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records what this EL lacks of the CL's methods; a change is logged (warn while it
+    /// lacks any) and `eb_el_missing_capabilities` set.
+    pub fn set_missing_capabilities(&self, missing: Vec<String>) {
+        let mut known = self
+            .missing_capabilities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *known == missing {
+            return;
+        }
+        let client = self.health().client_version.unwrap_or_default();
+        if missing.is_empty() {
+            tracing::info!(node = %self.url, %client, "EL now offers every method the CL lists");
+        } else {
+            tracing::warn!(node = %self.url, %client, missing = %missing.join(","),
+                "EL lacks methods the CL lists: not ready for the fork that needs them");
+        }
+        self.metrics
+            .missing_capabilities
+            .get_or_create(&vec![("node", self.url.clone())])
+            .set(missing.len() as i64);
+        *known = missing;
+    }
+
+    /// A drained EL that was away (down or behind) and now votes VALID on a validated block is
+    /// back on the chain: the drain ends.
+    fn note_drain(&self, behind: bool, validated: bool) {
+        let mut drain = self.drain.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(current) = drain.as_mut() else {
+            return;
+        };
+        if behind {
+            current.was_away = true;
+        } else if current.was_away && validated {
+            *drain = None;
+            tracing::info!(node = %self.url, "drained EL back on the chain: its votes count again");
         }
     }
 
@@ -309,9 +411,19 @@ impl Node {
         health.last_answer = Some(Instant::now());
     }
 
-    /// Records a health check's verdict.
+    /// Records a health check's verdict; a drained EL seen down is away (see [`Drain`]).
     pub fn set_state(&self, state: NodeState, error: Option<String>) {
         self.metrics.set_state(&self.url, state);
+        if matches!(state, NodeState::Offline | NodeState::AuthFailed) {
+            if let Some(drain) = self
+                .drain
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_mut()
+            {
+                drain.was_away = true;
+            }
+        }
         let mut health = self.lock();
         health.state = state;
         if error.is_some() || state.is_up() {
@@ -358,6 +470,8 @@ pub struct Nodes {
     next_id: AtomicU64,
     client: Client,
     metrics: Arc<Metrics>,
+    /// The CL's last `engine_exchangeCapabilities` request, asked again of a restarted EL.
+    asked_capabilities: Mutex<Option<Bytes>>,
 }
 
 /// Why a node could not be added or removed.
@@ -372,6 +486,9 @@ pub enum NodesError {
     /// eb cannot run without ELs.
     #[error("cannot remove the last node")]
     LastNode,
+    /// Draining it would leave no EL whose votes count.
+    #[error("draining node {0} would leave no EL whose votes count")]
+    LastCounted(usize),
     /// A policy ballot holds at most this many ELs.
     #[error("at most {0} nodes")]
     TooMany(usize),
@@ -395,6 +512,7 @@ impl Nodes {
             primary: watch::channel(None).0,
             client,
             metrics,
+            asked_capabilities: Mutex::new(None),
         }
     }
 
@@ -407,6 +525,7 @@ impl Nodes {
             primary: watch::channel(None).0,
             client: upstream::client(None),
             metrics,
+            asked_capabilities: Mutex::new(None),
         }
     }
 
@@ -479,6 +598,36 @@ impl Nodes {
         Ok(node)
     }
 
+    /// Keeps the CL's `engine_exchangeCapabilities` request (its bytes) for [`asked_capabilities`](Self::asked_capabilities).
+    pub fn set_asked_capabilities(&self, body: Bytes) {
+        *self
+            .asked_capabilities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(body);
+    }
+
+    /// The CL's last `engine_exchangeCapabilities` request, if it sent one.
+    pub fn asked_capabilities(&self) -> Option<Bytes> {
+        self.asked_capabilities
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Starts (`on`) or ends the drain of the node at `index` (see [`Drain`]); refused when it
+    /// would leave no EL whose votes count. Returns the node and whether anything changed.
+    pub fn drain(&self, index: usize, on: bool) -> Result<(Arc<Node>, bool), NodesError> {
+        let list = self.snapshot();
+        let node = list.get(index).ok_or(NodesError::NoSuchIndex(index))?;
+        let others_count = list.iter().any(|n| n.id != node.id && n.counts());
+        if on && !others_count {
+            return Err(NodesError::LastCounted(index));
+        }
+        let changed = node.set_draining(on);
+        self.update_primary();
+        Ok((Arc::clone(node), changed))
+    }
+
     /// The primary's id now.
     pub fn primary_id(&self) -> Option<u64> {
         *self.primary.borrow()
@@ -501,7 +650,8 @@ impl Nodes {
     }
 
     /// Nodes to try for a read, best first: the primary (unless hung), then Synced ones by
-    /// latency, then Syncing, Unknown, hung, Offline, AuthFailed; never `#do-not-use` nodes.
+    /// latency, then Syncing, Unknown, hung or draining, Offline, AuthFailed; never
+    /// `#do-not-use` nodes.
     pub fn read_order(&self) -> Vec<Arc<Node>> {
         let primary = self.primary_id();
         let mut nodes: Vec<(u8, f64, Arc<Node>)> = self
@@ -512,6 +662,7 @@ impl Nodes {
                 let health = n.vote_health();
                 let rank = match health {
                     VoteHealth::Hung => 4,
+                    _ if n.draining().is_some() => 4,
                     _ if Some(n.id) == primary => 0,
                     VoteHealth::Synced => 1,
                     VoteHealth::Syncing => 2,
@@ -536,7 +687,7 @@ const HYSTERESIS: f64 = 2.0;
 pub fn choose_primary(nodes: &[Arc<Node>], current: Option<u64>) -> Option<u64> {
     let usable: Vec<(u64, NodeState, f64)> = nodes
         .iter()
-        .filter(|n| !n.do_not_use)
+        .filter(|n| n.counts())
         .map(|n| {
             let h = n.health();
             (n.id, h.state, h.latency_ms.unwrap_or(f64::MAX))
@@ -784,6 +935,69 @@ mod tests {
         );
         answer.await.expect("answered");
         assert_eq!(node.vote_health(), VoteHealth::Synced, "idle again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_stops_counting_and_ends_once_the_el_is_back_on_the_chain() {
+        let second = Duration::from_secs(1);
+        let nodes = synced_nodes(
+            &[
+                answering(Duration::ZERO, "false"),
+                answering(Duration::ZERO, "false"),
+            ],
+            second,
+        );
+        let vote = |status| Vote::answered(1, status);
+        assert!(matches!(
+            nodes.drain(5, true),
+            Err(NodesError::NoSuchIndex(5))
+        ));
+        let (node, changed) = nodes.drain(1, true).expect("drained");
+        assert!(changed && !node.counts());
+        assert!(matches!(
+            nodes.drain(0, true),
+            Err(NodesError::LastCounted(0))
+        ));
+        assert_eq!(nodes.primary_id(), Some(0));
+        node.note_vote(&vote(Status::Valid), true, true);
+        assert!(
+            node.draining().is_some(),
+            "still up before its maintenance: stays drained"
+        );
+        node.set_state(NodeState::Offline, None);
+        assert!(node.draining().is_some_and(|d| d.was_away));
+        node.note_vote(&vote(Status::Syncing), true, true);
+        node.note_vote(&vote(Status::Syncing), true, true);
+        assert_eq!(
+            (node.lag(), node.is_behind()),
+            (2, true),
+            "two validated blocks behind"
+        );
+        node.note_vote(&vote(Status::Valid), false, true);
+        assert!(
+            node.draining().is_some(),
+            "a VALID nobody else validated is not the chain"
+        );
+        node.note_vote(&vote(Status::Valid), true, true);
+        assert!(
+            node.draining().is_none() && node.counts(),
+            "back on the chain: rejoined"
+        );
+        assert_eq!((node.lag(), node.is_behind()), (0, false));
+        assert!(nodes.drain(1, true).expect("drained").1);
+        assert!(nodes.drain(1, false).expect("resumed").1 && node.counts());
+        assert!(
+            !nodes.drain(1, false).expect("no drain").1,
+            "nothing to end"
+        );
+        node.set_state(NodeState::Synced, None);
+        let (first, _) = nodes.drain(0, true).expect("the other counts");
+        assert!(!first.counts());
+        assert_eq!(
+            nodes.primary_id(),
+            Some(1),
+            "a draining EL is never primary"
+        );
     }
 
     #[tokio::test(start_paused = true)]

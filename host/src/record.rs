@@ -152,5 +152,6 @@ pub fn case(
         },
         policy: Some(about.policy_sha256.to_owned()),
         recorded_at_ms: Some(now.as_millis() as u64),
+        shadow: None,
     }
 }

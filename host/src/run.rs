@@ -2,7 +2,7 @@
 
 use crate::app::App;
 use crate::config::{AdminAuth, AdminToken, Config};
-use crate::policy::{LoadError, WasmPolicy};
+use crate::policy::{LoadError, Policy, PolicySource, WasmPolicy};
 use crate::record::Recorder;
 use crate::serve::{serve, ConnLimits};
 use crate::{admin, fd_limit, server};
@@ -62,12 +62,17 @@ pub struct Bound {
 impl Bound {
     /// Loads the policy, builds the app, starts health checks and binds both listeners.
     pub async fn bind(config: Config) -> Result<Bound, StartError> {
-        let policy = WasmPolicy::load(&config.policy, &config.policy_config).map_err(|source| {
-            StartError::Policy {
-                name: config.policy.name(),
-                source,
-            }
-        })?;
+        let load = |source: &PolicySource| {
+            WasmPolicy::load(source, &config.policy_config).map_err(|e| StartError::Policy {
+                name: source.name(),
+                source: e,
+            })
+        };
+        let policy = load(&config.policy)?;
+        let shadow = match &config.shadow_policy {
+            Some(source) => Some(Arc::new(load(source)?) as Arc<dyn Policy>),
+            None => None,
+        };
         let (listen, admin_addr) = (config.listen, config.admin);
         let open_files = fd_limit::raise();
         let (mut engine_limits, mut admin_limits) =
@@ -117,7 +122,7 @@ impl Bound {
                 Some(token)
             }
         };
-        let app = App::new(config, admin_token, Arc::new(policy), recorder);
+        let app = App::new(config, admin_token, Arc::new(policy), shadow, recorder);
         app.start_health();
         Ok(Bound {
             app,

@@ -75,9 +75,10 @@ impl Verdicts {
             || received
                 .iter()
                 .any(|r| r.vote.is_counted() && r.vote.status == Status::Valid);
+        let payload = call.kind == VoteKind::NewPayload;
         for r in received {
             if let Some(node) = collected.nodes.get(usize::from(r.vote.node)) {
-                node.note_vote(&r.vote, validated);
+                node.note_vote(&r.vote, validated, payload);
             }
         }
         settled

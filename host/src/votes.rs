@@ -62,7 +62,7 @@ pub fn failed(index: u16, node: &Node, kind: VoteKind, outcome: Outcome) -> Rece
     let mut vote = Vote::failed(index, outcome);
     vote.client = health.client;
     vote.flags = VoteFlags::default()
-        .with(VoteFlags::DO_NOT_USE, node.do_not_use)
+        .with(VoteFlags::DO_NOT_USE, !node.counts())
         .with(VoteFlags::NODE_SYNCING, health.state == NodeState::Syncing)
         .with(VoteFlags::NODE_BEHIND, node.is_behind());
     vote.health = node.vote_health();

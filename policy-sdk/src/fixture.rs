@@ -60,6 +60,10 @@ pub struct Case {
     /// Recordings: when the decision was made (Unix milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded_at_ms: Option<u64>,
+    /// Recordings: what the shadow policy (`--shadow-policy`) answered instead, where it
+    /// disagreed with `expect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<Expect>,
 }
 
 /// One vote in a fixture.
@@ -121,6 +125,29 @@ pub struct Expect {
     /// The policy's reason code, when it matters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<u32>,
+}
+
+impl Expect {
+    /// What `verdict` answers for `ballot`, as a case expects it (with its reason).
+    pub fn of(ballot: &Ballot, verdict: crate::Verdict) -> Expect {
+        let followed = ballot.followed(verdict);
+        Expect {
+            action: match verdict {
+                crate::Verdict::Follow { .. } => Action::Follow,
+                crate::Verdict::Syncing { .. } => Action::Syncing,
+                crate::Verdict::Wait | crate::Verdict::Wake { .. } => Action::Wait,
+            },
+            status: followed.map(|v| v.status.name().to_owned()),
+            node: followed.map(|v| v.node),
+            reason: Some(verdict.reason()),
+        }
+    }
+
+    /// Whether the CL would get the same answer: the action and the followed status (which of
+    /// several votes with that status is followed, or why, does not change it).
+    pub fn answers_like(&self, other: &Expect) -> bool {
+        (self.action, &self.status) == (other.action, &other.status)
+    }
 }
 
 /// A verdict's action, as fixtures spell it.

@@ -4,7 +4,7 @@
 
 use eb::policy::{Policy, PolicySource, WasmPolicy};
 use eb_tests::engine::{new_payload, request};
-use eb_tests::mock_el::{refs, start_many, MockEl};
+use eb_tests::mock_el::{refs, start_many, Fault, MockEl};
 use eb_tests::proxy::{sample, Proxy};
 use eb_tests::{fixture, workspace};
 use policy_sdk::fixture as fixtures;
@@ -424,4 +424,59 @@ fn explain_draws_a_known_fixture() {
     expected += "    eb-->>CL: SYNCING\n";
     assert_eq!(chart, expected);
     assert_eq!(policy.info().name, "default (embedded)");
+}
+
+#[tokio::test]
+async fn a_shadow_policy_decides_beside_the_active_one_and_never_answers() {
+    let els = start_many(3, None).await;
+    let recording = std::env::temp_dir().join(format!("eb-shadow-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&recording);
+    let shadow = eb_tests::workspace().join("policies/examples/majority-of-configured.wat");
+    let proxy = Proxy::start(
+        &refs(&els),
+        &[],
+        &[
+            "--shadow-policy",
+            &shadow.display().to_string(),
+            "--record-votes",
+            &recording.display().to_string(),
+        ],
+    )
+    .await;
+    let status = proxy.admin_get("/status").await;
+    assert!(status["shadow_policy"]["sha256"].is_string(), "{status}");
+    let disagreements = |text: &str| {
+        text.lines()
+            .filter(|l| l.starts_with("eb_shadow_disagreements_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let answer = proxy.call(&new_payload(1, 4, "B1")).await;
+    assert_eq!(answer["result"]["status"], "VALID");
+    assert_eq!(
+        disagreements(&proxy.metrics().await),
+        0.0,
+        "all three agree"
+    );
+    // One VALID, two errors: the default rule follows the one counted vote; a majority of the
+    // configured ELs is not there, so the shadow would answer SYNCING.
+    for el in &els[1..] {
+        el.set(|b| b.vote_fault = Fault::RpcError(-32603));
+    }
+    let answer = proxy.call(&new_payload(2, 4, "B2")).await;
+    assert_eq!(
+        answer["result"]["status"], "VALID",
+        "the active policy answers"
+    );
+    assert_eq!(disagreements(&proxy.metrics().await), 1.0);
+    proxy.shutdown().await;
+    let text = std::fs::read_to_string(&recording).expect("recording");
+    let cases: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(cases.len(), 2, "{text}");
+    assert!(cases[0].get("shadow").is_none(), "{}", cases[0]);
+    assert_eq!(cases[1]["shadow"]["action"], "syncing", "{}", cases[1]);
+    let _ = std::fs::remove_file(&recording);
 }

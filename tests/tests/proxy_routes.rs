@@ -2,8 +2,8 @@
 //! getPayload, merged calls, batches, primary reads with failover, the admin API, shutdown.
 
 use eb_tests::engine::{forkchoice, get_payload, hash, new_payload, request};
-use eb_tests::mock_el::{refs, start_many, Fault, MockEl};
-use eb_tests::proxy::Proxy;
+use eb_tests::mock_el::{refs, start_many, Behaviour, Fault, MockEl};
+use eb_tests::proxy::{sample, Proxy};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -555,4 +555,94 @@ async fn executionbackups_admin_api_keeps_its_shapes() {
     assert_metrics_report(&report, 3);
     assert!(report["recheck_time"].is_u64(), "{report}");
     assert_eq!(report["added"], json!([format!("{}/", extra.url())]));
+}
+
+#[tokio::test]
+async fn an_el_lacking_a_method_the_cl_lists_is_named_and_rechecked_after_its_restart() {
+    let els = els(2).await;
+    els[1].set(|b| b.capabilities = vec!["engine_newPayloadV4", "engine_forkchoiceUpdatedV3"]);
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let asked = json!([[
+        "engine_newPayloadV4",
+        "engine_forkchoiceUpdatedV3",
+        "engine_getPayloadV4",
+        "engine_exchangeCapabilities"
+    ]]);
+    let answer = proxy
+        .call(&request(json!(1), "engine_exchangeCapabilities", asked))
+        .await;
+    assert_eq!(
+        answer["result"],
+        json!(["engine_newPayloadV4", "engine_forkchoiceUpdatedV3"])
+    );
+    let status = proxy.admin_get("/status").await;
+    assert_eq!(status["nodes"][0]["missing_capabilities"], json!([]));
+    assert_eq!(
+        status["nodes"][1]["missing_capabilities"],
+        json!(["engine_getPayloadV4"])
+    );
+    let gauge = |text: &str, el: &MockEl| {
+        sample(
+            text,
+            &format!("eb_el_missing_capabilities{{node=\"{}/\"}}", el.url()),
+        )
+    };
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        (gauge(&metrics, &els[0]), gauge(&metrics, &els[1])),
+        (Some(0.0), Some(1.0))
+    );
+    // Upgraded and restarted: eb asks it the CL's list again when it is back.
+    els[1].stop();
+    proxy
+        .wait_until("EL 1 seen down", |app| {
+            app.nodes.snapshot()[1].health().state == eb::nodes::NodeState::Offline
+        })
+        .await;
+    els[1].set(|b| b.capabilities = Behaviour::default().capabilities);
+    els[1].restart().await;
+    proxy
+        .wait_until("EL 1 rechecked", |app| {
+            app.nodes.snapshot()[1].missing_capabilities().is_empty()
+        })
+        .await;
+    assert_eq!(gauge(&proxy.metrics().await, &els[1]), Some(0.0));
+}
+
+#[tokio::test]
+async fn a_drained_el_still_gets_every_call_and_never_the_last_counted_one() {
+    let els = els(2).await;
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    with_primary(&proxy).await;
+    let post = |path: &'static str| proxy.admin(reqwest::Method::POST, path, None, None);
+    let (code, body) = post("/nodes/1/drain").await;
+    assert_eq!((code, &body["draining"]), (200, &json!(true)), "{body}");
+    let (code, body) = post("/nodes/0/drain").await;
+    assert_eq!(code, 409, "{body}");
+    assert!(body["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("no EL whose votes count")));
+    assert_eq!(post("/nodes/9/drain").await.0, 404);
+    // Drained: its SYNCING is not counted (a tie otherwise), and it still gets the call.
+    els[1].set(|b| b.status = "SYNCING");
+    let answer = proxy.call(&new_payload(1, 4, "B1")).await;
+    assert_eq!(answer["result"]["status"], "VALID", "{answer}");
+    let status = proxy.admin_get("/status").await;
+    let el1 = &status["nodes"][1];
+    assert!(
+        el1["draining"].is_object() && el1["votes_count"] == false,
+        "{el1}"
+    );
+    assert_eq!(els[1].engine_calls(), ["engine_newPayloadV4"]);
+    let (code, _) = post("/nodes/1/resume").await;
+    assert_eq!(code, 200);
+    let answer = proxy.call(&new_payload(2, 4, "B2")).await;
+    assert_eq!(
+        answer["result"]["status"], "SYNCING",
+        "counted again: {answer}"
+    );
+    let (code, _) = proxy
+        .admin_without_token(reqwest::Method::POST, "/nodes/1/drain", None)
+        .await;
+    assert_eq!(code, 401);
 }

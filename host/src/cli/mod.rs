@@ -73,6 +73,10 @@ pub struct RunArgs {
     /// Config string passed to the policy (e.g. `majority=0.67,quorum=2`).
     #[arg(long, env = "EB_POLICY_CONFIG", default_value = "")]
     pub policy_config: String,
+    /// A second policy module (.wasm or .wat) that decides every ballot beside the active one
+    /// and never answers: each disagreement is counted, logged and marked in the recording.
+    #[arg(long, env = "EB_SHADOW_POLICY")]
+    pub shadow_policy: Option<PathBuf>,
     /// executionbackup's majority flag: passed to the policy as `majority=F`.
     #[arg(long, env = "EB_FCU_MAJORITY")]
     pub fcu_majority: Option<String>,

@@ -32,6 +32,7 @@ pub struct PolicySlot {
     config: String,
     fixtures: Option<PathBuf>,
     metrics: Arc<Metrics>,
+    shadow: Option<Box<PolicySlot>>,
 }
 
 impl PolicySlot {
@@ -49,7 +50,24 @@ impl PolicySlot {
             config,
             fixtures,
             metrics,
+            shadow: None,
         }
+    }
+
+    /// This slot with a shadow policy (`--shadow-policy`, from `source`): it decides every
+    /// ballot beside the active one and never answers; a reload reloads it too.
+    pub fn with_shadow(mut self, shadow: Arc<dyn Policy>, source: PolicySource) -> PolicySlot {
+        let metrics = Arc::clone(&self.metrics);
+        let config = self.config.clone();
+        self.shadow = Some(Box::new(PolicySlot::new(
+            shadow, source, config, None, metrics,
+        )));
+        self
+    }
+
+    /// The shadow policy, if there is one.
+    pub fn shadow(&self) -> Option<Arc<dyn Policy>> {
+        self.shadow.as_ref().map(|slot| slot.current())
     }
 
     /// The embedded default policy, never reloaded (unit tests).
@@ -74,8 +92,17 @@ impl PolicySlot {
         *self.active.write().unwrap_or_else(|p| p.into_inner()) = policy;
     }
 
-    /// Reloads the `--policy` file; on any failure the active policy stays.
+    /// Reloads the `--policy` file, then the shadow's; on any failure that policy stays.
     pub async fn reload(&self) -> Result<Arc<dyn Policy>, ReloadError> {
+        let active = self.reload_active().await;
+        if let Some(shadow) = &self.shadow {
+            // Its outcome is logged and counted; the answer is about the active policy.
+            let _ = Box::pin(shadow.reload_active()).await;
+        }
+        active
+    }
+
+    async fn reload_active(&self) -> Result<Arc<dyn Policy>, ReloadError> {
         let (source, config) = (self.source.clone(), self.config.clone());
         let fixtures = self.fixtures.clone();
         let loaded = tokio::task::spawn_blocking(move || load_checked(&source, &config, fixtures))
