@@ -173,6 +173,8 @@ pub fn status_json(app: &App) -> Value {
                 "bytes": queue.bytes,
                 "dropped": queue.dropped,
                 "busy_ms": queue.busy_for.map(|d| d.as_millis() as u64),
+                "replayed": queue.replayed,
+                "replay_dropped": queue.replay_dropped,
             },
             "state": h.state,
             "latency_ms": h.latency_ms,

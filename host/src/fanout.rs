@@ -123,7 +123,7 @@ impl Fanout {
             .collect();
         let mut replies: FuturesUnordered<Pending> = FuturesUnordered::new();
         for (index, node) in nodes.iter().enumerate() {
-            let receiver = node.enqueue(call.body.clone(), node.timeout.min(budget));
+            let receiver = node.enqueue(call.kind, call.body.clone(), node.timeout.min(budget));
             replies.push(Box::pin(async move { (index, receiver.await) }));
         }
         let policy = self.policy.current();
@@ -648,13 +648,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_flapping_el_costs_nothing_whether_it_refuses_or_answers() {
-        let calls = std::sync::atomic::AtomicUsize::new(0);
+    async fn a_flapping_el_costs_nothing_whether_it_refuses_answers_or_catches_up() {
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let refusing = Arc::clone(&down);
         let flapping = testing::scripted(Box::new(move |_| {
-            if calls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                .is_multiple_of(2)
-            {
+            if refusing.load(std::sync::atomic::Ordering::Relaxed) {
                 (
                     Duration::from_millis(1),
                     Reply::Unreachable("connection refused".into()),
@@ -670,11 +668,15 @@ mod tests {
             &[el("VALID", 10), el("VALID", 12), flapping],
             route::MAX_EL_TIMEOUT,
         );
-        for (n, outcome) in [
-            (0, Outcome::Unreachable),
-            (1, Outcome::Answered),
-            (2, Outcome::Unreachable),
+        // Refused; back, with the refused call to replay first (its vote is cut at once, not
+        // waited for behind the replay); caught up; refused again.
+        for (n, up, outcome) in [
+            (0, false, Outcome::Unreachable),
+            (1, true, Outcome::Cut),
+            (2, true, Outcome::Answered),
+            (3, false, Outcome::Unreachable),
         ] {
+            down.store(!up, std::sync::atomic::Ordering::Relaxed);
             let collected = fanout.run(&call("{}")).await;
             assert_eq!(followed_status(&collected), Some(Status::Valid), "call {n}");
             assert_eq!(collected.elapsed_ms, 12, "call {n}: the healthy ELs' time");
@@ -683,6 +685,8 @@ mod tests {
                 .find(|v| v.0 == 2)
                 .map(|v| v.1);
             assert_eq!(flapper, Some(outcome), "call {n}");
+            // Let the flapper's worker finish (replays and late votes) before the next call.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 

@@ -6,7 +6,7 @@
 //!
 //! [`config`] → [`server`] (HTTP) → [`auth`] (JWT) → [`rpc`] (JSON-RPC, with [`params`]) →
 //! [`dispatch`] ([`route`]: what to do) → [`fanout`] (every EL, in order, via [`nodes`] and
-//! [`upstream`]) → [`votes`] → [`policy`] → [`verdict`] (with [`memory`]: never turning a final
+//! [`upstream`]; [`replay`] for what a returning EL missed) → [`votes`] → [`policy`] → [`verdict`] (with [`memory`]: never turning a final
 //! answer around) → [`answer`]. Reads go through [`primary`], builds through [`payloads`],
 //! merged calls through [`merge`] (with [`readiness`]: the ELs' capabilities against the CL's);
 //! every refusal is an [`error::EngineError`]. [`health`] keeps
@@ -39,6 +39,7 @@ pub mod primary;
 pub mod queue;
 pub mod readiness;
 pub mod record;
+pub mod replay;
 pub mod route;
 pub mod rpc;
 pub mod run;

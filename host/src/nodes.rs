@@ -160,8 +160,13 @@ impl Node {
 
     /// Queues a state-changing call behind the ones already queued for this EL; the receiver
     /// gets the reply. A full queue drops its oldest calls, loudly.
-    pub fn enqueue(&self, body: Bytes, timeout: Duration) -> oneshot::Receiver<Timed> {
-        let (receiver, dropped) = self.queue.push(body, timeout);
+    pub fn enqueue(
+        &self,
+        kind: VoteKind,
+        body: Bytes,
+        timeout: Duration,
+    ) -> oneshot::Receiver<Timed> {
+        let (receiver, dropped) = self.queue.push(kind, body, timeout);
         if dropped > 0 {
             self.metrics
                 .queue_dropped
@@ -328,17 +333,20 @@ impl Node {
     }
 
     /// The EL's health as a policy sees it: its state, or hung while one call has been out
-    /// longer than [`HUNG_AFTER`].
+    /// longer than [`HUNG_AFTER`] or, once it answers again, while the calls it missed wait to
+    /// be replayed (the next call's answer comes after them).
     pub fn vote_health(&self) -> VoteHealth {
-        if self.queue.depth().busy_for >= Some(HUNG_AFTER) {
+        let depth = self.queue.depth();
+        if depth.busy_for >= Some(HUNG_AFTER) {
             return VoteHealth::Hung;
         }
         match self.lock().state {
+            NodeState::Offline => VoteHealth::Offline,
+            NodeState::AuthFailed => VoteHealth::AuthFailed,
+            _ if depth.replay_pending => VoteHealth::Hung,
             NodeState::Unknown => VoteHealth::Unknown,
             NodeState::Synced => VoteHealth::Synced,
             NodeState::Syncing => VoteHealth::Syncing,
-            NodeState::Offline => VoteHealth::Offline,
-            NodeState::AuthFailed => VoteHealth::AuthFailed,
         }
     }
 
@@ -893,7 +901,11 @@ mod tests {
         let mut receivers = Vec::new();
         // Nothing runs between these sends: the worker has taken none yet.
         for i in 0..=calls {
-            receivers.push(node.enqueue(Bytes::from(i.to_string()), Duration::from_secs(1)));
+            receivers.push(node.enqueue(
+                VoteKind::NewPayload,
+                Bytes::from(i.to_string()),
+                Duration::from_secs(1),
+            ));
         }
         let oldest = receivers.remove(0).await.expect("answered");
         assert!(matches!(oldest.reply, Reply::Unreachable(ref e) if e.starts_with("dropped")));
@@ -922,7 +934,11 @@ mod tests {
             Duration::from_secs(7),
         );
         let node = &nodes.snapshot()[0];
-        let answer = node.enqueue(Bytes::from_static(b"{}"), Duration::from_secs(7));
+        let answer = node.enqueue(
+            VoteKind::NewPayload,
+            Bytes::from_static(b"{}"),
+            Duration::from_secs(7),
+        );
         tokio::time::sleep(HUNG_AFTER - Duration::from_millis(1)).await;
         assert_eq!(node.vote_health(), VoteHealth::Unknown);
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -2,10 +2,13 @@
 //! sent them, bounded by calls and by bytes. When a hung EL's queue is full the oldest calls
 //! make room for the new ones (each dropped call is answered at once as unreachable and
 //! counted): an EL that comes back gets the newest calls still queued, in CL order, and
-//! catches up on the rest from its peers.
+//! catches up on the rest from its peers. Calls it missed by refusing them are replayed to it
+//! first when it answers again ([`replay`](crate::replay)).
 
+use crate::replay::Missed;
 use crate::upstream::{Reply, Timed, Transport};
 use bytes::Bytes;
+use policy_sdk::VoteKind;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -31,6 +34,7 @@ impl Default for Limits {
 }
 
 struct Job {
+    kind: VoteKind,
     body: Bytes,
     timeout: Duration,
     reply: oneshot::Sender<Timed>,
@@ -43,6 +47,9 @@ struct State {
     dropped: u64,
     busy_since: Option<Instant>,
     closed: bool,
+    replayed: u64,
+    replay_dropped: u64,
+    replay_pending: bool,
 }
 
 /// What a queue holds now.
@@ -56,6 +63,12 @@ pub struct Depth {
     pub dropped: u64,
     /// How long the call being delivered has been out.
     pub busy_for: Option<Duration>,
+    /// Missed calls replayed to the EL since start.
+    pub replayed: u64,
+    /// Missed calls that could not be kept for replay (past the limits).
+    pub replay_dropped: u64,
+    /// Missed calls wait to be replayed: the next call's answer comes after them.
+    pub replay_pending: bool,
 }
 
 /// The queue; [`deliver`] drains it.
@@ -79,9 +92,14 @@ impl CallQueue {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a call behind the ones waiting; returns the receiver of its reply and how many
-    /// of the oldest calls were dropped to make room.
-    pub fn push(&self, body: Bytes, timeout: Duration) -> (oneshot::Receiver<Timed>, usize) {
+    /// Queues a `kind` call behind the ones waiting; returns the receiver of its reply and how
+    /// many of the oldest calls were dropped to make room.
+    pub fn push(
+        &self,
+        kind: VoteKind,
+        body: Bytes,
+        timeout: Duration,
+    ) -> (oneshot::Receiver<Timed>, usize) {
         let (reply, receiver) = oneshot::channel();
         let mut state = self.lock();
         if state.closed {
@@ -104,6 +122,7 @@ impl CallQueue {
         state.dropped += dropped as u64;
         state.bytes += body.len();
         state.jobs.push_back(Job {
+            kind,
             body,
             timeout,
             reply,
@@ -121,6 +140,9 @@ impl CallQueue {
             bytes: state.bytes,
             dropped: state.dropped,
             busy_for: state.busy_since.map(|since| since.elapsed()),
+            replayed: state.replayed,
+            replay_dropped: state.replay_dropped,
+            replay_pending: state.replay_pending,
         }
     }
 
@@ -161,11 +183,35 @@ fn unreachable(why: &str) -> Timed {
     }
 }
 
+/// Whether the EL never took the call: refused the connection (or it reset) or refused eb's
+/// token. A timeout is not: the EL may have it.
+fn never_taken(timed: &Timed) -> bool {
+    matches!(timed.reply, Reply::Unreachable(_) | Reply::AuthRejected(_))
+}
+
 /// The ordered worker: one call at a time, in queue order, until the queue is closed; each
-/// answer read up to `max_answer` bytes.
+/// answer read up to `max_answer` bytes. A call the EL never took is answered as such and kept;
+/// before the next call, the kept ones are replayed to it in order (their answers go to no one),
+/// until one is refused again.
 pub async fn deliver(queue: Arc<CallQueue>, transport: Arc<dyn Transport>, max_answer: usize) {
+    let mut missed = Missed::new(queue.limits.calls, queue.limits.bytes);
     while let Some(job) = queue.next().await {
-        let timed = transport.post(job.body, job.timeout, max_answer).await;
+        while let Some(body) = missed.next() {
+            let replay = transport.post(body.clone(), job.timeout, max_answer).await;
+            if never_taken(&replay) {
+                break;
+            }
+            missed.delivered();
+            queue.lock().replayed += 1;
+        }
+        let timed = transport
+            .post(job.body.clone(), job.timeout, max_answer)
+            .await;
+        if never_taken(&timed) {
+            let dropped = missed.keep(job.kind, job.body);
+            queue.lock().replay_dropped += dropped as u64;
+        }
+        queue.lock().replay_pending = !missed.is_empty();
         queue.done();
         let _ = job.reply.send(timed);
     }
@@ -191,20 +237,24 @@ mod tests {
     async fn overflow_drops_the_oldest_by_count_and_by_bytes() {
         let queue = CallQueue::new(LIMITS);
         let second = Duration::from_secs(1);
-        let (first, _) = queue.push(Bytes::from_static(b"aaaa"), second);
-        let (_b, _) = queue.push(Bytes::from_static(b"bbbb"), second);
+        let (first, _) = queue.push(VoteKind::NewPayload, Bytes::from_static(b"aaaa"), second);
+        let (_b, _) = queue.push(VoteKind::NewPayload, Bytes::from_static(b"bbbb"), second);
         assert_eq!(queue.depth().bytes, 8);
-        let (_c, dropped) = queue.push(Bytes::from_static(b"cc"), second);
+        let (_c, dropped) = queue.push(VoteKind::NewPayload, Bytes::from_static(b"cc"), second);
         assert_eq!(dropped, 0, "10 bytes fit");
-        let (_d, dropped) = queue.push(Bytes::from_static(b"d"), second);
+        let (_d, dropped) = queue.push(VoteKind::NewPayload, Bytes::from_static(b"d"), second);
         assert_eq!(dropped, 1, "a fourth call exceeds the count");
         let first = first.await.expect("answered at once");
         assert_eq!(failure(&first), Some("dropped: the call queue overflowed"));
-        let (_e, dropped) = queue.push(Bytes::from_static(b"eeeeeeee"), second);
+        let (_e, dropped) = queue.push(
+            VoteKind::NewPayload,
+            Bytes::from_static(b"eeeeeeee"),
+            second,
+        );
         assert_eq!(dropped, 2, "8 more bytes need two calls' room");
         let depth = queue.depth();
         assert_eq!((depth.calls, depth.bytes, depth.dropped), (2, 9, 3));
-        let (_big, dropped) = queue.push(Bytes::from(vec![0; 64]), second);
+        let (_big, dropped) = queue.push(VoteKind::NewPayload, Bytes::from(vec![0; 64]), second);
         assert_eq!(dropped, 2, "a call larger than the limit empties the queue");
         assert_eq!(queue.depth().calls, 1, "and is still taken");
     }
@@ -213,9 +263,93 @@ mod tests {
     async fn a_closed_queue_refuses_new_calls() {
         let queue = CallQueue::new(LIMITS);
         queue.close();
-        let (refused, _) = queue.push(Bytes::from_static(b"x"), Duration::from_secs(1));
+        let (refused, _) = queue.push(
+            VoteKind::NewPayload,
+            Bytes::from_static(b"x"),
+            Duration::from_secs(1),
+        );
         let refused = refused.await.expect("answered");
         assert_eq!(failure(&refused), Some("the node was removed"));
         assert!(queue.next().await.is_none(), "the worker stops");
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::*;
+    use futures_util::future::BoxFuture;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// An EL that refuses every connection while `down`, and keeps what it took.
+    #[derive(Default)]
+    struct Restarting {
+        down: AtomicBool,
+        taken: Mutex<Vec<Bytes>>,
+    }
+
+    impl Transport for Restarting {
+        fn post(&self, body: Bytes, _: Duration, _: usize) -> BoxFuture<'static, Timed> {
+            let reply = if self.down.load(Ordering::Relaxed) {
+                Reply::Unreachable("connection refused".into())
+            } else {
+                self.taken.lock().expect("taken").push(body);
+                Reply::Body(Bytes::from_static(b"{}"))
+            };
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                Timed {
+                    reply,
+                    latency: Duration::from_millis(2),
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_returning_el_gets_what_it_missed_in_order_before_the_next_call() {
+        let el = Arc::new(Restarting::default());
+        let queue = Arc::new(CallQueue::new(Limits::default()));
+        tokio::spawn(deliver(Arc::clone(&queue), el.clone(), 1 << 20));
+        let second = Duration::from_secs(1);
+        let send = |kind, body: &'static str| {
+            let (reply, _) = queue.push(kind, Bytes::from_static(body.as_bytes()), second);
+            reply
+        };
+        assert!(matches!(
+            send(VoteKind::NewPayload, "p1")
+                .await
+                .expect("answered")
+                .reply,
+            Reply::Body(_)
+        ));
+        el.down.store(true, Ordering::Relaxed);
+        for (kind, body) in [
+            (VoteKind::NewPayload, "p2"),
+            (VoteKind::ForkchoiceUpdated, "f2"),
+            (VoteKind::NewPayload, "p3"),
+            (VoteKind::ForkchoiceUpdatedWithAttributes, "f3"),
+        ] {
+            let missed = send(kind, body).await.expect("answered");
+            assert!(
+                matches!(missed.reply, Reply::Unreachable(_)),
+                "{body}: refused, answered as such"
+            );
+        }
+        el.down.store(false, Ordering::Relaxed);
+        assert!(matches!(
+            send(VoteKind::NewPayload, "p4")
+                .await
+                .expect("answered")
+                .reply,
+            Reply::Body(_)
+        ));
+        let taken: Vec<Bytes> = el.taken.lock().expect("taken").clone();
+        assert_eq!(
+            taken,
+            ["p1", "p2", "p3", "f3", "p4"],
+            "missed payloads, the latest forkchoice, then the new call"
+        );
+        let depth = queue.depth();
+        assert_eq!((depth.replayed, depth.replay_dropped), (3, 0));
     }
 }
