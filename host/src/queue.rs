@@ -183,31 +183,35 @@ fn unreachable(why: &str) -> Timed {
     }
 }
 
-/// Whether the EL never took the call: refused the connection (or it reset) or refused eb's
-/// token. A timeout is not: the EL may have it.
-fn never_taken(timed: &Timed) -> bool {
-    matches!(timed.reply, Reply::Unreachable(_) | Reply::AuthRejected(_))
-}
-
 /// The ordered worker: one call at a time, in queue order, until the queue is closed; each
-/// answer read up to `max_answer` bytes. A call the EL never took is answered as such and kept;
-/// before the next call, the kept ones are replayed to it in order (their answers go to no one),
-/// until one is refused again.
+/// answer read up to `max_answer` bytes. A call the EL never took ([`Reply::never_taken`]) is
+/// answered as such and kept; before the next call, the kept ones are replayed to it in order
+/// (their answers go to no one). When one is not taken again, the next call is not sent either:
+/// it is answered with that refusal and kept behind them.
 pub async fn deliver(queue: Arc<CallQueue>, transport: Arc<dyn Transport>, max_answer: usize) {
     let mut missed = Missed::new(queue.limits.calls, queue.limits.bytes);
     while let Some(job) = queue.next().await {
+        let mut refused = None;
         while let Some(body) = missed.next() {
             let replay = transport.post(body.clone(), job.timeout, max_answer).await;
-            if never_taken(&replay) {
+            if replay.reply.never_taken() {
+                refused = Some(replay);
                 break;
             }
             missed.delivered();
             queue.lock().replayed += 1;
         }
-        let timed = transport
-            .post(job.body.clone(), job.timeout, max_answer)
-            .await;
-        if never_taken(&timed) {
+        // Still not taking calls: this one waits its turn behind the missed ones, so the EL
+        // never gets a call before one the CL sent earlier.
+        let timed = match refused {
+            Some(refused) => refused,
+            None => {
+                transport
+                    .post(job.body.clone(), job.timeout, max_answer)
+                    .await
+            }
+        };
+        if timed.reply.never_taken() {
             let dropped = missed.keep(job.kind, job.body);
             queue.lock().replay_dropped += dropped as u64;
         }
@@ -277,6 +281,7 @@ mod tests {
 #[cfg(test)]
 mod replay_tests {
     use super::*;
+    use crate::upstream::CONNECT_FAILED;
     use futures_util::future::BoxFuture;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -290,7 +295,7 @@ mod replay_tests {
     impl Transport for Restarting {
         fn post(&self, body: Bytes, _: Duration, _: usize) -> BoxFuture<'static, Timed> {
             let reply = if self.down.load(Ordering::Relaxed) {
-                Reply::Unreachable("connection refused".into())
+                Reply::Unreachable(format!("{CONNECT_FAILED}: refused"))
             } else {
                 self.taken.lock().expect("taken").push(body);
                 Reply::Body(Bytes::from_static(b"{}"))
@@ -303,6 +308,55 @@ mod replay_tests {
                 }
             })
         }
+    }
+
+    /// Refuses its first `refusals` connections, then takes every call.
+    struct Returning {
+        refusals: std::sync::atomic::AtomicUsize,
+        taken: Mutex<Vec<Bytes>>,
+    }
+
+    impl Transport for Returning {
+        fn post(&self, body: Bytes, _: Duration, _: usize) -> BoxFuture<'static, Timed> {
+            let refuse = self
+                .refusals
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok();
+            let reply = if refuse {
+                Reply::Unreachable(format!("{CONNECT_FAILED}: refused"))
+            } else {
+                self.taken.lock().expect("taken").push(body);
+                Reply::Body(Bytes::from_static(b"{}"))
+            };
+            Box::pin(async move {
+                Timed {
+                    reply,
+                    latency: Duration::from_millis(1),
+                }
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_el_back_between_a_refused_replay_and_the_next_call_still_gets_them_in_order() {
+        // p1 is refused; before p2 its replay is refused too, and the EL is back right after:
+        // p2 must not overtake p1.
+        let el = Arc::new(Returning {
+            refusals: std::sync::atomic::AtomicUsize::new(2),
+            taken: Mutex::new(Vec::new()),
+        });
+        let queue = Arc::new(CallQueue::new(Limits::default()));
+        tokio::spawn(deliver(Arc::clone(&queue), el.clone(), 1 << 20));
+        for body in ["p1", "p2", "p3"] {
+            let (reply, _) = queue.push(
+                VoteKind::NewPayload,
+                Bytes::from_static(body.as_bytes()),
+                Duration::from_secs(1),
+            );
+            reply.await.expect("answered");
+        }
+        let taken: Vec<Bytes> = el.taken.lock().expect("taken").clone();
+        assert_eq!(taken, ["p1", "p2", "p3"]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,5 +1,5 @@
-//! Catch-up replay: the state-changing calls an EL missed while it refused connections (down,
-//! restarting) or eb's token, kept and sent to it, in CL order, before the next new call once it
+//! Catch-up replay: the state-changing calls an EL missed while eb could not connect to it
+//! (down, restarting) or it refused eb's token, kept and sent to it, in CL order, before the next new call once it
 //! answers again. The newPayloads are all kept (oldest dropped past the queue's limits, and
 //! counted); of the forkchoiceUpdated calls only the latest, which supersedes the others. Without
 //! it an EL that was down learns the head only from the next newPayload and must sync the gap

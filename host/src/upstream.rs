@@ -27,7 +27,21 @@ pub enum Reply {
     Unreachable(String),
 }
 
+/// How the error of a connection that could not be made starts: the EL never got the call.
+pub const CONNECT_FAILED: &str = "connection failed";
+
 impl Reply {
+    /// Whether the EL never took the call: the connection could not be made, or it refused
+    /// eb's token. A timeout, a reset mid-call or an HTTP error status is not: the EL may have
+    /// the call (and an EL answering some call with HTTP 500 would refuse its replay forever).
+    pub fn never_taken(&self) -> bool {
+        match self {
+            Reply::Unreachable(e) => e.starts_with(CONNECT_FAILED),
+            Reply::AuthRejected(_) => true,
+            _ => false,
+        }
+    }
+
     /// Why a reply is not an answer, for logs and error messages.
     pub fn failure(&self) -> String {
         match self {
@@ -179,7 +193,7 @@ impl Transport for Http {
 /// A reqwest error and its innermost cause, without the URL (which may carry credentials).
 fn error_chain(error: &reqwest::Error) -> String {
     let kind = if error.is_connect() {
-        "connection failed"
+        CONNECT_FAILED
     } else if error.is_body() || error.is_decode() {
         "broken response body"
     } else if error.is_request() {
@@ -197,5 +211,27 @@ fn error_chain(error: &reqwest::Error) -> String {
         kind.to_owned()
     } else {
         format!("{kind}: {detail}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_call_that_never_reached_the_el_is_not_taken() {
+        let unreachable = |e: &str| Reply::Unreachable(e.to_owned());
+        assert!(unreachable(&format!("{CONNECT_FAILED}: Connection refused")).never_taken());
+        assert!(Reply::AuthRejected(401).never_taken());
+        for taken in [
+            unreachable("HTTP 500"),
+            unreachable("broken response body: reset"),
+            Reply::Timeout,
+            Reply::Redirected(307),
+            Reply::TooLarge(1),
+            Reply::Body(Bytes::new()),
+        ] {
+            assert!(!taken.never_taken(), "{taken:?}");
+        }
     }
 }
