@@ -655,7 +655,7 @@ mod tests {
             if refusing.load(std::sync::atomic::Ordering::Relaxed) {
                 (
                     Duration::from_millis(1),
-                    Reply::Unreachable(format!("{}: refused", crate::upstream::CONNECT_FAILED)),
+                    Reply::Refused("connection failed: refused".into()),
                 )
             } else {
                 let body = format!(

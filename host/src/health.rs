@@ -64,7 +64,7 @@ pub async fn check(node: &Node) -> NodeState {
             )),
         ),
         Reply::Timeout => (NodeState::Offline, Some("eth_syncing: timeout".to_owned())),
-        Reply::Unreachable(_) | Reply::TooLarge(_) | Reply::Redirected(_) => {
+        Reply::Refused(_) | Reply::Unreachable(_) | Reply::TooLarge(_) | Reply::Redirected(_) => {
             (NodeState::Offline, Some(timed.reply.failure()))
         }
     };

@@ -374,7 +374,7 @@ impl Node {
             }
             Reply::TooLarge(_) => self.refuse("too_large", timed.reply.failure()),
             Reply::Redirected(_) => self.refuse("redirect", timed.reply.failure()),
-            Reply::Timeout | Reply::Unreachable(_) => self.recheck.notify_one(),
+            Reply::Timeout | Reply::Refused(_) | Reply::Unreachable(_) => self.recheck.notify_one(),
         }
     }
 

@@ -281,7 +281,6 @@ mod tests {
 #[cfg(test)]
 mod replay_tests {
     use super::*;
-    use crate::upstream::CONNECT_FAILED;
     use futures_util::future::BoxFuture;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -295,7 +294,7 @@ mod replay_tests {
     impl Transport for Restarting {
         fn post(&self, body: Bytes, _: Duration, _: usize) -> BoxFuture<'static, Timed> {
             let reply = if self.down.load(Ordering::Relaxed) {
-                Reply::Unreachable(format!("{CONNECT_FAILED}: refused"))
+                Reply::Refused("connection failed: refused".into())
             } else {
                 self.taken.lock().expect("taken").push(body);
                 Reply::Body(Bytes::from_static(b"{}"))
@@ -323,7 +322,7 @@ mod replay_tests {
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                 .is_ok();
             let reply = if refuse {
-                Reply::Unreachable(format!("{CONNECT_FAILED}: refused"))
+                Reply::Refused("connection failed: refused".into())
             } else {
                 self.taken.lock().expect("taken").push(body);
                 Reply::Body(Bytes::from_static(b"{}"))
@@ -385,7 +384,7 @@ mod replay_tests {
         ] {
             let missed = send(kind, body).await.expect("answered");
             assert!(
-                matches!(missed.reply, Reply::Unreachable(_)),
+                matches!(missed.reply, Reply::Refused(_)),
                 "{body}: refused, answered as such"
             );
         }

@@ -23,23 +23,19 @@ pub enum Reply {
     TooLarge(usize),
     /// HTTP 3xx: a redirect, never followed.
     Redirected(u16),
-    /// Connection refused or reset, another HTTP status, or a broken body.
+    /// The connection could not be made (refused, unroutable, TLS refused): the EL never got
+    /// the call.
+    Refused(String),
+    /// A reset or broken answer, another HTTP status: the EL may have the call.
     Unreachable(String),
 }
-
-/// How the error of a connection that could not be made starts: the EL never got the call.
-pub const CONNECT_FAILED: &str = "connection failed";
 
 impl Reply {
     /// Whether the EL never took the call: the connection could not be made, or it refused
     /// eb's token. A timeout, a reset mid-call or an HTTP error status is not: the EL may have
     /// the call (and an EL answering some call with HTTP 500 would refuse its replay forever).
     pub fn never_taken(&self) -> bool {
-        match self {
-            Reply::Unreachable(e) => e.starts_with(CONNECT_FAILED),
-            Reply::AuthRejected(_) => true,
-            _ => false,
-        }
+        matches!(self, Reply::Refused(_) | Reply::AuthRejected(_))
     }
 
     /// Why a reply is not an answer, for logs and error messages.
@@ -50,7 +46,7 @@ impl Reply {
             Reply::AuthRejected(status) => format!("HTTP {status}: eb's token refused"),
             Reply::TooLarge(limit) => format!("answer larger than {limit} bytes"),
             Reply::Redirected(status) => format!("HTTP {status}: redirects are not followed"),
-            Reply::Unreachable(e) => e.clone(),
+            Reply::Refused(e) | Reply::Unreachable(e) => e.clone(),
         }
     }
 }
@@ -181,7 +177,10 @@ impl Transport for Http {
             })
             .await
             .unwrap_or(Ok(Reply::Timeout))
-            .unwrap_or_else(|e| Reply::Unreachable(error_chain(&e)));
+            .unwrap_or_else(|e| match error_chain(&e) {
+                why if e.is_connect() => Reply::Refused(why),
+                why => Reply::Unreachable(why),
+            });
             Timed {
                 reply,
                 latency: start.elapsed(),
@@ -193,7 +192,7 @@ impl Transport for Http {
 /// A reqwest error and its innermost cause, without the URL (which may carry credentials).
 fn error_chain(error: &reqwest::Error) -> String {
     let kind = if error.is_connect() {
-        CONNECT_FAILED
+        "connection failed"
     } else if error.is_body() || error.is_decode() {
         "broken response body"
     } else if error.is_request() {
@@ -221,7 +220,7 @@ mod tests {
     #[test]
     fn only_a_call_that_never_reached_the_el_is_not_taken() {
         let unreachable = |e: &str| Reply::Unreachable(e.to_owned());
-        assert!(unreachable(&format!("{CONNECT_FAILED}: Connection refused")).never_taken());
+        assert!(Reply::Refused("connection failed: Connection refused".into()).never_taken());
         assert!(Reply::AuthRejected(401).never_taken());
         for taken in [
             unreachable("HTTP 500"),

@@ -118,7 +118,10 @@ pub fn receive(index: u16, node: &Node, question: Question<'_>, timed: &Timed) -
             received.vote.outcome = Outcome::Timeout;
             return received;
         }
-        Reply::AuthRejected(_) | Reply::Unreachable(_) | Reply::Redirected(_) => {
+        Reply::AuthRejected(_)
+        | Reply::Refused(_)
+        | Reply::Unreachable(_)
+        | Reply::Redirected(_) => {
             received.vote.outcome = Outcome::Unreachable;
             return received;
         }
