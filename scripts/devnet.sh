@@ -11,9 +11,12 @@
 # the transaction signer tests/devnet/txgen with `go build` (cached by its sources' hash).
 # With --cl prysm (Osaka) a real CL drives them instead: Prysm v7.1.2's beacon node and validator
 # at Fulu, built from the Go module proxy through tests/devnet/prysm (cached by version).
+# With --cl prysm --upgrade (Osaka) it runs the rolling upgrade instead: two geths behind eb
+# start on v1.16.9 and are restarted one by one on v1.17.10, in four setups
+# (tests/src/chain/upgrade.rs).
 # --fork capella is the default above; with --diverse its EL 2 is geth v1.17.10 and eb runs
 # policies/client-diverse (VALID only when EthereumJS and geth agree).
-# Usage: scripts/devnet.sh [--fork F [--cl driver|prysm]] [--diverse] [eb-devnet or eb-chain args…]
+# Usage: scripts/devnet.sh [--fork F [--cl driver|prysm [--upgrade]]] [--diverse] [eb-devnet or eb-chain args…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clients="${EB_DEVNET_CLIENTS:-${XDG_CACHE_HOME:-$HOME/.cache}/eb-devnet}"
@@ -27,6 +30,12 @@ if [ "${1:-}" = "--cl" ]; then
   cl="${2:?--cl needs driver or prysm}"
   shift 2
 fi
+upgrade=
+if [ "${1:-}" = "--upgrade" ]; then
+  [ "$cl" = prysm ] || { echo "devnet: --upgrade runs with --cl prysm" >&2; exit 2; }
+  upgrade=1
+  shift
+fi
 diverse=
 if [ "${1:-}" = "--diverse" ]; then
   diverse=1
@@ -35,6 +44,8 @@ fi
 prysm_version=v7.1.2
 prysm="$clients/prysm-$prysm_version"
 geth_version=v1.17.10
+# The rolling upgrade's starting geth.
+old_geth_version=v1.16.9
 sidecar_version=1
 if [ "$fork" = prague ]; then
   # geth 1.17 keeps only cell-proof sidecars, which no Prague block can carry.
@@ -59,15 +70,18 @@ install() {
 if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then
   export npm_config_nodedir=/usr
 fi
-# geth from the Go module proxy, into a folder named after its version.
+# geth from the Go module proxy, into a folder named after its version ($1, default
+# $geth_version).
 install_geth() {
-  local dir="$clients/geth-$geth_version"
+  local version="${1:-$geth_version}"
+  local dir="$clients/geth-$version"
   command -v go >/dev/null || { echo "devnet: no go on PATH (the devnets build geth with it)"; return 1; }
   if [ ! -x "$dir/geth" ]; then
     mkdir -p "$dir"
-    GOBIN="$dir" go install "github.com/ethereum/go-ethereum/cmd/geth@$geth_version"
+    GOBIN="$dir" go install "github.com/ethereum/go-ethereum/cmd/geth@$version"
   fi
 }
+install_old_geth() { install_geth "$old_geth_version"; }
 # The transaction signer every devnet uses, into a folder named after its sources.
 install_txgen() {
   command -v go >/dev/null || { echo "devnet: no go on PATH (the devnets build txgen with it)"; return 1; }
@@ -110,15 +124,21 @@ case "$fork" in
   prague|osaka|amsterdam)
     background geth_and_txgen
     cl_args=()
+    geth="$clients/geth-$geth_version/geth"
     if [ "$cl" = prysm ]; then
       [ "$fork" = osaka ] || { echo "devnet: --cl prysm runs at osaka (Fulu)" >&2; exit 2; }
       background prysm
       cl_args=(--prysm "$prysm")
     fi
+    if [ -n "$upgrade" ]; then
+      background old_geth
+      cl_args+=(--upgrade-to "$geth")
+      geth="$clients/geth-$old_geth_version/geth"
+    fi
     cargo build --quiet --release --locked -p eb -p eb-tests --bin eb --bin eb-chain
     await_installs
     echo "devnet: geth $geth_version, txgen, $cl and eb ready in $(( $(date +%s) - start )) s" >&2
-    exec target/release/eb-chain --geth "$clients/geth-$geth_version/geth" --txgen "$txgen" \
+    exec target/release/eb-chain --geth "$geth" --txgen "$txgen" \
       --eb target/release/eb --fork "$fork" --sidecar-version "$sidecar_version" "${cl_args[@]}" "$@"
     ;;
   capella) ;;

@@ -2,7 +2,8 @@
 # The whole test suite: unit, property, policy (native and wasm32) and end-to-end tests, then the
 # real-client devnet (Lodestar → eb → three EthereumJS ELs, scripts/devnet.sh; again with a geth
 # and the client-diverse policy, --diverse), geth behind eb at Prague, Osaka and Amsterdam
-# (scripts/devnet.sh --fork F), and Prysm → eb → geth at Osaka.
+# (scripts/devnet.sh --fork F), Prysm → eb → geth at Osaka, and a rolling upgrade of two geths
+# (v1.16.9 → v1.17.10) under Prysm, with and without behind=ignore, peered and not.
 # It installs what the tests need: the wasm32 target (to rebuild the policies), promtool
 # (Debian's `prometheus` package, to check eb's metrics exposition) and, through devnet.sh, the
 # clients from npm (Node.js and npm are on the machine), and geth and Prysm from the Go module
@@ -26,3 +27,4 @@ for fork in prague osaka amsterdam; do
   scripts/devnet.sh --fork "$fork"
 done
 scripts/devnet.sh --fork osaka --cl prysm
+scripts/devnet.sh --fork osaka --cl prysm --upgrade

@@ -30,7 +30,9 @@ pub fn syncing_result(method: VoteKind, version: u8) -> &'static str {
 pub fn render(settled: Settled, kind: VoteKind, version: u8) -> Answer {
     let build = kind == VoteKind::ForkchoiceUpdatedWithAttributes;
     match settled {
-        Settled::Follow { result, payload_id }
+        Settled::Follow {
+            result, payload_id, ..
+        }
         | Settled::Remembered {
             result, payload_id, ..
         } if build => Ok(with_payload_id(&result, payload_id.as_deref())),
@@ -89,14 +91,15 @@ mod tests {
         let valid = Bytes::from_static(
             br#"{"payloadStatus":{"status":"VALID","latestValidHash":"0x01","validationError":null},"payloadId":"0xaaaa"}"#,
         );
-        let follow = |result: &Bytes| Settled::Follow {
+        let follow = |status: Status, result: &Bytes| Settled::Follow {
+            status,
             result: result.clone(),
             payload_id: Some("0x00000000000000ff".into()),
         };
         let json = |answer: Answer| -> serde_json::Value {
             serde_json::from_slice(&answer.expect("a result")).expect("json")
         };
-        let out = json(render(follow(&valid), build, 3));
+        let out = json(render(follow(Status::Valid, &valid), build, 3));
         assert_eq!(out["payloadId"], "0x00000000000000ff");
         assert_eq!(out["payloadStatus"]["latestValidHash"], "0x01");
         let remembered = |payload_id: Option<&str>| {
@@ -121,8 +124,13 @@ mod tests {
         let syncing = Bytes::from_static(
             br#"{"payloadStatus":{"status":"SYNCING","latestValidHash":null,"validationError":null},"payloadId":"0xaaaa"}"#,
         );
-        assert!(json(render(follow(&syncing), build, 3))["payloadId"].is_null());
-        let plain = render(follow(&valid), VoteKind::ForkchoiceUpdated, 3).expect("result");
+        assert!(json(render(follow(Status::Syncing, &syncing), build, 3))["payloadId"].is_null());
+        let plain = render(
+            follow(Status::Valid, &valid),
+            VoteKind::ForkchoiceUpdated,
+            3,
+        )
+        .expect("result");
         assert_eq!(plain, valid, "verbatim when not a build");
         let error = Bytes::from_static(br#"{"code":-38005,"message":"Unsupported fork"}"#);
         assert_eq!(

@@ -100,6 +100,14 @@ impl Engine {
             block_hash: call.params.hash.as_deref(),
         };
         let collected = self.fanout.run(&vote).await;
-        answer::render(self.verdicts.settle(&vote, &collected), kind, version)
+        let settled = self.verdicts.settle(&vote, &collected);
+        if let Some(status) = settled.status() {
+            let labels = vec![
+                ("method", kind.name().to_owned()),
+                ("status", status.name().to_owned()),
+            ];
+            self.metrics.vote_answers.get_or_create(&labels).inc();
+        }
+        answer::render(settled, kind, version)
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::metrics::Metrics;
 use crate::nodes::{Node, Nodes};
+use crate::payloads::LateBuilders;
 use crate::policy::{Ballot, Decision, Policy, PolicySlot};
 use crate::record::{self, Recorded, Recorder};
 use crate::route;
@@ -53,6 +54,9 @@ pub struct Collected {
     pub nodes: Arc<Vec<Arc<Node>>>,
     /// Milliseconds from fan-out to the decision.
     pub elapsed_ms: u32,
+    /// A build's builders whose VALID answer comes after the verdict (forkchoiceUpdated with
+    /// attributes only).
+    pub late_builders: Option<Arc<LateBuilders>>,
 }
 
 impl VoteCall<'_> {
@@ -143,6 +147,9 @@ impl Fanout {
         }
         let elapsed = || start.elapsed();
         let mut early_late: Vec<Reply> = Vec::new();
+        // When a verdict first became available (time since fan-out), and until when the ELs
+        // still out are waited for from then.
+        let mut ready_at: Option<Duration> = None;
         let mut straggler_at: Option<Instant> = None;
         let mut wake_at: Option<Instant> = None;
         let (decision, elapsed_ms, decided) = loop {
@@ -161,9 +168,18 @@ impl Fanout {
                     }
                     _ => break (decision, elapsed_ms, ballot),
                 }
-                if straggler_at.is_none() {
-                    straggler_at =
-                        self.straggler_deadline(&*policy, &collector, &nodes, &config, now, start);
+                match ready_at {
+                    None => {
+                        straggler_at = self
+                            .straggler_deadline(&*policy, &collector, &nodes, &config, now, start);
+                        ready_at = straggler_at.map(|_| now);
+                    }
+                    // Each vote leaves fewer ELs out: the latest of their bounds may come sooner
+                    // (a known-slow EL is not kept waiting for a fast one's floor).
+                    Some(ready) => {
+                        straggler_at =
+                            straggler_bound(&collector, &nodes, ready).map(|u| start + u);
+                    }
                 }
             }
             let timer = [Some(deadline), straggler_at, wake_at]
@@ -209,11 +225,14 @@ impl Fanout {
             }
         };
         let shadow = self.shadow(&*policy, &decided, &decision);
+        let late_builders = (call.kind == VoteKind::ForkchoiceUpdatedWithAttributes)
+            .then(|| Arc::new(LateBuilders::default()));
         let collected = Collected {
             collector,
             decision,
             nodes,
             elapsed_ms,
+            late_builders: late_builders.clone(),
         };
         let mut late = Late {
             nodes: Arc::clone(&collected.nodes),
@@ -222,6 +241,7 @@ impl Fanout {
             id: call.id.to_owned(),
             block_hash: call.block_hash.map(str::to_owned),
             answered: collected.followed().map(|r| r.vote.status),
+            late_builders,
             metrics: Arc::clone(&self.metrics),
             record: self.recorder.as_ref().map(|recorder| {
                 let received = &collected.collector.received;
@@ -281,15 +301,9 @@ impl Fanout {
         if if_cut.fault.is_some() || !matches!(if_cut.verdict, Verdict::Follow { .. }) {
             return None;
         }
-        let mut until = ready;
-        for i in collector.outstanding() {
-            let typical = nodes[i].typical_latency(collector.kind());
-            until = until.max(nodes[i].straggler.until(ready, typical)?);
-        }
-        Some(start + until)
+        straggler_bound(collector, nodes, ready).map(|until| start + until)
     }
 
-    /// Asks `policy` about `ballot`, timing it and counting faults.
     /// The shadow policy's answer to the ballot the active one decided, where the CL would have
     /// got another answer: counted, logged at info with both verdicts, returned for the
     /// recording. `None` without a shadow or when they agree.
@@ -322,6 +336,7 @@ impl Fanout {
         Some(shadows)
     }
 
+    /// Asks `policy` about `ballot`, timing it and counting faults.
     fn decide(&self, policy: &dyn Policy, ballot: &Ballot) -> Decision {
         let started = Instant::now();
         let decision = policy.decide(ballot);
@@ -365,6 +380,21 @@ fn millis(d: Duration) -> u32 {
     d.as_millis().min(u128::from(u32::MAX)) as u32
 }
 
+/// Until when (time since fan-out) a verdict available at `ready` waits for the ELs still out:
+/// the latest of their straggler bounds; `None` when one is to be waited for.
+fn straggler_bound(
+    collector: &Collector,
+    nodes: &[Arc<Node>],
+    ready: Duration,
+) -> Option<Duration> {
+    let mut until = ready;
+    for i in collector.outstanding() {
+        let typical = nodes[i].typical_latency(collector.kind());
+        until = until.max(nodes[i].straggler.until(ready, typical)?);
+    }
+    Some(until)
+}
+
 /// The replies that come after the verdict, and what they are checked against.
 struct Late {
     nodes: Arc<Vec<Arc<Node>>>,
@@ -374,13 +404,14 @@ struct Late {
     block_hash: Option<String>,
     /// The status of the answer given (`None`: SYNCING or an error).
     answered: Option<Status>,
+    late_builders: Option<Arc<LateBuilders>>,
     metrics: Arc<Metrics>,
     record: Option<(Arc<Recorder>, Case)>,
 }
 
 impl Late {
     /// One late reply: it feeds health, is counted per node, is logged and counted when it
-    /// contradicts the answer given, and joins the recording.
+    /// contradicts the answer given, joins the recording, and a VALID build joins eb's build.
     fn take(&mut self, (index, reply): Reply) {
         let node = &self.nodes[index];
         let labels = vec![("node", node.url.clone())];
@@ -394,6 +425,11 @@ impl Late {
         };
         let received = receive(index as u16, node, question, &timed);
         let status = received.vote.status.normalized();
+        if let (Some(late), Status::Valid, Some(id)) =
+            (&self.late_builders, status, &received.payload_id)
+        {
+            late.add((node.id, id.clone()));
+        }
         node.note_vote(
             &received.vote,
             self.answered.map(Status::normalized) == Some(Status::Valid),
@@ -561,6 +597,80 @@ mod tests {
             "waited for (2 × 300 ms from fan-out), it answered at 300"
         );
         assert_eq!(votes(&second)[2].1, Outcome::Answered);
+    }
+
+    /// An EL answering VALID after the delay in `delay_ms` at the time of each call.
+    fn el_with_delay(delay_ms: Arc<std::sync::atomic::AtomicU64>) -> Arc<Scripted> {
+        testing::scripted(Box::new(move |_| {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":1,"result":{{"status":"VALID","latestValidHash":"{BLOCK}","validationError":null}}}}"#
+            );
+            let delay = delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+            (Duration::from_millis(delay), Reply::Body(Bytes::from(body)))
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_known_slow_el_costs_nothing_and_counts_again_once_its_usual_time_is_back() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        let delay = Arc::new(AtomicU64::new(3_000));
+        let slow_el = el_with_delay(Arc::clone(&delay));
+        let (fanout, nodes) = fanout_with(
+            &[el("VALID", 10), el("VALID", 12), Arc::clone(&slow_el)],
+            route::MAX_EL_TIMEOUT,
+            Straggler::Auto,
+            None,
+        );
+        let slow = Arc::clone(&nodes.snapshot()[2]);
+        let usual = || slow.typical_latency(VoteKind::NewPayload);
+        // Runs one call and lets the slow EL's answer (late or not) arrive.
+        let answered_at = || slow.health().last_answer;
+        let run = || async {
+            let before = answered_at();
+            let collected = fanout.run(&call("{}")).await;
+            while answered_at() == before {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            collected
+        };
+        let first = run().await;
+        assert_eq!(first.elapsed_ms, 210, "no history yet: the floor");
+        let second = run().await;
+        assert_eq!(
+            second.elapsed_ms, 12,
+            "its usual time (3 s) is past the cap: cut as soon as the others decide"
+        );
+        assert_eq!(votes(&second)[2], (2, Outcome::Cut, Health::Unknown));
+        // Fast again: each late answer brings its usual time down; while it is past the cap the
+        // EL is still cut at once, from the first call under it on it is waited for and counts.
+        delay.store(20, Ordering::Relaxed);
+        let mut cut_calls = 0;
+        loop {
+            let past_cap = usual().is_some_and(|u| u > crate::straggler::CAP);
+            let collected = run().await;
+            let outcome = votes(&collected)[2].1;
+            if !past_cap {
+                assert_eq!(outcome, Outcome::Answered);
+                assert_eq!(collected.elapsed_ms, 20, "waited for, as any EL");
+                break;
+            }
+            assert_eq!(outcome, Outcome::Cut);
+            assert_eq!(collected.elapsed_ms, 12);
+            cut_calls += 1;
+            assert!(cut_calls < 20, "its usual time never came back");
+        }
+        assert_eq!(
+            cut_calls, 5,
+            "3 s → under 1 s in five 20 ms answers (EWMA weight 0.2)"
+        );
+        let calls = 3 + cut_calls;
+        assert_eq!(
+            slow.cut_count(),
+            2 + cut_calls as u64,
+            "cut on every call but the last"
+        );
+        let seen = slow_el.seen.lock().expect("seen").len();
+        assert_eq!(seen, calls, "it received every call");
     }
 
     #[tokio::test(start_paused = true)]

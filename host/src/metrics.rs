@@ -39,6 +39,9 @@ pub struct Metrics {
     pub requests: Family<Labels, Counter>,
     /// `eb_answer_seconds{method}`: time to answer the CL, by method.
     pub answer_seconds: Family<Labels, Histogram, AnswerBuckets>,
+    /// `eb_vote_answers_total{method, status}`: newPayload and forkchoiceUpdated answers given
+    /// to the CL, by the status answered (after verdict memory; errors are not counted).
+    pub vote_answers: Family<Labels, Counter>,
     /// `eb_verdicts_total{method, action, status, reason}`.
     pub verdicts: Family<Labels, Counter>,
     /// `eb_votes_total{node, status, outcome}`.
@@ -98,6 +101,7 @@ impl Default for Metrics {
             registry: Registry::with_prefix("eb"),
             requests: Family::default(),
             answer_seconds: Family::new_with_constructor(AnswerBuckets),
+            vote_answers: Family::default(),
             verdicts: Family::default(),
             votes: Family::default(),
             el_latency: Family::new_with_constructor(LatencyBuckets),
@@ -132,6 +136,11 @@ impl Default for Metrics {
             "Time to answer the CL, by method",
             Unit::Seconds,
             m.answer_seconds.clone(),
+        );
+        r.register(
+            "vote_answers",
+            "newPayload and forkchoiceUpdated answers given to the CL, by status",
+            m.vote_answers.clone(),
         );
         r.register(
             "verdicts",

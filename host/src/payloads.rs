@@ -89,6 +89,20 @@ impl PayloadIds {
             .cloned()
     }
 
+    /// Adds `builder` (node id, its own payloadId) to build `id`, unless that node is among its
+    /// builders already; whether it was added.
+    fn join(&self, id: &str, builder: (u64, String)) -> bool {
+        let mut builds = self.builds.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(build) = builds.iter_mut().find(|b| b.id == id) else {
+            return false;
+        };
+        if build.builders.iter().any(|(node, _)| *node == builder.0) {
+            return false;
+        }
+        build.builders.push(builder);
+        true
+    }
+
     /// Builds remembered now.
     pub fn len(&self) -> usize {
         self.builds.lock().unwrap_or_else(|p| p.into_inner()).len()
@@ -97,6 +111,69 @@ impl PayloadIds {
     /// Whether no build is remembered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The builders of one forkchoiceUpdated-with-attributes call whose VALID answer came after
+/// the verdict (a cut or straggling EL): they join eb's build for that call, so that a
+/// getPayload can fail over to them too. A builder that comes before the build is made waits
+/// and joins it when it is made; without a build (no VALID answer) they are dropped.
+#[derive(Default)]
+pub struct LateBuilders(Mutex<Joining>);
+
+enum Joining {
+    Waiting(Vec<(u64, String)>),
+    Joined {
+        payloads: Arc<PayloadIds>,
+        id: String,
+    },
+}
+
+impl Default for Joining {
+    fn default() -> Self {
+        Joining::Waiting(Vec::new())
+    }
+}
+
+impl LateBuilders {
+    /// A builder (node id, its own payloadId) whose VALID answer came late.
+    pub fn add(&self, builder: (u64, String)) {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *state {
+            Joining::Waiting(waiting) => waiting.push(builder),
+            Joining::Joined { payloads, id } => {
+                if payloads.join(id, builder.clone()) {
+                    tracing::info!(build = %id, node = builder.0, "a late builder joined the build");
+                }
+            }
+        }
+    }
+
+    /// Remembers the build with `builders` and the late ones so far in `payloads`; later ones
+    /// join it as they come. eb's id for it; `None` (nothing remembered) without any builder.
+    pub fn insert(
+        &self,
+        payloads: &Arc<PayloadIds>,
+        head: Option<String>,
+        mut builders: Vec<(u64, String)>,
+    ) -> Option<String> {
+        let mut state = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Joining::Waiting(waiting) = &mut *state {
+            for builder in waiting.drain(..) {
+                if !builders.iter().any(|(node, _)| *node == builder.0) {
+                    builders.push(builder);
+                }
+            }
+        }
+        if builders.is_empty() {
+            return None;
+        }
+        let id = payloads.insert(head, builders);
+        *state = Joining::Joined {
+            payloads: Arc::clone(payloads),
+            id: id.clone(),
+        };
+        Some(id)
     }
 }
 
@@ -295,6 +372,40 @@ mod tests {
         }
         assert!(ids.get(&first).is_none(), "evicted");
         assert!(ids.get("0x0000000000000000").is_none());
+    }
+
+    #[test]
+    fn late_builders_join_the_build_before_and_after_it_is_made() {
+        let payloads = Arc::new(PayloadIds::default());
+        let late = LateBuilders::default();
+        late.add((2, "0x02".into()));
+        let nobody = LateBuilders::default();
+        assert_eq!(
+            nobody.insert(&payloads, None, Vec::new()),
+            None,
+            "no build without a builder"
+        );
+        let id = late
+            .insert(&payloads, None, vec![(0, "0x00".into())])
+            .expect("a build");
+        late.add((1, "0x01".into()));
+        late.add((1, "0x0b".into()));
+        let builders = payloads.get(&id).expect("remembered").builders;
+        assert_eq!(
+            builders,
+            [
+                (0, "0x00".to_owned()),
+                (2, "0x02".to_owned()),
+                (1, "0x01".to_owned())
+            ],
+            "the answered builder first, each late one once, in arrival order"
+        );
+        nobody.add((1, "0x01".into()));
+        assert_eq!(
+            payloads.len(),
+            1,
+            "a builder after no build was made joins nothing"
+        );
     }
 
     #[tokio::test(start_paused = true)]

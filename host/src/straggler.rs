@@ -4,7 +4,9 @@
 //!
 //! `auto` waits until twice the EL's recent answer time for state-changing calls, at least
 //! [`FLOOR`] and at most [`CAP`] past the moment the verdict became available; an EL whose
-//! usual time is beyond the cap would not make it anyway and gets the floor. Why these: a
+//! usual time is beyond the cap would not make it anyway and is cut as soon as the others
+//! decide, as a hung one is (it still gets every call, and its answers, late, keep its usual
+//! time current: once that is back under the cap it is waited for again). Why these: a
 //! validator attests 4 s into its slot and blocks arrive 1–3 s in, so the whole answer must fit
 //! in about a second; healthy ELs answer newPayload in tens to a few hundred milliseconds, so
 //! twice an EL's own typical time lets a consistently slower client (a Besu beside a Reth) vote
@@ -58,7 +60,7 @@ impl Straggler {
             Straggler::Wait => None,
             Straggler::Fixed(extra) => Some(ready + extra),
             Straggler::Auto => match typical {
-                Some(usual) if usual > CAP => Some(ready + FLOOR),
+                Some(usual) if usual > CAP => Some(ready),
                 usual => {
                     let usual = usual.map_or(Duration::ZERO, |t| t * 2);
                     Some(usual.clamp(ready + FLOOR, ready + CAP))
@@ -106,8 +108,13 @@ mod tests {
         );
         assert_eq!(
             auto.until(ms(50), Some(ms(4_000))),
-            Some(ms(250)),
-            "never in time: the floor"
+            Some(ms(50)),
+            "never in time: cut when the others decide"
+        );
+        assert_eq!(
+            auto.until(ms(50), Some(CAP)),
+            Some(ms(1_050)),
+            "at the cap: still waited for"
         );
         assert_eq!(
             Straggler::Fixed(ms(80)).until(ms(50), Some(ms(4_000))),

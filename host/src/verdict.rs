@@ -18,6 +18,8 @@ pub enum Settled {
     /// Answer with the followed EL's result verbatim; a build gets eb's `payload_id` (set only
     /// when the followed vote is VALID and some VALID EL started a build).
     Follow {
+        /// The followed vote's status.
+        status: Status,
         /// The EL's result (JSON text).
         result: Bytes,
         /// eb's payloadId for a build.
@@ -39,6 +41,17 @@ pub enum Settled {
     /// Every EL refused the call with the same JSON-RPC error (a malformed request, an
     /// unsupported fork): that error, so the CL does not import the block optimistically.
     UnanimousError(Bytes),
+}
+
+impl Settled {
+    /// The status the CL is answered with; `None` for a JSON-RPC error.
+    pub fn status(&self) -> Option<Status> {
+        match self {
+            Settled::Follow { status, .. } | Settled::Remembered { status, .. } => Some(*status),
+            Settled::Syncing => Some(Status::Syncing),
+            Settled::UnanimousError(_) => None,
+        }
+    }
 }
 
 /// The verdict stage's state: final answers already given, and the builds eb hands ids for.
@@ -139,6 +152,7 @@ impl Verdicts {
         self.metrics.verdicts.get_or_create(&labels).inc();
         match followed {
             Some(r) => Settled::Follow {
+                status: r.vote.status,
                 result: r.result.clone().unwrap_or_default(),
                 payload_id: self.build(call, collected, r.vote.status),
             },
@@ -146,7 +160,8 @@ impl Verdicts {
         }
     }
 
-    /// eb's payloadId for a build whose followed vote is VALID: every VALID EL's own build.
+    /// eb's payloadId for a build whose followed vote is VALID: every VALID EL's own build, and
+    /// those whose VALID comes late.
     fn build(&self, call: &VoteCall<'_>, collected: &Collected, status: Status) -> Option<String> {
         if call.kind != VoteKind::ForkchoiceUpdatedWithAttributes || status != Status::Valid {
             return None;
@@ -161,10 +176,11 @@ impl Verdicts {
                 Some((node.id, r.payload_id.clone()?))
             })
             .collect();
-        (!builders.is_empty()).then(|| {
-            self.payloads
-                .insert(call.block_hash.map(str::to_owned), builders)
-        })
+        let head = call.block_hash.map(str::to_owned);
+        match &collected.late_builders {
+            Some(late) => late.insert(&self.payloads, head, builders),
+            None => (!builders.is_empty()).then(|| self.payloads.insert(head, builders)),
+        }
     }
 }
 

@@ -37,6 +37,16 @@ async fn metrics_count_known_traffic_and_pass_promtool() {
             "VALID"
         );
     }
+    // B0 again while every EL says SYNCING: the verdict is SYNCING, the answer (from verdict
+    // memory) VALID; eb_vote_answers_total counts the answer, eb_verdicts_total only the
+    // policy's own verdicts.
+    for el in &els {
+        el.set(|b| b.status = "SYNCING");
+    }
+    assert_eq!(
+        proxy.call(&new_payload(2, 4, "B0")).await["result"]["status"],
+        "VALID"
+    );
     proxy
         .call(&request(json!(9), "eth_chainId", json!([])))
         .await;
@@ -47,7 +57,7 @@ async fn metrics_count_known_traffic_and_pass_promtool() {
     let expect = [
         (
             r#"eb_requests_total{method="engine_newPayloadV4",answer="result"}"#,
-            2.0,
+            3.0,
         ),
         (
             r#"eb_requests_total{method="eth_chainId",answer="result"}"#,
@@ -60,6 +70,10 @@ async fn metrics_count_known_traffic_and_pass_promtool() {
         (
             r#"eb_verdicts_total{method="newPayload",action="follow",status="VALID",reason="1"}"#,
             2.0,
+        ),
+        (
+            r#"eb_vote_answers_total{method="newPayload",status="VALID"}"#,
+            3.0,
         ),
         (r#"eb_in_flight_calls"#, 0.0),
         (r#"eb_verdict_flips_total"#, 0.0),
@@ -78,7 +92,7 @@ async fn metrics_count_known_traffic_and_pass_promtool() {
         r#"eb_votes_total{{node="{}/",status="SYNCING",outcome="answered"}}"#,
         els[2].url()
     );
-    assert_eq!(sample(&text, &syncing), Some(2.0));
+    assert_eq!(sample(&text, &syncing), Some(3.0));
     assert!(text.contains("eb_policy_decision_seconds_bucket"), "{text}");
     assert!(text.contains("eb_el_latency_seconds_bucket"), "{text}");
 

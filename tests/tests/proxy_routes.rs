@@ -158,6 +158,34 @@ async fn get_payload_fails_over_when_the_primary_dies_after_the_build() {
 }
 
 #[tokio::test]
+async fn a_builder_cut_for_being_slow_joins_the_build_when_its_valid_comes() {
+    let els = els(3).await;
+    els[2].set(|b| b.delay = Duration::from_millis(600));
+    let proxy = Proxy::start(&refs(&els), &[], &[]).await;
+    let primary = with_primary(&proxy).await as usize;
+    let answer = proxy.call(&forkchoice(1, 3, "B1", true)).await;
+    let id = answer["result"]["payloadId"]
+        .as_str()
+        .expect("payloadId")
+        .to_owned();
+    let fast = proxy.app.payloads.get(&id).expect("the build").builders;
+    assert_eq!(fast.len(), 2, "answered before the slow EL: {fast:?}");
+    proxy
+        .wait_until("the slow EL's late VALID joins the build", |app| {
+            app.payloads.get(&id).is_some_and(|b| b.builders.len() == 3)
+        })
+        .await;
+    for (i, el) in els.iter().enumerate() {
+        if i != 2 {
+            el.stop();
+        }
+    }
+    assert_ne!(primary, 2, "a fast EL was the primary");
+    let payload = proxy.call(&get_payload(2, 4, &id)).await;
+    assert_eq!(payload["result"]["builder"], "el2", "{payload}");
+}
+
+#[tokio::test]
 async fn no_payload_id_unless_the_verdict_is_valid() {
     let els = els(3).await;
     els[0].set(|b| b.status = "SYNCING");

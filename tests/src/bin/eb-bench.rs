@@ -1,5 +1,8 @@
 //! `eb-bench`: mock ELs on loopback, a multiplexer in front (started from a command template),
-//! CL-like traffic, and the latency the multiplexer adds over calling one EL directly.
+//! CL-like traffic, and the latency the multiplexer adds over calling one EL directly, beside
+//! what the floor adds (`eb-floor`, a fan-out that does nothing else, measured first in the same
+//! session against the same ELs): the ratios to the floor are the figures to compare across
+//! machines and days.
 //!
 //! ```text
 //! eb-bench --els 3 --payload-kib 128 --requests 2000
@@ -73,6 +76,10 @@ struct Args {
     /// Skip the direct baseline (soak runs).
     #[arg(long)]
     no_direct: bool,
+    /// Skip the floor (`eb-floor`, a fan-out that does nothing else, measured first in the same
+    /// session).
+    #[arg(long)]
+    no_floor: bool,
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -296,6 +303,18 @@ fn default_command() -> Vec<String> {
         .collect()
 }
 
+/// The do-nothing fan-out next to this binary (`eb-floor`).
+fn floor_command() -> Vec<String> {
+    let floor = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("eb-floor")))
+        .unwrap_or_else(|| PathBuf::from("eb-floor"));
+    [floor.display().to_string()]
+        .into_iter()
+        .chain(["--nodes", "{nodes}", "--port", "{port}"].map(String::from))
+        .collect()
+}
+
 async fn run(args: Args) -> Result<Value, String> {
     let dir = std::env::temp_dir().join(format!("eb-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -326,22 +345,109 @@ async fn run(args: Args) -> Result<Value, String> {
         drive(direct, &args, payload.clone(), None).await
     };
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
+    let session = Session {
+        els: &els,
+        nodes: nodes.join(","),
+        cl_secret: cl_secret.display().to_string(),
+        payload,
+    };
+    let floor = match args.no_floor {
+        true => None,
+        false => Some(measure(&args, &floor_command(), &session).await?),
+    };
     let command = if args.command.is_empty() {
         default_command()
     } else {
         args.command.clone()
     };
-    let mut child = spawn(
-        &command,
-        &nodes.join(","),
-        &cl_secret.display().to_string(),
-        port,
-    )
-    .map_err(|e| format!("cannot start {:?}: {e}", command.first()))?;
+    let proxy = measure(&args, &command, &session).await?;
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let direct_stats = direct_samples.stats();
+    let count = |s: &Samples| s.0.values().map(Vec::len).sum::<usize>() as f64;
+    let added = |measured: &Measured| -> BTreeMap<String, Value> {
+        measured
+            .stats
+            .iter()
+            .filter_map(|(method, p)| {
+                let d = direct_stats.get(method)?;
+                let diff = |k: &str| p[k].as_f64().unwrap_or(0.0) - d[k].as_f64().unwrap_or(0.0);
+                Some((
+                    method.clone(),
+                    json!({"p50_ms": diff("p50_ms"), "p99_ms": diff("p99_ms")}),
+                ))
+            })
+            .collect()
+    };
+    let proxy_added = added(&proxy);
+    let ratio = floor.as_ref().map(|floor| {
+        let floor_added = added(floor);
+        let per_method: BTreeMap<String, Value> = proxy_added
+            .iter()
+            .filter_map(|(method, p)| {
+                let f = floor_added.get(method)?;
+                let of = |k: &str| p[k].as_f64().unwrap_or(0.0) / f[k].as_f64().unwrap_or(0.0);
+                Some((
+                    method.clone(),
+                    json!({"p50": of("p50_ms"), "p99": of("p99_ms")}),
+                ))
+            })
+            .collect();
+        json!({
+            "added": per_method,
+            "cpu_per_call": proxy.cpu_per_call() / floor.cpu_per_call(),
+        })
+    });
+    Ok(json!({
+        "els": args.els, "payload_kib": args.payload_kib, "concurrency": args.concurrency,
+        "fault": {"hung": args.hung, "slow_ms": args.slow_ms, "flap_ms": args.flap_ms},
+        "mode": format!("{:?}", args.mode), "command": command.join(" "),
+        "direct": {"latency": direct_stats, "throughput_rps": count(&direct_samples) / direct_wall.as_secs_f64(), "failures": direct_failures},
+        "floor_added": floor.as_ref().map(added),
+        "floor": floor.map(|f| f.report),
+        "proxy": proxy.report,
+        "added": proxy_added,
+        "ratio_to_floor": ratio,
+    }))
+}
+
+/// What one run session shares: the mock ELs, their specs, the CL secret, the body.
+struct Session<'a> {
+    els: &'a [MockEl],
+    nodes: String,
+    cl_secret: String,
+    payload: Bytes,
+}
+
+/// One multiplexer measured: its latency per method, and the report's object for it.
+struct Measured {
+    stats: BTreeMap<String, Value>,
+    calls: usize,
+    cpu_ms: Option<u64>,
+    report: Value,
+}
+
+impl Measured {
+    /// Milliseconds of CPU per call answered.
+    fn cpu_per_call(&self) -> f64 {
+        self.cpu_ms.unwrap_or(0) as f64 / self.calls.max(1) as f64
+    }
+}
+
+/// Starts `command` in front of the session's ELs, warms it up, drives the traffic (with the
+/// faults of `args` on the last EL, cleared afterwards), stops it.
+async fn measure(
+    args: &Args,
+    command: &[String],
+    session: &Session<'_>,
+) -> Result<Measured, String> {
+    let els = session.els;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let mut child = spawn(command, &session.nodes, &session.cl_secret, port)
+        .map_err(|e| format!("cannot start {:?}: {e}", command.first()))?;
     let mut up = false;
     for _ in 0..200 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -355,16 +461,20 @@ async fn run(args: Args) -> Result<Value, String> {
     }
     if !up {
         let _ = child.kill();
-        return Err("the multiplexer did not start listening within 10 s".into());
+        return Err(format!(
+            "{:?} did not start listening within 10 s",
+            command.first()
+        ));
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let pid = child.id();
     let idle = usage(pid);
     let proxy = Arc::new(Target {
         url: format!("http://127.0.0.1:{port}/"),
-        minter: Minter::new(&secret(CL_SECRET)?),
+        minter: Minter::new(&JwtSecret::from_hex(CL_SECRET).ok_or("bad secret")?),
     });
-    drive(Arc::clone(&proxy), &warmup(&args), payload.clone(), None).await;
+    let payload = session.payload.clone();
+    drive(Arc::clone(&proxy), &warmup(args), payload.clone(), None).await;
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
         let peak = Arc::clone(&peak);
@@ -398,59 +508,52 @@ async fn run(args: Args) -> Result<Value, String> {
         }
     };
     let faulty = els.last().filter(|_| els.len() > 1);
-    if let Some(el) = faulty {
-        el.set(|b| {
-            b.frozen = args.hung;
-            b.new_payload_delay = Duration::from_millis(args.slow_ms);
-        });
-    }
+    let fault = |hung: bool, slow_ms: u64| {
+        if let Some(el) = faulty {
+            el.set(|b| {
+                b.frozen = hung;
+                b.new_payload_delay = Duration::from_millis(slow_ms);
+            });
+        }
+    };
+    fault(args.hung, args.slow_ms);
     let phase = args.hung.then(|| Duration::from_secs(args.phase_s));
     let before = usage(pid);
-    let ((proxy_samples, proxy_wall, proxy_failures), ()) = tokio::join!(
+    let ((samples, wall, failures), ()) = tokio::join!(
         async {
-            let result = drive(proxy, &args, payload, phase).await;
+            let result = drive(proxy, args, payload, phase).await;
             flapping.store(false, Ordering::Relaxed);
             result
         },
         flapper
     );
     let after = usage(pid);
+    fault(false, 0);
     sampler.abort();
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status();
     let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&dir);
-
-    let (direct_stats, proxy_stats) = (direct_samples.stats(), proxy_samples.stats());
-    let added: BTreeMap<String, Value> = proxy_stats
-        .iter()
-        .filter_map(|(method, p)| {
-            let d = direct_stats.get(method)?;
-            let diff = |k: &str| p[k].as_f64().unwrap_or(0.0) - d[k].as_f64().unwrap_or(0.0);
-            Some((
-                method.clone(),
-                json!({"p50_ms": diff("p50_ms"), "p99_ms": diff("p99_ms")}),
-            ))
-        })
-        .collect();
-    let count = |s: &Samples| s.0.values().map(Vec::len).sum::<usize>() as f64;
-    Ok(json!({
-        "els": args.els, "payload_kib": args.payload_kib, "concurrency": args.concurrency,
-        "fault": {"hung": args.hung, "slow_ms": args.slow_ms, "flap_ms": args.flap_ms},
-        "mode": format!("{:?}", args.mode), "command": command.join(" "),
-        "direct": {"latency": direct_stats, "throughput_rps": count(&direct_samples) / direct_wall.as_secs_f64(), "failures": direct_failures},
-        "proxy": {
-            "latency": proxy_stats,
-            "throughput_rps": count(&proxy_samples) / proxy_wall.as_secs_f64(),
-            "failures": proxy_failures,
-            "rss_idle_kib": idle.map(|u| u.0),
-            "rss_peak_kib": peak.load(Ordering::Relaxed),
-            "rss_after_kib": after.map(|u| u.0),
-            "cpu_ms": before.zip(after).map(|(b, a)| a.1 - b.1),
-        },
-        "added": added,
-    }))
+    let calls = samples.0.values().map(Vec::len).sum::<usize>();
+    let stats = samples.stats();
+    let cpu_ms = before.zip(after).map(|(b, a)| a.1 - b.1);
+    let report = json!({
+        "command": command.join(" "),
+        "latency": stats,
+        "throughput_rps": calls as f64 / wall.as_secs_f64(),
+        "failures": failures,
+        "rss_idle_kib": idle.map(|u| u.0),
+        "rss_peak_kib": peak.load(Ordering::Relaxed),
+        "rss_after_kib": after.map(|u| u.0),
+        "cpu_ms": cpu_ms,
+        "cpu_ms_per_call": cpu_ms.map(|c| c as f64 / calls.max(1) as f64),
+    });
+    Ok(Measured {
+        stats,
+        calls,
+        cpu_ms,
+        report,
+    })
 }
 
 /// A short warm-up run: a tenth of the requests (at most 500), unpaced, no time limit.
@@ -478,6 +581,7 @@ fn clone_args(args: &Args) -> Args {
         duration_s: args.duration_s,
         flap_ms: args.flap_ms,
         no_direct: args.no_direct,
+        no_floor: args.no_floor,
         json: args.json,
         command: args.command.clone(),
     }
@@ -497,7 +601,7 @@ fn table(report: &Value) -> String {
         "p99 ms",
         "max ms"
     );
-    for path in ["direct", "proxy"] {
+    for path in ["direct", "floor", "proxy"] {
         if let Some(methods) = report[path]["latency"].as_object() {
             for (method, s) in methods {
                 out += &format!(
@@ -512,21 +616,47 @@ fn table(report: &Value) -> String {
             }
         }
     }
-    if let Some(methods) = report["added"].as_object() {
-        for (method, a) in methods {
-            out += &format!(
-                "added {:<20} p50 {:+.3} ms  p99 {:+.3} ms\n",
-                method,
-                a["p50_ms"].as_f64().unwrap_or(0.0),
-                a["p99_ms"].as_f64().unwrap_or(0.0)
-            );
+    for (label, key) in [("floor", "floor_added"), ("proxy", "added")] {
+        if let Some(methods) = report[key].as_object() {
+            for (method, a) in methods {
+                out += &format!(
+                    "{label} added {:<20} p50 {:+.3} ms  p99 {:+.3} ms\n",
+                    method,
+                    a["p50_ms"].as_f64().unwrap_or(0.0),
+                    a["p99_ms"].as_f64().unwrap_or(0.0)
+                );
+            }
         }
     }
-    let p = &report["proxy"];
+    if let Some(ratio) = report["ratio_to_floor"].as_object() {
+        for (method, r) in ratio["added"].as_object().into_iter().flatten() {
+            out += &format!(
+                "proxy / floor, added {:<12} p50 {:.2}×  p99 {:.2}×\n",
+                method,
+                r["p50"].as_f64().unwrap_or(0.0),
+                r["p99"].as_f64().unwrap_or(0.0)
+            );
+        }
+        out += &format!(
+            "proxy / floor, CPU per call {:.2}×\n",
+            ratio["cpu_per_call"].as_f64().unwrap_or(0.0)
+        );
+    }
+    for path in ["floor", "proxy"] {
+        let p = &report[path];
+        if p.is_null() {
+            continue;
+        }
+        out += &format!(
+            "{path}: {:.0} req/s; RSS idle {} KiB, peak {} KiB, at the end {} KiB; CPU {} ms ({:.3} ms per call); failures {}\n",
+            p["throughput_rps"].as_f64().unwrap_or(0.0),
+            p["rss_idle_kib"], p["rss_peak_kib"], p["rss_after_kib"], p["cpu_ms"],
+            p["cpu_ms_per_call"].as_f64().unwrap_or(0.0), p["failures"]
+        );
+    }
     out += &format!(
-        "throughput: direct {:.0} req/s, proxy {:.0} req/s; proxy RSS idle {} KiB, peak {} KiB, at the end {} KiB; proxy CPU {} ms; failures {}\n",
-        report["direct"]["throughput_rps"].as_f64().unwrap_or(0.0), p["throughput_rps"].as_f64().unwrap_or(0.0),
-        p["rss_idle_kib"], p["rss_peak_kib"], p["rss_after_kib"], p["cpu_ms"], p["failures"]
+        "direct: {:.0} req/s\n",
+        report["direct"]["throughput_rps"].as_f64().unwrap_or(0.0)
     );
     out
 }

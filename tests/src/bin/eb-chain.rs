@@ -1,16 +1,16 @@
 //! `eb-chain`: three geth ELs behind eb, driven by a scripted consensus client at Prague, Osaka
-//! or Amsterdam, or by Prysm at Osaka (`tests/src/chain/`). The last line on stdout is the JSON
-//! report.
+//! or Amsterdam, or by Prysm at Osaka (`tests/src/chain/`); or, with `--upgrade-to`, a rolling
+//! upgrade of two geths under Prysm. The last line on stdout is the JSON report.
 //!
 //! ```text
 //! eb-chain --geth PATH --txgen PATH --eb target/release/eb --fork osaka [--sidecar-version 0|1]
-//!          [--prysm DIR] [--work DIR] [--hold]
+//!          [--prysm DIR [--upgrade-to NEWER_GETH]] [--work DIR] [--hold]
 //! ```
 
 use clap::Parser;
 use eb_tests::chain::driver::Driver;
 use eb_tests::chain::prysm::{self, Prysm};
-use eb_tests::chain::{genesis, scenarios, with_prysm, Chain, Fork};
+use eb_tests::chain::{genesis, scenarios, upgrade, with_prysm, Chain, Fork, Layout};
 use eb_tests::devnet::process::{report_of, stopped};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +42,10 @@ struct Args {
     /// not the scripted driver.
     #[arg(long)]
     prysm: Option<PathBuf>,
+    /// Instead of the scenarios: a rolling upgrade of two geths from `--geth` to this geth,
+    /// under Prysm (needs --prysm), in four setups (`tests/src/chain/upgrade.rs`).
+    #[arg(long, requires = "prysm", conflicts_with = "hold")]
+    upgrade_to: Option<PathBuf>,
     /// Instead of the scenarios: keep the chain up until Ctrl-C (Prysm proposing, or the driver
     /// running a slot every 2 s).
     #[arg(long)]
@@ -90,15 +94,36 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
         absolute(args.eb)?,
         absolute(work)?,
     );
-    let mut genesis = genesis(&geth, args.fork)?;
     let prysm_dir = args.prysm.map(absolute).transpose()?;
+    if let (Some(to), Some(prysm)) = (args.upgrade_to, &prysm_dir) {
+        if args.fork != Fork::Osaka {
+            return Err("--upgrade-to runs at --fork osaka (Fulu)".into());
+        }
+        let to = absolute(to)?;
+        let bins = upgrade::Binaries {
+            from: &geth,
+            to: &to,
+            eb: &eb,
+            prysm,
+        };
+        let outcome = tokio::select! {
+            outcome = upgrade::run(&bins, &work) => outcome,
+            signal = stopped() => Err(format!("stopped by {signal}")),
+        };
+        if outcome.is_ok() && temporary {
+            let _ = std::fs::remove_dir_all(&work);
+        }
+        return outcome;
+    }
+    let mut genesis = genesis(&geth, args.fork)?;
     if let Some(dir) = &prysm_dir {
         if args.fork != Fork::Osaka {
             return Err("--prysm runs at --fork osaka (Fulu)".into());
         }
         genesis = prysm::genesis(dir, &work, &genesis)?;
     }
-    let mut chain = Chain::start(&geth, &eb, &work, args.fork, &genesis).await?;
+    let mut chain =
+        Chain::start(&geth, &eb, &work, args.fork, &genesis, &Layout::default()).await?;
     let prysm = match &prysm_dir {
         Some(dir) => Some(Prysm::start(dir, &chain).await?),
         None => None,

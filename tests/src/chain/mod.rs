@@ -3,7 +3,8 @@
 //! getPayload → newPayload (versioned hashes, executionRequests) → forkchoiceUpdated, every call
 //! through eb, every answer checked, and the ELs' own view of the chain checked against it
 //! (`driver.rs`); transfers, blob transactions and a withdrawal request sent through eb
-//! (`txs.rs`); the scenarios of `scenarios.rs`.
+//! (`txs.rs`); the scenarios of `scenarios.rs`; with Prysm as the CL, `with_prysm.rs` and a
+//! rolling upgrade of two geths (`upgrade.rs`).
 //!
 //! The genesis is geth's own developer genesis (`geth --dev dumpgenesis`: every system contract
 //! Prague needs, all forks at block 0), cut back to the fork under test.
@@ -12,10 +13,11 @@ pub mod driver;
 pub mod prysm;
 pub mod scenarios;
 pub mod txs;
+pub mod upgrade;
 pub mod with_prysm;
 
 use crate::devnet::observe::{Admin, Rpc};
-use crate::devnet::process::{free_ports, tail, Service};
+use crate::devnet::process::{free_port_list, tail, Service};
 use crate::devnet::standin::StandIn;
 use crate::devnet::{until, write_secret};
 use eb::auth::Minter;
@@ -114,13 +116,41 @@ pub struct Geth {
     pub authrpc: Rpc,
     /// Its `enode://` address.
     pub enode: String,
+    binary: PathBuf,
     args: Vec<String>,
     log: PathBuf,
     launches: u32,
     service: Option<Service>,
 }
 
-/// A running chain: the geths, the stand-in in front of geth `LIAR`, eb in front of them all.
+/// How a chain is laid out.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    /// geths behind eb.
+    pub els: usize,
+    /// Whether the geths are static peers of each other; if not, each learns the chain from eb
+    /// alone.
+    pub peered: bool,
+    /// Whether eb reaches geth `LIAR` through the stand-in (needs `els > LIAR`).
+    pub liar: bool,
+    /// eb's flags beside the nodes, ports, admin token and recording.
+    pub eb_args: Vec<String>,
+}
+
+impl Default for Layout {
+    /// `ELS` peered geths, the stand-in in front of geth `LIAR`, eb's defaults.
+    fn default() -> Layout {
+        Layout {
+            els: ELS,
+            peered: true,
+            liar: true,
+            eb_args: Vec::new(),
+        }
+    }
+}
+
+/// A running chain: the geths, the stand-in in front of geth `LIAR` (if laid out), eb in front
+/// of them all.
 pub struct Chain {
     /// The fork.
     pub fork: Fork,
@@ -130,24 +160,25 @@ pub struct Chain {
     pub admin: Admin,
     /// The geths.
     pub geths: Vec<Geth>,
-    /// The stand-in eb reaches geth `LIAR` through.
-    pub standin: StandIn,
     /// Where data, logs and the recording are.
     pub work: PathBuf,
-    geth: PathBuf,
+    standin: Option<StandIn>,
+    peered: bool,
     eb: Option<Service>,
 }
 
 impl Chain {
-    /// Starts `ELS` geths on `genesis` at `fork` (peered with each other), the stand-in and eb
-    /// (with `--record-votes`) in front of them.
+    /// Starts `layout.els` geths on `genesis` at `fork`, the stand-in and eb (with
+    /// `--record-votes`) in front of them.
     pub async fn start(
         geth: &Path,
         eb: &Path,
         work: &Path,
         fork: Fork,
         genesis: &Value,
+        layout: &Layout,
     ) -> Result<Chain, String> {
+        let els = layout.els;
         std::fs::create_dir_all(work).map_err(|e| format!("{}: {e}", work.display()))?;
         if work.join("el0").exists() {
             return Err(format!(
@@ -157,10 +188,10 @@ impl Chain {
         }
         let genesis_path = work.join("genesis.json");
         std::fs::write(&genesis_path, genesis.to_string()).map_err(|e| e.to_string())?;
-        let ports: [u16; 3 * ELS + 2] = free_ports()?;
+        let ports = free_port_list(3 * els + 2)?;
         let cl = write_secret(&work.join("cl.hex"))?;
         let mut geths = Vec::new();
-        for i in 0..ELS {
+        for i in 0..els {
             let (auth, http, p2p) = (ports[3 * i], ports[3 * i + 1], ports[3 * i + 2]);
             let data = work.join(format!("el{i}"));
             let secret = write_secret(&work.join(format!("el{i}.hex")))?;
@@ -223,12 +254,13 @@ impl Chain {
                     Some(Minter::new(&secret)),
                 ),
                 enode: String::new(),
+                binary: geth.to_owned(),
                 args,
                 log: PathBuf::new(),
                 launches: 0,
                 service: None,
             };
-            el.launch(geth, work, i)?;
+            el.launch(work, i)?;
             geths.push(el);
         }
         for el in &mut geths {
@@ -239,16 +271,19 @@ impl Chain {
             .await?;
             el.enode = info["enode"].as_str().unwrap_or_default().to_owned();
         }
-        let chain_geths = geths;
-        let standin = StandIn::start(&engine_url(&ports, LIAR))
-            .await
-            .map_err(|e| format!("stand-in: {e}"))?;
-        let specs: Vec<String> = (0..ELS)
+        let standin = match layout.liar && LIAR < els {
+            true => Some(
+                StandIn::start(&engine_url(&ports, LIAR))
+                    .await
+                    .map_err(|e| format!("stand-in: {e}"))?,
+            ),
+            false => None,
+        };
+        let specs: Vec<String> = (0..els)
             .map(|i| {
-                let url = if i == LIAR {
-                    standin.url.clone()
-                } else {
-                    engine_url(&ports, i)
+                let url = match (&standin, i == LIAR) {
+                    (Some(standin), true) => standin.url.clone(),
+                    _ => engine_url(&ports, i),
                 };
                 format!(
                     "{url}#jwt-secret={}",
@@ -256,8 +291,8 @@ impl Chain {
                 )
             })
             .collect();
-        let (eb_port, admin_port) = (ports[3 * ELS], ports[3 * ELS + 1]);
-        let args: Vec<String> = [
+        let (eb_port, admin_port) = (ports[3 * els], ports[3 * els + 1]);
+        let mut args: Vec<String> = [
             "--jwt-secret",
             &work.join("cl.hex").display().to_string(),
             "--nodes",
@@ -273,6 +308,7 @@ impl Chain {
         ]
         .map(String::from)
         .to_vec();
+        args.extend(layout.eb_args.iter().cloned());
         let eb = Service::start("eb", eb, &args, work, &work.join("eb.log"))?;
         let chain = Chain {
             fork,
@@ -284,13 +320,13 @@ impl Chain {
                 &format!("http://127.0.0.1:{admin_port}"),
                 &work.join("admin-token"),
             ),
-            geths: chain_geths,
-            standin,
+            geths,
             work: work.to_owned(),
-            geth: geth.to_owned(),
+            standin,
+            peered: layout.peered,
             eb: Some(eb),
         };
-        for i in 0..ELS {
+        for i in 0..els {
             chain.peer(i).await?;
         }
         let admin = &chain.admin;
@@ -310,9 +346,19 @@ impl Chain {
         Ok(chain)
     }
 
+    /// The stand-in eb reaches geth `LIAR` through.
+    pub fn standin(&self) -> Result<&StandIn, String> {
+        self.standin
+            .as_ref()
+            .ok_or_else(|| "this chain has no stand-in (Layout::liar)".to_owned())
+    }
+
     /// Adds every other geth as a static peer of geth `index` (geth redials static peers, so a
-    /// restarted one is found again).
+    /// restarted one is found again); nothing when the chain is laid out without peering.
     async fn peer(&self, index: usize) -> Result<(), String> {
+        if !self.peered {
+            return Ok(());
+        }
         for (j, other) in self.geths.iter().enumerate() {
             if j != index {
                 self.geths[index]
@@ -351,10 +397,23 @@ impl Chain {
         }
     }
 
-    /// Starts geth `index` again on its data and ports, and peers it.
-    pub async fn restart(&mut self, index: usize) -> Result<(), String> {
-        let (geth, work) = (self.geth.clone(), self.work.clone());
-        self.geths[index].launch(&geth, &work, index)?;
+    /// SIGTERMs geth `index` (a clean shutdown, SIGKILL after `grace`); how long it took.
+    pub fn shut_down(&mut self, index: usize, grace: Duration) -> Duration {
+        self.geths[index]
+            .service
+            .take()
+            .map_or(Duration::ZERO, |service| service.stop(grace))
+    }
+
+    /// Starts geth `index` again on its data and ports (with `binary` from now on, if given: an
+    /// upgrade), and peers it.
+    pub async fn restart(&mut self, index: usize, binary: Option<&Path>) -> Result<(), String> {
+        let work = self.work.clone();
+        let el = &mut self.geths[index];
+        if let Some(binary) = binary {
+            el.binary = binary.to_owned();
+        }
+        el.launch(&work, index)?;
         let rpc = &self.geths[index].rpc;
         until("the restarted geth", Duration::from_secs(30), || async {
             rpc.call("admin_nodeInfo", json!([])).await.ok()
@@ -380,7 +439,7 @@ impl Chain {
 
 impl Geth {
     /// Starts the process; the first run logs to `el{index}.log`, a restart to `el{index}.N.log`.
-    fn launch(&mut self, geth: &Path, work: &Path, index: usize) -> Result<(), String> {
+    fn launch(&mut self, work: &Path, index: usize) -> Result<(), String> {
         self.log = match self.launches {
             0 => work.join(format!("el{index}.log")),
             n => work.join(format!("el{index}.{n}.log")),
@@ -388,7 +447,7 @@ impl Geth {
         self.launches += 1;
         self.service = Some(Service::start(
             &format!("geth {index}"),
-            geth,
+            &self.binary,
             &self.args,
             work,
             &self.log,

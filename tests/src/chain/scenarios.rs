@@ -280,7 +280,7 @@ pub async fn primary_killed(chain: &mut Chain, driver: &mut Driver) -> Result<Va
     }
     let dead = summary(&driver.built[from..]);
     let head_before = chain.geths[killed].rpc.block("latest").await.ok();
-    chain.restart(killed).await?;
+    chain.restart(killed, None).await?;
     let (number, _) = chain.geths[killed].rpc.block("latest").await?;
     let restarted_at = number;
     let slots = catch_up(chain, driver, killed).await?;
@@ -333,7 +333,8 @@ pub async fn frozen_el(chain: &mut Chain, driver: &mut Driver) -> Result<Value, 
 ///    eb answers SYNCING, never VALID; once the node is re-added with `#do-not-use`, VALID again.
 pub async fn lying_el(chain: &Chain, driver: &mut Driver) -> Result<Value, String> {
     let start = Instant::now();
-    chain.standin.lie();
+    let standin = chain.standin()?;
+    standin.lie();
     let from = driver.built.len();
     for _ in 0..LIAR_SLOTS {
         driver.slot(chain).await?;
@@ -348,7 +349,7 @@ pub async fn lying_el(chain: &Chain, driver: &mut Driver) -> Result<Value, Strin
     let while_lying = summary(lying);
     let spec = format!(
         "{}#jwt-secret={}#do-not-use",
-        chain.standin.url,
+        standin.url,
         chain.work.join(format!("el{LIAR}.hex")).display()
     );
     chain.admin.remove_node(LIAR).await?;
@@ -366,7 +367,7 @@ pub async fn lying_el(chain: &Chain, driver: &mut Driver) -> Result<Value, Strin
     }
     Ok(json!({
         "seconds": seconds(start),
-        "lies_told": chain.standin.lies(),
+        "lies_told": standin.lies(),
         "while_lying": while_lying,
         "after_do_not_use": summary(&driver.built[from..]),
     }))

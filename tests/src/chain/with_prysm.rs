@@ -27,7 +27,7 @@ const FROZEN_SLOTS: u64 = 6;
 const MISSED_ALLOWED: usize = 1;
 
 /// Waits until Prysm's head is at `slot` or past it; fails at once when Prysm has exited.
-async fn head_at(prysm: &Prysm, slot: u64, limit: Duration) -> Result<u64, String> {
+pub(super) async fn head_at(prysm: &Prysm, slot: u64, limit: Duration) -> Result<u64, String> {
     let api = &prysm.api;
     let head = until(&format!("Prysm's head at slot {slot}"), limit, || async {
         if prysm.exited().is_some() {
@@ -41,7 +41,7 @@ async fn head_at(prysm: &Prysm, slot: u64, limit: Duration) -> Result<u64, Strin
 }
 
 /// The slots in `from..=to` without a block.
-async fn missed(prysm: &Prysm, from: u64, to: u64) -> Result<Vec<u64>, String> {
+pub(super) async fn missed(prysm: &Prysm, from: u64, to: u64) -> Result<Vec<u64>, String> {
     let mut missed = Vec::new();
     for slot in from..=to {
         if !prysm.api.has_block(slot).await? {

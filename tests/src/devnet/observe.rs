@@ -236,10 +236,24 @@ impl Admin {
 
     /// `eb_requests_total` from `GET /metrics`: `{method: {answer kind: count}}`.
     pub async fn answers(&self) -> Result<Value, String> {
+        self.counts("eb_requests_total", "method", "answer").await
+    }
+
+    /// `eb_vote_answers_total` from `GET /metrics`: `{method: {status: count}}`, what the CL
+    /// was answered on newPayload and forkchoiceUpdated.
+    pub async fn vote_answers(&self) -> Result<Value, String> {
+        self.counts("eb_vote_answers_total", "method", "status")
+            .await
+    }
+
+    /// The samples of counter `metric` from `GET /metrics`, as `{outer label: {inner label:
+    /// count}}`.
+    async fn counts(&self, metric: &str, outer: &str, inner: &str) -> Result<Value, String> {
         let text = self.metrics().await?;
-        let mut answers = serde_json::Map::new();
+        let mut counts = serde_json::Map::new();
+        let prefix = format!("{metric}{{");
         for line in text.lines() {
-            let Some(rest) = line.strip_prefix("eb_requests_total{") else {
+            let Some(rest) = line.strip_prefix(&prefix) else {
                 continue;
             };
             let label = |name: &str| {
@@ -248,14 +262,12 @@ impl Admin {
                 Some(rest[start..start + len].to_owned())
             };
             let count = line.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok());
-            if let (Some(method), Some(kind), Some(count)) =
-                (label("method"), label("answer"), count)
-            {
-                let entry = answers.entry(method).or_insert_with(|| json!({}));
-                entry[kind] = json!(count as u64);
+            if let (Some(outer), Some(inner), Some(count)) = (label(outer), label(inner), count) {
+                let entry = counts.entry(outer).or_insert_with(|| json!({}));
+                entry[inner] = json!(count as u64);
             }
         }
-        Ok(Value::Object(answers))
+        Ok(Value::Object(counts))
     }
 
     /// `GET /status`.

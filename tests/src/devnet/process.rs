@@ -129,16 +129,24 @@ pub fn tail(log: &Path, lines: usize) -> String {
 /// `N` distinct free TCP ports on 127.0.0.1 (all bound at once, then released for the
 /// processes that will use them).
 pub fn free_ports<const N: usize>() -> Result<[u16; N], String> {
-    let mut held = Vec::with_capacity(N);
+    let list = free_port_list(N)?;
     let mut out = [0; N];
-    for port in &mut out {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr().map(|a| (l, a.port())))
-            .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
-        *port = listener.1;
-        held.push(listener.0);
-    }
+    out.copy_from_slice(&list);
     Ok(out)
+}
+
+/// `n` distinct free TCP ports on 127.0.0.1, as [`free_ports`] finds them.
+pub fn free_port_list(n: usize) -> Result<Vec<u16>, String> {
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")
+            .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?;
+        held.push(listener);
+    }
+    held.iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))
 }
 
 /// Waits for SIGINT or SIGTERM; its name.
