@@ -389,8 +389,8 @@ fn straggler_bound(
 ) -> Option<Duration> {
     let mut until = ready;
     for i in collector.outstanding() {
-        let typical = nodes[i].typical_latency(collector.kind());
-        until = until.max(nodes[i].straggler.until(ready, typical)?);
+        let expected = nodes[i].expected_latency(collector.kind());
+        until = until.max(nodes[i].straggler.until(ready, expected)?);
     }
     Some(until)
 }
@@ -671,6 +671,59 @@ mod tests {
         );
         let seen = slow_el.seen.lock().expect("seen").len();
         assert_eq!(seen, calls, "it received every call");
+    }
+
+    /// An EL answering newPayload after `new_payload_ms` and forkchoiceUpdated after 5 ms,
+    /// VALID; a forkchoiceUpdated body contains "forkchoice".
+    fn el_by_kind(new_payload_ms: u64, fcu_ms: u64) -> Arc<Scripted> {
+        testing::scripted(Box::new(move |body| {
+            let status = format!(
+                r#"{{"status":"VALID","latestValidHash":"{BLOCK}","validationError":null}}"#
+            );
+            let fcu = body.windows(10).any(|w| w == b"forkchoice");
+            let (delay, result) = match fcu {
+                true => (
+                    fcu_ms,
+                    format!(r#"{{"payloadStatus":{status},"payloadId":null}}"#),
+                ),
+                false => (new_payload_ms, status),
+            };
+            let body = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#);
+            (Duration::from_millis(delay), Reply::Body(Bytes::from(body)))
+        }))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_behind_a_known_slow_call_in_the_queue_is_not_waited_for() {
+        let (fanout, nodes) = fanout_with(
+            &[el_by_kind(10, 10), el_by_kind(12, 12), el_by_kind(3_000, 5)],
+            route::MAX_EL_TIMEOUT,
+            Straggler::Auto,
+            None,
+        );
+        let slow = Arc::clone(&nodes.snapshot()[2]);
+        fanout.run(&call("{}")).await;
+        while slow.typical_latency(VoteKind::NewPayload).is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let payload = fanout.run(&call("{}")).await;
+        assert_eq!(
+            payload.elapsed_ms, 12,
+            "known slow on newPayload: cut at once"
+        );
+        let fcu = VoteCall {
+            method: "engine_forkchoiceUpdatedV3",
+            kind: VoteKind::ForkchoiceUpdated,
+            body: Bytes::from_static(br#"{"method":"engine_forkchoiceUpdatedV3"}"#),
+            ..call("{}")
+        };
+        let collected = fanout.run(&fcu).await;
+        assert_eq!(followed_status(&collected), Some(Status::Valid));
+        assert_eq!(
+            collected.elapsed_ms, 12,
+            "its forkchoiceUpdated (5 ms) waits behind a 3 s newPayload: not waited for"
+        );
+        assert_eq!(votes(&collected)[2].1, Outcome::Cut);
     }
 
     #[tokio::test(start_paused = true)]

@@ -408,6 +408,19 @@ impl Node {
         self.lock().vote_latency_ms[latency_slot(kind)].map(|ms| Duration::from_secs_f64(ms / 1e3))
     }
 
+    /// How long a `kind` call to this EL is expected to take: its usual time for `kind`, or,
+    /// while it is busy with a call whose kind usually takes longer, that (the new call waits
+    /// behind it in the ordered queue).
+    pub fn expected_latency(&self, kind: VoteKind) -> Option<Duration> {
+        let own = self.typical_latency(kind);
+        let ahead = self
+            .queue
+            .depth()
+            .busy_kind
+            .and_then(|busy| self.typical_latency(busy));
+        own.max(ahead)
+    }
+
     /// Feeds an answered call's latency into the EWMA and the latency histogram.
     pub fn record_latency(&self, timed: &Timed) {
         self.metrics

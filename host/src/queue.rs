@@ -46,6 +46,7 @@ struct State {
     bytes: usize,
     dropped: u64,
     busy_since: Option<Instant>,
+    busy_kind: Option<VoteKind>,
     closed: bool,
     replayed: u64,
     replay_dropped: u64,
@@ -63,6 +64,8 @@ pub struct Depth {
     pub dropped: u64,
     /// How long the call being delivered has been out.
     pub busy_for: Option<Duration>,
+    /// The kind of the call being delivered.
+    pub busy_kind: Option<VoteKind>,
     /// Missed calls replayed to the EL since start.
     pub replayed: u64,
     /// Missed calls that could not be kept for replay (past the limits).
@@ -140,6 +143,7 @@ impl CallQueue {
             bytes: state.bytes,
             dropped: state.dropped,
             busy_for: state.busy_since.map(|since| since.elapsed()),
+            busy_kind: state.busy_kind,
             replayed: state.replayed,
             replay_dropped: state.replay_dropped,
             replay_pending: state.replay_pending,
@@ -160,6 +164,7 @@ impl CallQueue {
                 if let Some(job) = state.jobs.pop_front() {
                     state.bytes -= job.body.len();
                     state.busy_since = Some(Instant::now());
+                    state.busy_kind = Some(job.kind);
                     return Some(job);
                 }
                 if state.closed {
@@ -172,7 +177,9 @@ impl CallQueue {
     }
 
     fn done(&self) {
-        self.lock().busy_since = None;
+        let mut state = self.lock();
+        state.busy_since = None;
+        state.busy_kind = None;
     }
 }
 

@@ -518,6 +518,17 @@ async fn measure(
     };
     fault(args.hung, args.slow_ms);
     let phase = args.hung.then(|| Duration::from_secs(args.phase_s));
+    let new_payloads = || -> Vec<usize> {
+        els.iter()
+            .map(|el| {
+                el.engine_calls()
+                    .iter()
+                    .filter(|m| m.starts_with("engine_newPayload"))
+                    .count()
+            })
+            .collect()
+    };
+    let received_before = new_payloads();
     let before = usage(pid);
     let ((samples, wall, failures), ()) = tokio::join!(
         async {
@@ -529,6 +540,13 @@ async fn measure(
     );
     let after = usage(pid);
     fault(false, 0);
+    // Each EL's newPayloads from the measured run (the calls still out to a slow or hung EL
+    // have not arrived yet only if it is hung).
+    let received: Vec<usize> = new_payloads()
+        .iter()
+        .zip(&received_before)
+        .map(|(after, before)| after - before)
+        .collect();
     sampler.abort();
     let _ = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -547,6 +565,7 @@ async fn measure(
         "rss_after_kib": after.map(|u| u.0),
         "cpu_ms": cpu_ms,
         "cpu_ms_per_call": cpu_ms.map(|c| c as f64 / calls.max(1) as f64),
+        "new_payloads_received": received,
     });
     Ok(Measured {
         stats,
@@ -648,10 +667,10 @@ fn table(report: &Value) -> String {
             continue;
         }
         out += &format!(
-            "{path}: {:.0} req/s; RSS idle {} KiB, peak {} KiB, at the end {} KiB; CPU {} ms ({:.3} ms per call); failures {}\n",
+            "{path}: {:.0} req/s; RSS idle {} KiB, peak {} KiB, at the end {} KiB; CPU {} ms ({:.3} ms per call); failures {}; newPayloads each EL received {}\n",
             p["throughput_rps"].as_f64().unwrap_or(0.0),
             p["rss_idle_kib"], p["rss_peak_kib"], p["rss_after_kib"], p["cpu_ms"],
-            p["cpu_ms_per_call"].as_f64().unwrap_or(0.0), p["failures"]
+            p["cpu_ms_per_call"].as_f64().unwrap_or(0.0), p["failures"], p["new_payloads_received"]
         );
     }
     out += &format!(

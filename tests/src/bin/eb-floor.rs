@@ -82,7 +82,7 @@ async fn run(args: Args) -> Result<(), String> {
     let els = args.nodes.split(',').map(el).collect::<Result<_, _>>()?;
     let floor = Arc::new(Floor {
         els,
-        client: reqwest::Client::builder()
+        client: eb_tests::client_builder()
             .timeout(std::time::Duration::from_secs(8))
             .build()
             .map_err(|e| e.to_string())?,
