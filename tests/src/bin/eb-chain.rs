@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! eb-chain --geth PATH --txgen PATH --eb target/release/eb --fork osaka [--sidecar-version 0|1]
-//!          [--prysm DIR [--upgrade-to NEWER_GETH]] [--work DIR] [--hold]
+//!          [--prysm DIR [--upgrade-to NEWER_GETH [--down-slots N] [--setups 0,2]]]
+//!          [--work DIR] [--hold]
 //! ```
 
 use clap::Parser;
@@ -46,6 +47,14 @@ struct Args {
     /// under Prysm (needs --prysm), in four setups (`tests/src/chain/upgrade.rs`).
     #[arg(long, requires = "prysm", conflicts_with = "hold")]
     upgrade_to: Option<PathBuf>,
+    /// With --upgrade-to: slots each geth stays down.
+    #[arg(long, default_value_t = upgrade::DOWN_SLOTS, requires = "upgrade_to")]
+    down_slots: u64,
+    /// With --upgrade-to: run only these setups (0: behind=ignore peered, 1: behind=count
+    /// peered, 2: behind=ignore not peered, 3: behind=count not peered); all four by default.
+    #[arg(long, value_delimiter = ',', requires = "upgrade_to",
+          value_parser = clap::value_parser!(u8).range(0..4))]
+    setups: Vec<u8>,
     /// Instead of the scenarios: keep the chain up until Ctrl-C (Prysm proposing, or the driver
     /// running a slot every 2 s).
     #[arg(long)]
@@ -100,14 +109,24 @@ async fn run(args: Args) -> Result<serde_json::Value, String> {
             return Err("--upgrade-to runs at --fork osaka (Fulu)".into());
         }
         let to = absolute(to)?;
-        let bins = upgrade::Binaries {
+        let setups = match args.setups.is_empty() {
+            true => upgrade::SETUPS.to_vec(),
+            false => args
+                .setups
+                .iter()
+                .map(|&i| upgrade::SETUPS[usize::from(i)])
+                .collect(),
+        };
+        let plan = upgrade::Plan {
             from: &geth,
             to: &to,
             eb: &eb,
             prysm,
+            down_slots: args.down_slots,
+            setups,
         };
         let outcome = tokio::select! {
-            outcome = upgrade::run(&bins, &work) => outcome,
+            outcome = upgrade::run(&plan, &work) => outcome,
             signal = stopped() => Err(format!("stopped by {signal}")),
         };
         if outcome.is_ok() && temporary {

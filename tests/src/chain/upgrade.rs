@@ -1,6 +1,6 @@
 //! A rolling EL upgrade under a real CL, as an operator with two ELs does it: Prysm (Fulu) in
 //! front of eb and two geths, both on the older geth. geth 1 (EL 2) is shut down (SIGTERM) for
-//! `DOWN_SLOTS` slots and started on the newer geth on the same datadir; once eb counts its
+//! some slots (5 by default) and started on the newer geth on the same datadir; once eb counts its
 //! votes again, the same for geth 0 (EL 1, the primary). Run in four setups: with and without
 //! `behind=ignore`, the geths peered with each other and not (then only eb's catch-up replay
 //! brings a restarted geth back to the head).
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Slots proposed before the first shutdown.
 const WARMUP_SLOTS: u64 = 3;
-/// Slots each geth stays down.
-const DOWN_SLOTS: u64 = 5;
+/// Slots each geth stays down by default.
+pub const DOWN_SLOTS: u64 = 5;
 /// The goal for a geth without peers: its votes count again within this many slots of its
 /// restart.
 const REJOIN_GOAL_SLOTS: u32 = 2;
@@ -65,8 +65,9 @@ pub const SETUPS: [Setup; 4] = [
     },
 ];
 
-/// The geth binaries: the one both ELs start on, and the one each is upgraded to.
-pub struct Binaries<'a> {
+/// What to run: the geth both ELs start on and the one each is upgraded to, eb, Prysm, how
+/// long each geth stays down, and which setups.
+pub struct Plan<'a> {
     /// Both geths start on this one.
     pub from: &'a Path,
     /// Each geth is restarted on this one.
@@ -75,6 +76,10 @@ pub struct Binaries<'a> {
     pub eb: &'a Path,
     /// Prysm's folder.
     pub prysm: &'a Path,
+    /// Slots each geth stays down.
+    pub down_slots: u64,
+    /// The setups to run, in this order.
+    pub setups: Vec<Setup>,
 }
 
 /// `geth --version`'s version number (`1.17.10`).
@@ -125,7 +130,7 @@ async fn rejoined(
     .await
 }
 
-/// Shuts geth `index` down for `DOWN_SLOTS` slots, starts it on `to` on the same datadir and
+/// Shuts geth `index` down for `down_slots` slots, starts it on `to` on the same datadir and
 /// waits until eb counts it again and reports the new version.
 async fn upgrade(
     chain: &mut Chain,
@@ -133,10 +138,11 @@ async fn upgrade(
     index: usize,
     to: &Path,
     version: &str,
+    down_slots: u64,
 ) -> Result<Value, String> {
     let (from, _) = prysm.api.syncing().await?;
     let shutdown = chain.shut_down(index, SHUTDOWN_GRACE);
-    head_at(prysm, from + DOWN_SLOTS, SLOT * DOWN_SLOTS as u32 * 3).await?;
+    head_at(prysm, from + down_slots, SLOT * down_slots as u32 * 3).await?;
     let restarted = Instant::now();
     chain.restart(index, Some(to)).await?;
     let rejoin_s = rejoined(chain, prysm, index, restarted).await?;
@@ -170,6 +176,7 @@ async fn rolling(
     prysm: &Prysm,
     setup: Setup,
     to: &Path,
+    down_slots: u64,
 ) -> Result<Value, String> {
     let version = geth_version(to)?;
     head_at(prysm, WARMUP_SLOTS, SLOT * 40).await?;
@@ -177,7 +184,7 @@ async fn rolling(
     let before = chain.admin.vote_answers().await?;
     let mut els = Vec::new();
     for index in [1, 0] {
-        els.push(upgrade(chain, prysm, index, to, &version).await?);
+        els.push(upgrade(chain, prysm, index, to, &version, down_slots).await?);
     }
     let (last, _) = prysm.api.syncing().await?;
     let end = head_at(prysm, last + TAIL_SLOTS, SLOT * TAIL_SLOTS as u32 * 3).await?;
@@ -228,8 +235,8 @@ async fn rolling(
 }
 
 /// One setup on a fresh chain in `work`: its outcome, with every log's tail when it failed.
-async fn run_setup(bins: &Binaries<'_>, work: &Path, setup: Setup) -> Result<Value, String> {
-    let genesis = prysm::genesis(bins.prysm, work, &genesis(bins.from, Fork::Osaka)?)?;
+async fn run_setup(plan: &Plan<'_>, work: &Path, setup: Setup) -> Result<Value, String> {
+    let genesis = prysm::genesis(plan.prysm, work, &genesis(plan.from, Fork::Osaka)?)?;
     let mut eb_args = Vec::new();
     if setup.ignore_behind {
         eb_args = vec!["--policy-config".to_owned(), "behind=ignore".to_owned()];
@@ -240,10 +247,10 @@ async fn run_setup(bins: &Binaries<'_>, work: &Path, setup: Setup) -> Result<Val
         liar: false,
         eb_args,
     };
-    let mut chain = Chain::start(bins.from, bins.eb, work, Fork::Osaka, &genesis, &layout).await?;
-    let prysm = Prysm::start(bins.prysm, &chain).await?;
+    let mut chain = Chain::start(plan.from, plan.eb, work, Fork::Osaka, &genesis, &layout).await?;
+    let prysm = Prysm::start(plan.prysm, &chain).await?;
     let mut outcomes = Outcomes::default();
-    let outcome = rolling(&mut chain, &prysm, setup, bins.to).await;
+    let outcome = rolling(&mut chain, &prysm, setup, plan.to, plan.down_slots).await;
     let figures = outcome.as_ref().ok().cloned();
     outcomes.record(setup.name, outcome);
     outcomes.recording(&mut chain).await;
@@ -254,14 +261,14 @@ async fn run_setup(bins: &Binaries<'_>, work: &Path, setup: Setup) -> Result<Val
         .map_err(|e| format!("{e}\n{}{}", chain.logs(), prysm.logs()))
 }
 
-/// Every setup, one after another, each in its own folder under `work`; the report (the JSON
-/// object `eb-chain` prints last).
-pub async fn run(bins: &Binaries<'_>, work: &Path) -> Result<Value, String> {
+/// The plan's setups, one after another, each in its own folder under `work`; the report (the
+/// JSON object `eb-chain` prints last).
+pub async fn run(plan: &Plan<'_>, work: &Path) -> Result<Value, String> {
     let start = Instant::now();
     let mut runs = Vec::new();
-    for (i, setup) in SETUPS.into_iter().enumerate() {
+    for (i, &setup) in plan.setups.iter().enumerate() {
         let folder = work.join(format!("run{i}"));
-        let report = run_setup(bins, &folder, setup).await.map_err(|e| {
+        let report = run_setup(plan, &folder, setup).await.map_err(|e| {
             format!(
                 "{}: {e}\n(data and logs in {})",
                 setup.name,
@@ -274,9 +281,9 @@ pub async fn run(bins: &Binaries<'_>, work: &Path) -> Result<Value, String> {
         "scenario": "rolling upgrade",
         "fork": Fork::Osaka.name(),
         "cl": "prysm",
-        "from": geth_version(bins.from)?,
-        "to": geth_version(bins.to)?,
-        "down_slots": DOWN_SLOTS,
+        "from": geth_version(plan.from)?,
+        "to": geth_version(plan.to)?,
+        "down_slots": plan.down_slots,
         "runs": runs,
         "seconds": seconds(start),
     }))
