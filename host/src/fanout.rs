@@ -673,7 +673,7 @@ mod tests {
         assert_eq!(seen, calls, "it received every call");
     }
 
-    /// An EL answering newPayload after `new_payload_ms` and forkchoiceUpdated after 5 ms,
+    /// An EL answering newPayload after `new_payload_ms` and forkchoiceUpdated after `fcu_ms`,
     /// VALID; a forkchoiceUpdated body contains "forkchoice".
     fn el_by_kind(new_payload_ms: u64, fcu_ms: u64) -> Arc<Scripted> {
         testing::scripted(Box::new(move |body| {

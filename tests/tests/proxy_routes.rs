@@ -139,16 +139,21 @@ async fn builds_get_ebs_own_payload_id_and_get_payload_reaches_a_builder() {
     assert_eq!(unknown["error"]["code"], -38001);
 }
 
+/// Asks for a build on B1; eb's payloadId for it.
+async fn build_on_b1(proxy: &Proxy) -> String {
+    let answer = proxy.call(&forkchoice(1, 3, "B1", true)).await;
+    answer["result"]["payloadId"]
+        .as_str()
+        .expect("payloadId")
+        .to_owned()
+}
+
 #[tokio::test]
 async fn get_payload_fails_over_when_the_primary_dies_after_the_build() {
     let els = els(3).await;
     let proxy = Proxy::start(&refs(&els), &[], &[]).await;
     let primary = with_primary(&proxy).await as usize;
-    let answer = proxy.call(&forkchoice(1, 3, "B1", true)).await;
-    let id = answer["result"]["payloadId"]
-        .as_str()
-        .expect("payloadId")
-        .to_owned();
+    let id = build_on_b1(&proxy).await;
     els[primary].stop();
     let payload = proxy.call(&get_payload(2, 4, &id)).await;
     let builder = payload["result"]["builder"]
@@ -163,11 +168,7 @@ async fn a_builder_cut_for_being_slow_joins_the_build_when_its_valid_comes() {
     els[2].set(|b| b.delay = Duration::from_millis(600));
     let proxy = Proxy::start(&refs(&els), &[], &[]).await;
     let primary = with_primary(&proxy).await as usize;
-    let answer = proxy.call(&forkchoice(1, 3, "B1", true)).await;
-    let id = answer["result"]["payloadId"]
-        .as_str()
-        .expect("payloadId")
-        .to_owned();
+    let id = build_on_b1(&proxy).await;
     let fast = proxy.app.payloads.get(&id).expect("the build").builders;
     assert_eq!(fast.len(), 2, "answered before the slow EL: {fast:?}");
     proxy
@@ -203,11 +204,7 @@ async fn best_value_picks_the_highest_block_value_on_the_right_head() {
     els[1].set(|b| b.block_value = "0x200");
     els[2].set(|b| b.block_value = "0x3f");
     let proxy = Proxy::start(&refs(&els), &[], &["--get-payload", "best-value"]).await;
-    let answer = proxy.call(&forkchoice(1, 3, "B1", true)).await;
-    let id = answer["result"]["payloadId"]
-        .as_str()
-        .expect("payloadId")
-        .to_owned();
+    let id = build_on_b1(&proxy).await;
     let payload = proxy.call(&get_payload(2, 4, &id)).await;
     assert_eq!(payload["result"]["blockValue"], "0x200");
     assert_eq!(payload["result"]["builder"], "el1");
