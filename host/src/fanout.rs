@@ -187,19 +187,26 @@ impl Fanout {
                 .flatten()
                 .min()
                 .unwrap_or(deadline);
+            let vote_of = |index: usize, reply: Result<Timed, _>| {
+                let node = &nodes[index];
+                let received = match reply {
+                    Ok(timed) => {
+                        node.observe_vote(call.kind, &timed);
+                        receive(index as u16, node, call.question(), &timed)
+                    }
+                    Err(_) => failed(index as u16, node, call.kind, Outcome::Unreachable),
+                };
+                self.count_vote(node, &received.vote);
+                received
+            };
             tokio::select! {
                 next = replies.next() => match next {
                     Some((index, reply)) if !collector.has(index) => {
-                        let node = &nodes[index];
-                        let received = match reply {
-                            Ok(timed) => {
-                                node.observe_vote(call.kind, &timed);
-                                receive(index as u16, node, call.question(), &timed)
-                            }
-                            Err(_) => failed(index as u16, node, call.kind, Outcome::Unreachable),
-                        };
-                        self.count_vote(node, &received.vote);
-                        collector.push(received);
+                        collector.push(vote_of(index, reply));
+                    }
+                    // Cut at fan-out for its health, it answered before the verdict: it counts.
+                    Some((index, Ok(timed))) if collector.is_cut(index) => {
+                        collector.replace_cut(vote_of(index, Ok(timed)));
                     }
                     Some(late) => early_late.push(late),
                     None => {}
@@ -250,6 +257,7 @@ impl Fanout {
                     method: call.method,
                     kind: call.kind,
                     version: call.version,
+                    id: call.id,
                     nodes: collected.nodes.len() as u16,
                     pending: seen.context.pending,
                     config: &config,
@@ -774,6 +782,32 @@ mod tests {
             "they were back"
         );
         assert_eq!(collected.elapsed_ms, 12);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_el_cut_for_its_health_that_answers_before_the_verdict_counts() {
+        // Found by the simulation: an EL marked hung whose earlier call ended as the next one
+        // went out answered that one at once, and was not counted.
+        let (fanout, nodes) = fanout_with(
+            &[el("VALID", 10), el("VALID", 300), el("INVALID", 5)],
+            route::MAX_EL_TIMEOUT,
+            Straggler::Auto,
+            None,
+        );
+        nodes.snapshot()[2].set_state(NodeState::Offline, None);
+        let collected = fanout.run(&call("{}")).await;
+        let (node, outcome, _) = votes(&collected)[0];
+        assert_eq!(
+            (node, outcome),
+            (2, Outcome::Answered),
+            "its answer took the place of its cut vote"
+        );
+        assert_eq!(collected.collector.received[0].vote.status, Status::Invalid);
+        assert_eq!(
+            collected.followed().map(|r| r.vote.status),
+            None,
+            "an INVALID beside a VALID is SYNCING, not the VALID"
+        );
     }
 
     #[tokio::test(start_paused = true)]

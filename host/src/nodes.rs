@@ -537,9 +537,9 @@ impl Nodes {
         }
     }
 
-    /// Nodes already built (tests on scripted transports).
-    #[cfg(test)]
-    pub(crate) fn from_list(list: Vec<Arc<Node>>, metrics: Arc<Metrics>) -> Nodes {
+    /// Nodes already built with [`Node::spawn`] on transports of the caller's (scripted ELs in
+    /// tests and the simulation).
+    pub fn from_list(list: Vec<Arc<Node>>, metrics: Arc<Metrics>) -> Nodes {
         Nodes {
             next_id: AtomicU64::new(list.len() as u64),
             list: RwLock::new(Arc::new(list)),

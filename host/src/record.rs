@@ -97,6 +97,8 @@ pub struct Recorded<'a> {
     pub kind: VoteKind,
     /// The method version.
     pub version: u8,
+    /// The CL's JSON-RPC id (raw JSON).
+    pub id: &'a str,
     /// ELs the call went to.
     pub nodes: u16,
     /// Votes still outstanding when the policy decided.
@@ -152,6 +154,7 @@ pub fn case(
         },
         policy: Some(about.policy_sha256.to_owned()),
         recorded_at_ms: Some(now.as_millis() as u64),
+        request_id: Some(about.id.to_owned()),
         shadow: None,
     }
 }

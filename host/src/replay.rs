@@ -14,7 +14,8 @@ use std::collections::VecDeque;
 pub struct Missed {
     payloads: VecDeque<Bytes>,
     bytes: usize,
-    forkchoice: Option<Bytes>,
+    /// The latest forkchoiceUpdated, and how many of the kept payloads the CL sent before it.
+    forkchoice: Option<(usize, Bytes)>,
     max_calls: usize,
     max_bytes: usize,
 }
@@ -41,7 +42,8 @@ impl Missed {
     /// room (the oldest).
     pub fn keep(&mut self, kind: VoteKind, body: Bytes) -> usize {
         if kind != VoteKind::NewPayload {
-            self.forkchoice = Some(body);
+            // It supersedes the one kept before, and goes after every payload kept so far.
+            self.forkchoice = Some((self.payloads.len(), body));
             return 0;
         }
         let mut dropped = 0;
@@ -50,6 +52,7 @@ impl Missed {
         {
             if let Some(old) = self.payloads.pop_front() {
                 self.bytes -= old.len();
+                self.forkchoice_moves_up();
                 dropped += 1;
             }
         }
@@ -58,16 +61,34 @@ impl Missed {
         dropped
     }
 
-    /// The next call to replay: the oldest newPayload, then the latest forkchoiceUpdated.
+    /// One payload before the kept forkchoiceUpdated is gone.
+    fn forkchoice_moves_up(&mut self) {
+        if let Some((before, _)) = &mut self.forkchoice {
+            *before = before.saturating_sub(1);
+        }
+    }
+
+    /// The next call to replay, in CL order: the kept newPayloads, with the latest
+    /// forkchoiceUpdated where the CL sent it among them.
     pub fn next(&self) -> Option<&Bytes> {
-        self.payloads.front().or(self.forkchoice.as_ref())
+        match &self.forkchoice {
+            Some((0, body)) => Some(body),
+            _ => self
+                .payloads
+                .front()
+                .or(self.forkchoice.as_ref().map(|(_, body)| body)),
+        }
     }
 
     /// The call [`next`](Self::next) gave was delivered: forget it.
     pub fn delivered(&mut self) {
-        match self.payloads.pop_front() {
-            Some(body) => self.bytes -= body.len(),
-            None => self.forkchoice = None,
+        if matches!(self.forkchoice, Some((0, _))) {
+            self.forkchoice = None;
+            return;
+        }
+        if let Some(body) = self.payloads.pop_front() {
+            self.bytes -= body.len();
+            self.forkchoice_moves_up();
         }
     }
 }
@@ -99,6 +120,34 @@ mod tests {
         }
         assert_eq!(drain(&mut missed), ["p1", "p2", "f2"]);
         assert!(missed.is_empty());
+    }
+
+    #[test]
+    fn a_forkchoice_is_replayed_where_the_cl_sent_it() {
+        // Found by the simulation: a reorg's forkchoiceUpdated, missed before a newPayload,
+        // was replayed after it.
+        let mut missed = Missed::new(2, 1 << 20);
+        for (kind, body) in [
+            (VoteKind::NewPayload, "p1"),
+            (VoteKind::ForkchoiceUpdated, "f1"),
+            (VoteKind::NewPayload, "p2"),
+        ] {
+            missed.keep(kind, Bytes::from_static(body.as_bytes()));
+        }
+        assert_eq!(drain(&mut missed), ["p1", "f1", "p2"]);
+        for (kind, body) in [
+            (VoteKind::ForkchoiceUpdated, "f1"),
+            (VoteKind::NewPayload, "p1"),
+            (VoteKind::NewPayload, "p2"),
+            (VoteKind::NewPayload, "p3"),
+        ] {
+            missed.keep(kind, Bytes::from_static(body.as_bytes()));
+        }
+        assert_eq!(
+            drain(&mut missed),
+            ["f1", "p2", "p3"],
+            "p1 dropped past the limit; f1 still before the rest"
+        );
     }
 
     #[test]

@@ -228,6 +228,32 @@ impl Collector {
         if let Some(seen) = self.counted.get_mut(usize::from(received.vote.node)) {
             *seen = true;
         }
+        self.group(&mut received);
+        self.received.push(received);
+    }
+
+    /// Whether node `index`'s vote is in as not waited for ([`Outcome::Cut`]).
+    pub fn is_cut(&self, index: usize) -> bool {
+        self.cut_at(index).is_some()
+    }
+
+    fn cut_at(&self, index: usize) -> Option<usize> {
+        self.received
+            .iter()
+            .position(|r| usize::from(r.vote.node) == index && r.vote.outcome == Outcome::Cut)
+    }
+
+    /// Puts a reply in the place of its node's cut vote (an EL not waited for answered before
+    /// the verdict after all); nothing changes if that node's vote was not cut.
+    pub fn replace_cut(&mut self, mut received: Received) {
+        if let Some(at) = self.cut_at(usize::from(received.vote.node)) {
+            self.group(&mut received);
+            self.received[at] = received;
+        }
+    }
+
+    /// Gives `received` the lvh group its `latestValidHash` belongs to.
+    fn group(&mut self, received: &mut Received) {
         if let Some(lvh) = &received.lvh {
             let group = match self
                 .lvh_groups
@@ -242,7 +268,6 @@ impl Collector {
             };
             received.vote.lvh_group = u8::try_from(group).unwrap_or(u8::MAX);
         }
-        self.received.push(received);
     }
 
     /// The reply the decision follows, if it follows one that carries an answer.

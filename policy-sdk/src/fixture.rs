@@ -60,6 +60,9 @@ pub struct Case {
     /// Recordings: when the decision was made (Unix milliseconds).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recorded_at_ms: Option<u64>,
+    /// Recordings: the CL's JSON-RPC id of the call (raw JSON), to match a case to the CL's logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
     /// Recordings: what the shadow policy (`--shadow-policy`) answered instead, where it
     /// disagreed with `expect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -8,6 +8,7 @@ pub mod engine;
 pub mod fuzzing;
 pub mod mock_el;
 pub mod proxy;
+pub mod sim;
 pub mod tls;
 
 use std::path::PathBuf;
