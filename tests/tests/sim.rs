@@ -16,8 +16,12 @@ use serde_json::json;
 fn sim_random_schedules_keep_every_promise() {
     let (cases, seed) = (sim::cases(sim::CI_CASES), sim::seed());
     eprintln!("simulating {cases} schedules, EB_SIM_SEED={seed}");
-    if let Err(failure) = sim::explore(cases, seed, 7) {
-        panic!("{failure}");
+    match sim::explore(cases, seed, 7) {
+        Ok(coverage) => {
+            eprintln!("{coverage}");
+            assert_eq!(coverage.runs, u64::from(cases));
+        }
+        Err(failure) => panic!("{failure}"),
     }
 }
 

@@ -98,12 +98,13 @@ fn main() -> ExitCode {
         args.cases, args.max_els
     );
     match sim::explore(args.cases, seed, args.max_els.into()) {
-        Ok(()) => {
+        Ok(coverage) => {
             println!(
                 "{} schedules, every property held ({:.1} s)",
                 args.cases,
                 started.elapsed().as_secs_f64()
             );
+            println!("{coverage}");
             ExitCode::SUCCESS
         }
         Err(failure) => {

@@ -145,9 +145,109 @@ pub fn write(
     Ok((json, msc))
 }
 
-/// Runs `cases` generated schedules of up to `max_els` ELs from `seed`; the first failure,
-/// shrunk and written to [`out_dir`], is the error.
-pub fn explore(cases: u32, seed: u64, max_els: usize) -> Result<(), Box<Failure>> {
+/// What the explored runs went through, to show the schedules reach the cases that matter.
+#[derive(Clone, Debug, Default)]
+pub struct Coverage {
+    /// Runs.
+    pub runs: u64,
+    /// CL calls.
+    pub calls: u64,
+    /// Vote answers VALID, INVALID, SYNCING, ACCEPTED, and JSON-RPC errors.
+    pub answers: [u64; 5],
+    /// SYNCING answers to a ballot holding both a VALID and a counted INVALID.
+    pub split_ballots: u64,
+    /// Votes not waited for (cut).
+    pub cuts: u64,
+    /// Calls an EL refused (down).
+    pub refused: u64,
+    /// Missed calls replayed to a returning EL.
+    pub replayed: u64,
+    /// Calls dropped from a full queue or replay.
+    pub dropped: u64,
+    /// getPayloads of eb's payloadIds answered with a payload, with an error; of unknown ids.
+    pub payloads: [u64; 3],
+}
+
+impl Coverage {
+    fn add(&mut self, run: &world::Run) {
+        self.runs += 1;
+        self.calls += run.calls.len() as u64;
+        for call in &run.calls {
+            match call.kind {
+                world::CallKind::GetPayload => {
+                    let slot = match (call.build, call.answer.get("result")) {
+                        (None, _) => 2,
+                        (Some(_), Some(_)) => 0,
+                        (Some(_), None) => 1,
+                    };
+                    self.payloads[slot] += 1;
+                }
+                world::CallKind::Read => {}
+                _ => {
+                    let slot = match props::answered_status(call) {
+                        Some("VALID") => 0,
+                        Some(s) if s.starts_with("INVALID") => 1,
+                        Some("SYNCING") => 2,
+                        Some(_) => 3,
+                        None => 4,
+                    };
+                    self.answers[slot] += 1;
+                }
+            }
+        }
+        for case in &run.recordings {
+            let seen = |prefix: &str| {
+                case.votes
+                    .iter()
+                    .any(|v| !v.late && v.status.starts_with(prefix))
+            };
+            if case.expect.action == policy_sdk::fixture::Action::Syncing
+                && seen("VALID")
+                && seen("INVALID")
+            {
+                self.split_ballots += 1;
+            }
+            self.cuts += case.votes.iter().filter(|v| v.status == "CUT").count() as u64;
+        }
+        self.refused += run
+            .events
+            .iter()
+            .filter(|e| matches!(e, trace::Event::Refused { .. }))
+            .count() as u64;
+        self.replayed += run.depths.iter().map(|d| d.replayed).sum::<u64>();
+        self.dropped += run
+            .depths
+            .iter()
+            .map(|d| d.dropped + d.replay_dropped)
+            .sum::<u64>();
+    }
+}
+
+impl std::fmt::Display for Coverage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let [valid, invalid, syncing, accepted, errors] = self.answers;
+        write!(
+            f,
+            "{} runs, {} calls; answers {valid} VALID, {invalid} INVALID, {syncing} SYNCING \
+             ({} beside a VALID and an INVALID), {accepted} ACCEPTED, {errors} errors; {} votes cut, \
+             {} calls refused, {} replayed, {} dropped; getPayload {} served, {} failed, {} unknown ids",
+            self.runs,
+            self.calls,
+            self.split_ballots,
+            self.cuts,
+            self.refused,
+            self.replayed,
+            self.dropped,
+            self.payloads[0],
+            self.payloads[1],
+            self.payloads[2]
+        )
+    }
+}
+
+/// Runs `cases` generated schedules of up to `max_els` ELs from `seed`: what they covered,
+/// or the first failure, shrunk and written to [`out_dir`].
+pub fn explore(cases: u32, seed: u64, max_els: usize) -> Result<Coverage, Box<Failure>> {
     let config = Config {
         cases,
         failure_persistence: None,
@@ -158,8 +258,10 @@ pub fn explore(cases: u32, seed: u64, max_els: usize) -> Result<(), Box<Failure>
     bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &bytes);
     let mut runner = TestRunner::new_with_rng(config, rng);
+    let coverage = std::sync::Mutex::new(Coverage::default());
     let outcome = runner.run(&schedule::schedule(max_els), |schedule| {
-        let (_, violations) = run_and_check(&schedule);
+        let (run, violations) = run_and_check(&schedule);
+        coverage.lock().unwrap_or_else(|p| p.into_inner()).add(&run);
         match violations.first() {
             None => Ok(()),
             Some(v) => Err(proptest::test_runner::TestCaseError::fail(format!(
@@ -169,7 +271,7 @@ pub fn explore(cases: u32, seed: u64, max_els: usize) -> Result<(), Box<Failure>
         }
     });
     let schedule = match outcome {
-        Ok(()) => return Ok(()),
+        Ok(()) => return Ok(coverage.into_inner().unwrap_or_else(|p| p.into_inner())),
         Err(TestError::Fail(_, schedule)) => schedule,
         Err(TestError::Abort(why)) => panic!("the simulation aborted: {why}"),
     };
