@@ -259,6 +259,9 @@ fn follow_invalid(input: &Input<'_>) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::abi::{encode_input, Outcome};
+    use crate::{Context, VoteKind};
+    use proptest::prelude::*;
 
     fn permille(config: &[u8]) -> Result<u32, ConfigError> {
         Rule::parse(config).map(|r| r.permille)
@@ -307,5 +310,384 @@ mod tests {
                 ignore_behind: false,
             })
         );
+    }
+
+    /// `rule`'s verdict on `votes`, with `pending` votes still out.
+    fn decide(votes: &[Vote], pending: u16, rule: Rule) -> Verdict {
+        let context = Context {
+            kind: VoteKind::NewPayload,
+            method_version: 4,
+            nodes_configured: votes.len() as u16 + pending,
+            pending,
+            is_final: pending == 0,
+            elapsed_ms: 0,
+        };
+        let mut buf = [0u8; 4096];
+        let len = encode_input(&context, votes, "", &mut buf).expect("fits");
+        majority(&Input::parse(&buf[..len]).expect("valid"), rule)
+    }
+
+    /// A vote from `node` with `status`, answered after `latency_us`, in lvh group `group`.
+    fn vote(node: u16, status: Status, latency_us: u32, group: u8) -> Vote {
+        Vote {
+            latency_us,
+            lvh_group: group,
+            ..Vote::answered(node, status)
+        }
+    }
+
+    const RULE: Rule = Rule {
+        permille: DEFAULT_PERMILLE,
+        quorum: 1,
+        ignore_behind: false,
+    };
+
+    fn syncing(reason: u32) -> Verdict {
+        Verdict::Syncing { reason }
+    }
+
+    #[test]
+    fn each_row_of_the_rule_table() {
+        use Status::{Accepted, Invalid, InvalidBlockHash, Syncing, Valid};
+        assert_eq!(decide(&[], 0, RULE), syncing(REASON_NO_VOTES));
+        let timeout = Vote::failed(0, Outcome::Timeout);
+        assert_eq!(decide(&[timeout], 0, RULE), syncing(REASON_NO_VOTES));
+        let tie = [vote(0, Valid, 5, 0), vote(1, Syncing, 3, 0)];
+        assert_eq!(
+            decide(&tie, 0, RULE),
+            syncing(REASON_NO_MAJORITY),
+            "1-1 tie"
+        );
+        let none = [
+            vote(0, Valid, 1, 0),
+            vote(1, Syncing, 1, 0),
+            vote(2, Accepted, 1, 0),
+        ];
+        assert_eq!(decide(&none, 0, RULE), syncing(REASON_NO_MAJORITY));
+        // VALID majority: the fastest VALID (vote index 2), ties to the lower node.
+        let valid = [
+            vote(3, Valid, 9, 0),
+            vote(0, Syncing, 1, 0),
+            vote(1, Valid, 4, 0),
+            vote(2, Valid, 4, 0),
+        ];
+        assert_eq!(
+            decide(&valid, 0, RULE),
+            Verdict::Follow {
+                vote: 2,
+                reason: REASON_MAJORITY
+            }
+        );
+        // Any INVALID beside it: SYNCING.
+        let dissent = [
+            vote(0, Valid, 1, 0),
+            vote(1, Valid, 1, 0),
+            vote(2, InvalidBlockHash, 1, 0),
+        ];
+        assert_eq!(decide(&dissent, 0, RULE), syncing(REASON_INVALID_DISSENT));
+        // INVALID majority: the largest lvh group (2), then the fastest in it (vote 3).
+        let invalid = [
+            vote(0, Invalid, 1, 1),
+            vote(1, Invalid, 7, 2),
+            vote(2, Valid, 1, 0),
+            vote(3, Invalid, 5, 2),
+        ];
+        assert_eq!(
+            decide(&invalid, 0, RULE),
+            Verdict::Follow {
+                vote: 3,
+                reason: REASON_INVALID_MAJORITY
+            }
+        );
+        // Quorum: one counted vote is not enough for quorum=2.
+        let quorum = Rule { quorum: 2, ..RULE };
+        assert_eq!(
+            decide(&[vote(0, Valid, 1, 0), timeout], 0, quorum),
+            syncing(REASON_NO_QUORUM)
+        );
+        assert!(matches!(
+            decide(&[vote(0, Valid, 1, 0), vote(1, Valid, 1, 0)], 0, quorum),
+            Verdict::Follow { .. }
+        ));
+        // #do-not-use is never counted.
+        let mut unused = vote(1, Invalid, 1, 0);
+        unused.flags = VoteFlags::default().with(VoteFlags::DO_NOT_USE, true);
+        assert_eq!(
+            decide(&[vote(0, Valid, 1, 0), unused], 0, RULE),
+            Verdict::Follow {
+                vote: 0,
+                reason: REASON_MAJORITY
+            }
+        );
+    }
+
+    #[test]
+    fn behind_ignore_drops_only_waiting_votes_of_catching_up_els() {
+        let behind = |node, status| Vote {
+            flags: VoteFlags::default().with(VoteFlags::NODE_BEHIND, true),
+            ..vote(node, status, 1, 0)
+        };
+        let syncing_el = |node, status| Vote {
+            flags: VoteFlags::default().with(VoteFlags::NODE_SYNCING, true),
+            ..vote(node, status, 1, 0)
+        };
+        let ignore = Rule {
+            ignore_behind: true,
+            ..RULE
+        };
+        for catching_up in [behind(1, Status::Syncing), syncing_el(1, Status::Accepted)] {
+            let votes = [vote(0, Status::Valid, 1, 0), catching_up];
+            assert_eq!(
+                decide(&votes, 0, RULE),
+                syncing(REASON_NO_MAJORITY),
+                "counted: a tie"
+            );
+            assert_eq!(
+                decide(&votes, 0, ignore),
+                Verdict::Follow {
+                    vote: 0,
+                    reason: REASON_MAJORITY
+                },
+                "ignored: the synced EL decides"
+            );
+        }
+        let invalid = [vote(0, Status::Valid, 1, 0), behind(1, Status::Invalid)];
+        assert_eq!(
+            decide(&invalid, 0, ignore),
+            syncing(REASON_NO_MAJORITY),
+            "an INVALID still counts"
+        );
+        let fresh = [vote(0, Status::Valid, 1, 0), vote(1, Status::Syncing, 1, 0)];
+        assert_eq!(
+            decide(&fresh, 0, ignore),
+            syncing(REASON_NO_MAJORITY),
+            "a synced EL's SYNCING counts"
+        );
+    }
+
+    #[test]
+    fn before_the_last_vote_only_a_settled_outcome_answers() {
+        use Status::{Invalid, Valid};
+        // Two INVALIDs of three with one out: certain at 0.6 (2 of 3 either way).
+        let certain = [vote(0, Invalid, 1, 1), vote(1, Invalid, 2, 1)];
+        assert_eq!(
+            decide(&certain, 1, RULE),
+            Verdict::Follow {
+                vote: 0,
+                reason: REASON_INVALID_MAJORITY
+            }
+        );
+        assert_eq!(
+            decide(&certain, 1, Rule { quorum: 3, ..RULE }),
+            Verdict::Wait,
+            "short of the quorum"
+        );
+        // One INVALID beside two VALIDs, one out: an INVALID majority is impossible.
+        let dissent = [
+            vote(0, Valid, 1, 0),
+            vote(1, Valid, 1, 0),
+            vote(2, Invalid, 1, 0),
+        ];
+        assert_eq!(decide(&dissent, 1, RULE), syncing(REASON_INVALID_DISSENT));
+        // One INVALID, three out: it could still be the majority.
+        assert_eq!(decide(&[vote(0, Invalid, 1, 0)], 3, RULE), Verdict::Wait);
+        // VALIDs alone never answer early: an INVALID may come.
+        assert_eq!(
+            decide(&[vote(0, Valid, 1, 0), vote(1, Valid, 1, 0)], 1, RULE),
+            Verdict::Wait
+        );
+    }
+
+    #[test]
+    fn config_pairs_split_and_trim() {
+        let pairs: Vec<_> = config_pairs(b" a = 1 ,, b=2 ,").collect();
+        assert_eq!(
+            pairs,
+            [Ok((&b"a"[..], &b"1"[..])), Ok((&b"b"[..], &b"2"[..]))]
+        );
+        assert_eq!(config_pairs(b"x").next(), Some(Err(ConfigError)));
+        assert_eq!(trim(b"\t x y \n"), b"x y");
+        assert_eq!(trim(b"   "), b"");
+        let mut rule = Rule::default();
+        assert_eq!(rule.set(b"other", b"1"), Ok(false), "another rule's key");
+        assert_eq!(rule.set(b"quorum", b"64"), Ok(true));
+        assert_eq!(rule.quorum, 64);
+        assert_eq!(parse_small(b"07"), Ok(7));
+        assert_eq!(parse_small(b"123"), Err(ConfigError));
+        assert_eq!(parse_permille(b"0.999"), Ok(999));
+        assert_eq!(parse_permille(b"0.5"), Ok(500));
+        assert_eq!(parse_permille(b"0.499"), Err(ConfigError));
+    }
+
+    /// The rule on a final ballot, written out plainly from the module's table.
+    fn reference(votes: &[Vote], rule: Rule) -> Verdict {
+        let counted = |v: &Vote| {
+            let answer = v.outcome == Outcome::Answered
+                && v.status != Status::None
+                && !v.flags.has(VoteFlags::DO_NOT_USE);
+            let catching_up =
+                v.flags.has(VoteFlags::NODE_SYNCING) || v.flags.has(VoteFlags::NODE_BEHIND);
+            let waiting = v.status == Status::Syncing || v.status == Status::Accepted;
+            answer && !(rule.ignore_behind && catching_up && waiting)
+        };
+        let norm = |s: Status| {
+            if s == Status::InvalidBlockHash {
+                Status::Invalid
+            } else {
+                s
+            }
+        };
+        let statuses = [
+            Status::Valid,
+            Status::Invalid,
+            Status::Syncing,
+            Status::Accepted,
+        ];
+        let count = |s: Status| {
+            votes
+                .iter()
+                .filter(|v| counted(v) && norm(v.status) == s)
+                .count() as u32
+        };
+        let total: u32 = statuses.iter().map(|&s| count(s)).sum();
+        if total == 0 {
+            return syncing(REASON_NO_VOTES);
+        }
+        if total < rule.quorum {
+            return syncing(REASON_NO_QUORUM);
+        }
+        let needed = ((f64::from(total) * f64::from(rule.permille) / 1000.0) + 0.5)
+            .floor()
+            .max(1.0) as u32;
+        let reaching: Vec<Status> = statuses
+            .into_iter()
+            .filter(|&s| count(s) >= needed)
+            .collect();
+        let [status] = reaching[..] else {
+            return syncing(REASON_NO_MAJORITY);
+        };
+        if status != Status::Invalid && count(Status::Invalid) > 0 {
+            return syncing(REASON_INVALID_DISSENT);
+        }
+        let group = |v: &Vote| {
+            votes
+                .iter()
+                .filter(|w| {
+                    counted(w) && norm(w.status) == Status::Invalid && w.lvh_group == v.lvh_group
+                })
+                .count()
+        };
+        let better = |a: &Vote, b: &Vote| {
+            if status == Status::Invalid {
+                (group(a), core::cmp::Reverse(a.latency_us))
+                    > (group(b), core::cmp::Reverse(b.latency_us))
+            } else {
+                a.latency_us < b.latency_us
+            }
+        };
+        let mut best: Option<usize> = None;
+        for (i, v) in votes.iter().enumerate() {
+            if !counted(v) || norm(v.status) != status {
+                continue;
+            }
+            let replace = best.is_none_or(|b| {
+                let b = &votes[b];
+                better(v, b) || (!better(b, v) && v.node < b.node)
+            });
+            if replace {
+                best = Some(i);
+            }
+        }
+        let reason = if status == Status::Invalid {
+            REASON_INVALID_MAJORITY
+        } else {
+            REASON_MAJORITY
+        };
+        Verdict::Follow {
+            vote: best.expect("a vote of the majority") as u16,
+            reason,
+        }
+    }
+
+    fn any_vote(node: u16) -> impl Strategy<Value = Vote> {
+        (0usize..8, 0u8..8, 0u32..4, 0u8..3).prop_map(move |(kind, flags, latency_us, group)| {
+            let statuses = [
+                Status::Valid,
+                Status::Invalid,
+                Status::InvalidBlockHash,
+                Status::Syncing,
+                Status::Accepted,
+            ];
+            let mut vote = match statuses.get(kind) {
+                Some(&status) => vote(node, status, latency_us, group),
+                None => Vote::failed(
+                    node,
+                    [Outcome::Timeout, Outcome::RpcError, Outcome::Cut][kind - 5],
+                ),
+            };
+            vote.flags = VoteFlags::default()
+                .with(VoteFlags::DO_NOT_USE, flags & 1 != 0 && kind % 2 == 0)
+                .with(VoteFlags::NODE_SYNCING, flags & 2 != 0)
+                .with(VoteFlags::NODE_BEHIND, flags & 4 != 0);
+            vote
+        })
+    }
+
+    fn any_rule() -> impl Strategy<Value = Rule> {
+        (
+            prop_oneof![Just(600u32), 500u32..=1000],
+            prop_oneof![3 => Just(1u32), 1 => 1u32..4],
+            any::<bool>(),
+        )
+            .prop_map(|(permille, quorum, ignore_behind)| Rule {
+                permille,
+                quorum,
+                ignore_behind,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn final_verdicts_match_the_table(
+            votes in (0u16..7).prop_flat_map(|n| (0..n).map(any_vote).collect::<Vec<_>>()),
+            rule in any_rule(),
+        ) {
+            prop_assert_eq!(decide(&votes, 0, rule), reference(&votes, rule));
+        }
+
+        /// An early verdict is the one every way the pending votes can land would give.
+        #[test]
+        fn an_early_verdict_is_final_already(
+            votes in (0u16..5).prop_flat_map(|n| (0..n).map(any_vote).collect::<Vec<_>>()),
+            pending in 1u16..3,
+            rule in any_rule(),
+        ) {
+            let early = decide(&votes, pending, rule);
+            let n = votes.len() as u16;
+            let landings = [Status::Valid, Status::Invalid, Status::Syncing, Status::None];
+            let mut outcomes = Vec::new();
+            for mut code in 0..(landings.len() as u32).pow(u32::from(pending)) {
+                let mut all = votes.clone();
+                for i in 0..pending {
+                    let status = landings[(code % 4) as usize];
+                    code /= 4;
+                    all.push(if status == Status::None { Vote::failed(n + i, Outcome::Timeout) } else { vote(n + i, status, 9, 0) });
+                }
+                outcomes.push(decide(&all, 0, rule));
+            }
+            let action = |v: &Verdict| match v {
+                Verdict::Follow { .. } => 1,
+                Verdict::Syncing { .. } => 2,
+                _ => 0,
+            };
+            match early {
+                Verdict::Wait => {}
+                Verdict::Follow { vote, .. } => {
+                    prop_assert_eq!(votes[usize::from(vote)].status.normalized(), Status::Invalid);
+                    prop_assert!(outcomes.iter().all(|o| action(o) == 1), "{:?}", outcomes);
+                }
+                other => prop_assert!(outcomes.iter().all(|o| action(o) == action(&other)), "{:?} vs {:?}", other, outcomes),
+            }
+        }
     }
 }
