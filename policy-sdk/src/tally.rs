@@ -142,6 +142,36 @@ mod tests {
         assert_eq!(tally([0, 3, 1, 1]).majority(600), Some(Status::Invalid));
     }
 
+    #[test]
+    fn of_counts_only_counted_answers() {
+        use crate::abi::{encode_input, Outcome, VoteFlags};
+        use crate::{Context, Vote, VoteKind};
+        let unused = Vote {
+            flags: VoteFlags::default().with(VoteFlags::DO_NOT_USE, true),
+            ..Vote::answered(3, Status::Invalid)
+        };
+        let votes = [
+            Vote::answered(0, Status::Valid),
+            Vote::answered(1, Status::InvalidBlockHash),
+            Vote::failed(2, Outcome::Timeout),
+            unused,
+        ];
+        let context = Context {
+            kind: VoteKind::NewPayload,
+            method_version: 4,
+            nodes_configured: 4,
+            pending: 0,
+            is_final: true,
+            elapsed_ms: 0,
+        };
+        let mut buf = [0u8; 512];
+        let len = encode_input(&context, &votes, "", &mut buf).expect("fits");
+        let input = Input::parse(&buf[..len]).expect("valid");
+        let tally = Tally::of(&input);
+        assert_eq!((tally.count(Status::Valid), tally.count(Status::Invalid)), (1, 1));
+        assert_eq!(tally.total(), 2, "the timeout and the #do-not-use vote are not counted");
+    }
+
     /// Every way `pending` votes can land: counts added per status, the rest uncounted.
     fn completions(pending: u32) -> Vec<[u32; 4]> {
         let mut all = Vec::new();
