@@ -110,6 +110,25 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_hedge_delay_is_three_usual_times_within_its_bounds() {
+        let el = |ms: u64| {
+            let nodes = testing::nodes(&[testing::answering(Duration::ZERO, "1")], MAX);
+            let node = Arc::clone(&nodes.snapshot()[0]);
+            if ms > 0 {
+                node.record_latency(&Timed {
+                    reply: Reply::Timeout,
+                    latency: Duration::from_millis(ms),
+                });
+            }
+            hedge_after(&node)
+        };
+        assert_eq!(el(0), MAX, "no history yet");
+        assert_eq!(el(40), Duration::from_millis(120));
+        assert_eq!(el(5), MIN);
+        assert_eq!(el(250), MAX);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_hung_first_el_costs_the_hedge_delay_only() {
         let els = [
             testing::answering(Duration::from_secs(3_600), r#""hung""#),

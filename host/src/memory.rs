@@ -135,6 +135,7 @@ mod tests {
             memory.recall(Kind::Payload, "0xAB", Some(Status::Valid), &b("v")),
             Recall::Answer
         );
+        assert!(!memory.is_empty(), "VALID is");
         assert_eq!(
             memory.recall(Kind::Payload, "0xab", Some(Status::Valid), &b("v2")),
             Recall::Answer
@@ -157,6 +158,17 @@ mod tests {
             Recall::Answer,
             "kinds are apart"
         );
+    }
+
+    #[test]
+    fn a_payload_and_a_head_are_remembered_apart() {
+        assert_eq!(Kind::of(VoteKind::NewPayload), Kind::Payload);
+        for kind in [
+            VoteKind::ForkchoiceUpdated,
+            VoteKind::ForkchoiceUpdatedWithAttributes,
+        ] {
+            assert_eq!(Kind::of(kind), Kind::Head);
+        }
     }
 
     #[test]

@@ -168,8 +168,15 @@ mod tests {
         let len = encode_input(&context, &votes, "", &mut buf).expect("fits");
         let input = Input::parse(&buf[..len]).expect("valid");
         let tally = Tally::of(&input);
-        assert_eq!((tally.count(Status::Valid), tally.count(Status::Invalid)), (1, 1));
-        assert_eq!(tally.total(), 2, "the timeout and the #do-not-use vote are not counted");
+        assert_eq!(
+            (tally.count(Status::Valid), tally.count(Status::Invalid)),
+            (1, 1)
+        );
+        assert_eq!(
+            tally.total(),
+            2,
+            "the timeout and the #do-not-use vote are not counted"
+        );
     }
 
     /// Every way `pending` votes can land: counts added per status, the rest uncounted.
