@@ -140,6 +140,17 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn with_every_el_asked_the_slow_answers_are_still_waited_for() {
+        let els = [
+            testing::answering(Duration::from_millis(700), r#""first""#),
+            testing::answering(Duration::from_secs(3_600), r#""hung""#),
+        ];
+        let (answer, took) = ask_in_order(&els).await;
+        assert_eq!(answer, Ok(Ok(Bytes::from_static(br#""first""#))));
+        assert_eq!(took, Duration::from_millis(700));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_failure_asks_the_next_at_once_and_nobody_is_an_error() {
         let down = || {
             testing::scripted(Box::new(|_| {
