@@ -123,6 +123,32 @@ mod tests {
     }
 
     #[test]
+    fn bytes_are_counted_exactly_as_calls_come_and_go() {
+        let mut missed = Missed::new(10, 6);
+        let keep = |m: &mut Missed, body: &'static str| {
+            m.keep(VoteKind::NewPayload, Bytes::from_static(body.as_bytes()))
+        };
+        assert_eq!(
+            keep(&mut missed, "aaa") + keep(&mut missed, "bbb"),
+            0,
+            "6 bytes fit"
+        );
+        assert_eq!(drain(&mut missed), ["aaa", "bbb"]);
+        assert_eq!(
+            keep(&mut missed, "ccc") + keep(&mut missed, "ddd"),
+            0,
+            "delivered calls freed theirs"
+        );
+        assert_eq!(
+            keep(&mut missed, "ee"),
+            1,
+            "8 bytes do not: the oldest goes"
+        );
+        assert_eq!(keep(&mut missed, "ff"), 1, "3 + 2 + 2 bytes do not either");
+        assert_eq!(drain(&mut missed), ["ee", "ff"]);
+    }
+
+    #[test]
     fn a_forkchoice_is_replayed_where_the_cl_sent_it() {
         // Found by the simulation: a reorg's forkchoiceUpdated, missed before a newPayload,
         // was replayed after it.
