@@ -146,6 +146,9 @@ mod tests {
         );
         assert_eq!(keep(&mut missed, "ff"), 1, "3 + 2 + 2 bytes do not either");
         assert_eq!(drain(&mut missed), ["ee", "ff"]);
+        assert_eq!(keep(&mut missed, "aaa") + keep(&mut missed, "bbb"), 0);
+        missed.delivered();
+        assert_eq!(keep(&mut missed, "cccc"), 1, "3 bytes left + 4 do not fit");
     }
 
     #[test]
