@@ -212,6 +212,7 @@ pub fn status_json(app: &App) -> Value {
             "sha256": shadow.info().sha256,
         })),
         "payload_builds": app.payloads.len(),
+        "cluster": app.cluster.status(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     if let Value::Object(eb) = eb {

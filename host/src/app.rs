@@ -2,6 +2,7 @@
 //! the handles the admin API and the health loops need. No stage depends on this module.
 
 use crate::auth::Verifier;
+use crate::cluster::{Cluster, EtcdStore, LocalStore, Store};
 use crate::config::{AddedSecrets, AdminToken, Config, NodeConfig, NodeDefaults};
 use crate::dispatch::Engine;
 use crate::health;
@@ -26,6 +27,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     /// Builds and their payloadIds.
     pub payloads: Arc<PayloadIds>,
+    /// What this replica shares with the others (a local store standalone).
+    pub cluster: Arc<Cluster>,
     /// Token for mutating admin calls (`None`: `--admin-no-token`).
     pub admin_token: Option<AdminToken>,
     health_interval: Duration,
@@ -70,12 +73,27 @@ impl App {
             (Some(shadow), Some(source)) => slot.with_shadow(shadow, source),
             _ => slot,
         });
+        let settings = &config.cluster;
+        let store: Arc<dyn Store> = if settings.etcd.is_empty() {
+            Arc::new(LocalStore::default())
+        } else {
+            Arc::new(EtcdStore::new(settings.etcd.clone(), settings.ca.as_ref()))
+        };
+        let cluster = Arc::new(Cluster::new(
+            store,
+            &settings.name,
+            &settings.replica,
+            settings.timeout,
+            Arc::clone(&metrics),
+        ));
+        tokio::spawn(Arc::clone(&cluster).resync());
         let engine = Engine::new(
             Arc::clone(&nodes),
             Arc::clone(&policy),
             Arc::clone(&metrics),
             recorder.map(Arc::new),
             config.get_payload,
+            Arc::clone(&cluster),
         );
         let payloads = engine.payloads();
         let endpoint = Endpoint {
@@ -90,6 +108,7 @@ impl App {
             policy,
             metrics,
             payloads,
+            cluster,
             admin_token,
             health_interval: config.health_interval,
             node_defaults: config.node_defaults,

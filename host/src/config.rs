@@ -61,6 +61,88 @@ pub struct Config {
     pub record_max_bytes: u64,
     /// `--policy-fixtures`: replayed before every reload.
     pub policy_fixtures: Option<std::path::PathBuf>,
+    /// `--etcd`, `--cluster`, `--replica`: what replicas share, and where.
+    pub cluster: ClusterConfig,
+}
+
+/// The cluster this eb is a replica of (standalone without etcd endpoints).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// etcd client URLs (empty: standalone).
+    pub etcd: Vec<String>,
+    /// `#ca=PATH` of the etcd URLs: the only CA their certificates may chain to.
+    pub ca: Option<Certificate>,
+    /// The key prefix the cluster's replicas share.
+    pub name: String,
+    /// This replica's name.
+    pub replica: String,
+    /// Most an answer waits for etcd.
+    pub timeout: Duration,
+}
+
+impl ClusterConfig {
+    fn from_args(args: &RunArgs, listen: SocketAddr) -> Result<ClusterConfig, ConfigError> {
+        let mut etcd = Vec::with_capacity(args.etcd.len());
+        let mut ca: Option<(String, Certificate)> = None;
+        for spec in &args.etcd {
+            let mut parts = spec.trim().split('#');
+            let url = Url::parse(parts.next().unwrap_or_default())
+                .map_err(|e| error("etcd", format!("{spec}: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                return Err(error(
+                    "etcd",
+                    format!("{}: not an http(s) URL", redact(&url)),
+                ));
+            }
+            for option in parts {
+                let Some(path) = option.strip_prefix("ca=") else {
+                    return Err(error(
+                        "etcd",
+                        format!("{}: unknown option #{option}", redact(&url)),
+                    ));
+                };
+                if url.scheme() != "https" {
+                    return Err(error(
+                        "etcd",
+                        format!("{}: #ca is for https URLs", redact(&url)),
+                    ));
+                }
+                match &ca {
+                    Some((seen, _)) if seen != path => {
+                        return Err(error("etcd", "every etcd URL must name the same #ca"));
+                    }
+                    Some(_) => {}
+                    None => {
+                        let cert = read_ca(Path::new(path)).map_err(|e| error("etcd", e))?;
+                        ca = Some((path.to_owned(), cert));
+                    }
+                }
+            }
+            etcd.push(url.as_str().trim_end_matches('/').to_owned());
+        }
+        let name = args.cluster.trim();
+        let valid = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+        if name.is_empty() || name.len() > 64 || !name.chars().all(valid) {
+            return Err(error(
+                "cluster",
+                "must be 1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        let replica = args.replica.clone().unwrap_or_else(|| listen.to_string());
+        if replica.is_empty() || replica.len() > 128 || replica.chars().any(char::is_control) {
+            return Err(error("replica", "must be 1 to 128 printable characters"));
+        }
+        if !(10..=5000).contains(&args.etcd_timeout_ms) {
+            return Err(error("etcd-timeout-ms", "must be between 10 and 5000 ms"));
+        }
+        Ok(ClusterConfig {
+            etcd,
+            ca: ca.map(|(_, cert)| cert),
+            name: name.to_owned(),
+            replica,
+            timeout: Duration::from_millis(args.etcd_timeout_ms),
+        })
+    }
 }
 
 /// One EL.
@@ -514,11 +596,13 @@ impl Config {
                 "must be between 1 and 3600 seconds",
             ));
         }
+        let listen = SocketAddr::new(args.listen_addr, args.port);
         Ok(Config {
+            cluster: ClusterConfig::from_args(args, listen)?,
             nodes,
             node_defaults,
             cl_secret,
-            listen: SocketAddr::new(args.listen_addr, args.port),
+            listen,
             admin: args.admin_addr,
             admin_auth,
             added_secrets,

@@ -6,6 +6,7 @@
 
 use crate::answer;
 use crate::cli::GetPayloadMode;
+use crate::cluster::Cluster;
 use crate::error::Answer;
 use crate::fanout::{Fanout, VoteCall};
 use crate::metrics::{InFlight, Metrics};
@@ -27,26 +28,34 @@ pub struct Engine {
     fanout: Fanout,
     verdicts: Verdicts,
     payloads: Arc<PayloadIds>,
+    cluster: Arc<Cluster>,
     get_payload: GetPayloadMode,
     metrics: Arc<Metrics>,
 }
 
 impl Engine {
     /// The engine over `nodes`: votes decided by `policy` (and recorded by `recorder`), builds
-    /// fetched with the `get_payload` strategy.
+    /// fetched with the `get_payload` strategy, builds and final answers shared through
+    /// `cluster`.
     pub fn new(
         nodes: Arc<Nodes>,
         policy: Arc<PolicySlot>,
         metrics: Arc<Metrics>,
         recorder: Option<Arc<Recorder>>,
         get_payload: GetPayloadMode,
+        cluster: Arc<Cluster>,
     ) -> Engine {
         let payloads = Arc::new(PayloadIds::default());
         Engine {
             fanout: Fanout::new(Arc::clone(&nodes), policy, Arc::clone(&metrics), recorder),
-            verdicts: Verdicts::new(Arc::clone(&payloads), Arc::clone(&metrics)),
+            verdicts: Verdicts::new(
+                Arc::clone(&payloads),
+                Arc::clone(&cluster),
+                Arc::clone(&metrics),
+            ),
             nodes,
             payloads,
+            cluster,
             get_payload,
             metrics,
         }
@@ -80,7 +89,8 @@ impl Engine {
         match route(&call.method, &call.params) {
             (Route::Vote(kind), version) => self.vote(call, kind, version).await,
             (Route::ByPayloadId, _) => {
-                payloads::get_payload(nodes, &self.payloads, self.get_payload, call).await
+                let (payloads, mode) = (&self.payloads, self.get_payload);
+                payloads::get_payload(nodes, payloads, &self.cluster, mode, call).await
             }
             (Route::Capabilities, _) => merge::capabilities(nodes, call).await,
             (Route::ClientVersions, _) => merge::client_versions(nodes, call).await,
@@ -100,7 +110,7 @@ impl Engine {
             block_hash: call.params.hash.as_deref(),
         };
         let collected = self.fanout.run(&vote).await;
-        let settled = self.verdicts.settle(&vote, &collected);
+        let settled = self.verdicts.settle(&vote, &collected).await;
         if let Some(status) = settled.status() {
             let labels = vec![
                 ("method", kind.name().to_owned()),

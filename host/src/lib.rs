@@ -7,7 +7,9 @@
 //! [`config`] → [`server`] (HTTP) → [`auth`] (JWT) → [`rpc`] (JSON-RPC, with [`params`]) →
 //! [`dispatch`] ([`route`]: what to do) → [`fanout`] (every EL, in order, via [`nodes`] and
 //! [`upstream`]; [`replay`] for what a returning EL missed) → [`votes`] → [`policy`] → [`verdict`] (with [`memory`]: never turning a final
-//! answer around) → [`answer`]. Reads go through [`primary`], builds through [`payloads`],
+//! answer around) → [`answer`]. Reads go through [`primary`], builds through [`payloads`];
+//! builds and final answers are shared with other replicas through [`cluster`] (etcd, or a
+//! local store standalone);
 //! merged calls through [`merge`] (with [`readiness`]: the ELs' capabilities against the CL's);
 //! every refusal is an [`error::EngineError`]. [`health`] keeps
 //! [`node_state`] and the primary current; [`admin`] serves status, [`metrics`] and node
@@ -20,6 +22,7 @@ pub mod answer;
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
 pub mod error;

@@ -28,6 +28,14 @@ impl Kind {
             _ => Kind::Head,
         }
     }
+
+    /// Its name in the cluster store's keys.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Payload => "payload",
+            Kind::Head => "head",
+        }
+    }
 }
 
 /// A final answer eb gave.
@@ -42,8 +50,10 @@ pub struct Remembered {
 /// What to answer now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Recall {
-    /// The new answer stands (and is remembered if final).
+    /// The new answer stands: not final, or the same as the one remembered.
     Answer,
+    /// The new answer is the first final one for this block: remembered now.
+    First,
     /// Answer the remembered result instead; `flip` when the new verdict was the opposite
     /// final status (logged at warn and counted).
     Keep {
@@ -100,8 +110,25 @@ impl VerdictMemory {
                     result: result.clone(),
                 },
             );
+            return Recall::First;
         }
         Recall::Answer
+    }
+
+    /// Remembers `remembered` for `hash` in place of what is there: another replica's final
+    /// answer, given before this one's.
+    pub fn adopt(&self, kind: Kind, hash: &str, remembered: Remembered) {
+        let key = (kind, hash.to_ascii_lowercase());
+        let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let (map, order) = &mut *guard;
+        if map.insert(key.clone(), remembered).is_none() {
+            if order.len() == CAPACITY {
+                if let Some(oldest) = order.pop_front() {
+                    map.remove(&oldest);
+                }
+            }
+            order.push_back(key);
+        }
     }
 
     /// Blocks remembered now.
@@ -133,7 +160,7 @@ mod tests {
         assert!(memory.is_empty(), "SYNCING is not final");
         assert_eq!(
             memory.recall(Kind::Payload, "0xAB", Some(Status::Valid), &b("v")),
-            Recall::Answer
+            Recall::First
         );
         assert!(!memory.is_empty(), "VALID is");
         assert_eq!(
@@ -155,8 +182,43 @@ mod tests {
         assert!(matches!(syncing, Recall::Keep { flip: false, .. }));
         assert_eq!(
             memory.recall(Kind::Head, "0xab", Some(Status::Invalid), &b("i")),
-            Recall::Answer,
+            Recall::First,
             "kinds are apart"
+        );
+    }
+
+    #[test]
+    fn an_adopted_answer_replaces_this_replicas_own() {
+        let memory = VerdictMemory::default();
+        memory.recall(Kind::Payload, "0xab", Some(Status::Invalid), &b("i"));
+        let earlier = Remembered {
+            status: Status::Valid,
+            result: b("v"),
+        };
+        memory.adopt(Kind::Payload, "0xAB", earlier.clone());
+        assert_eq!(memory.len(), 1);
+        assert_eq!(
+            memory.recall(Kind::Payload, "0xab", Some(Status::Invalid), &b("i")),
+            Recall::Keep {
+                remembered: earlier,
+                flip: true
+            }
+        );
+        for i in 0..CAPACITY {
+            memory.adopt(
+                Kind::Head,
+                &format!("0x{i:x}"),
+                Remembered {
+                    status: Status::Valid,
+                    result: b("v"),
+                },
+            );
+        }
+        assert_eq!(memory.len(), CAPACITY, "adopting stays bounded");
+        assert_eq!(
+            memory.recall(Kind::Payload, "0xab", Some(Status::Invalid), &b("i")),
+            Recall::First,
+            "the oldest was evicted"
         );
     }
 
@@ -185,7 +247,7 @@ mod tests {
         assert_eq!(memory.len(), CAPACITY);
         assert_eq!(
             memory.recall(Kind::Payload, "0x0", Some(Status::Invalid), &b("i")),
-            Recall::Answer,
+            Recall::First,
             "oldest evicted"
         );
     }

@@ -93,6 +93,19 @@ pub struct Metrics {
     /// `eb_shadow_disagreements_total{active, shadow}`: ballots the shadow policy would have
     /// answered otherwise.
     pub shadow_disagreements: Family<Labels, Counter>,
+    /// `eb_etcd_up`: 1 while the cluster store answers (always 1 standalone: the local store).
+    pub etcd_up: Gauge,
+    /// `eb_etcd_request_seconds{op}`: cluster store calls (`put_build`, `get_build`,
+    /// `claim_verdict`, `ping`, `write_back`).
+    pub etcd_request_seconds: Family<Labels, Histogram, LatencyBuckets>,
+    /// `eb_cluster_shared_builds_served_total{replica}`: getPayload calls answered for a build
+    /// another replica made, by that replica.
+    pub shared_builds_served: Family<Labels, Counter>,
+    /// `eb_cluster_conflicts_total`: write-backs that found another replica's different final
+    /// answer for the same block.
+    pub cluster_conflicts: Counter,
+    /// `eb_cluster_pending`: decisions waiting to be written back to the store.
+    pub cluster_pending: Gauge,
 }
 
 impl Default for Metrics {
@@ -124,6 +137,11 @@ impl Default for Metrics {
             missing_capabilities: Family::default(),
             head_lag: Family::default(),
             shadow_disagreements: Family::default(),
+            etcd_up: Gauge::default(),
+            etcd_request_seconds: Family::new_with_constructor(LatencyBuckets),
+            shared_builds_served: Family::default(),
+            cluster_conflicts: Counter::default(),
+            cluster_pending: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -254,6 +272,32 @@ impl Default for Metrics {
             "shadow_disagreements",
             "Ballots the shadow policy would have answered otherwise",
             m.shadow_disagreements.clone(),
+        );
+        r.register(
+            "etcd_up",
+            "1 while the cluster store answers",
+            m.etcd_up.clone(),
+        );
+        r.register_with_unit(
+            "etcd_request",
+            "Cluster store calls, by operation",
+            Unit::Seconds,
+            m.etcd_request_seconds.clone(),
+        );
+        r.register(
+            "cluster_shared_builds_served",
+            "getPayload calls answered for a build another replica made",
+            m.shared_builds_served.clone(),
+        );
+        r.register(
+            "cluster_conflicts",
+            "Write-backs that found another replica's different final answer",
+            m.cluster_conflicts.clone(),
+        );
+        r.register(
+            "cluster_pending",
+            "Decisions waiting to be written back to the cluster store",
+            m.cluster_pending.clone(),
         );
         m
     }

@@ -4,6 +4,7 @@
 //! (`--get-payload best-value`: all at once, the highest `blockValue` built on the right head).
 
 use crate::cli::GetPayloadMode;
+use crate::cluster::Cluster;
 use crate::error::{Answer, EngineError};
 use crate::hedge;
 use crate::nodes::{Node, Nodes};
@@ -65,19 +66,31 @@ impl PayloadIds {
     pub fn insert(&self, head: Option<String>, builders: Vec<(u64, String)>) -> String {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("0x{:016x}", mix(self.seed.wrapping_add(n)));
+        self.remember(id.clone(), head, builders);
+        id
+    }
+
+    /// Remembers a build another replica called `id` (from the cluster store).
+    pub fn adopt(&self, id: &str, head: Option<String>, builders: Vec<(u64, String)>) -> Build {
+        let id = id.to_ascii_lowercase();
+        self.remember(id, head, builders)
+    }
+
+    fn remember(&self, id: String, head: Option<String>, builders: Vec<(u64, String)>) -> Build {
         let mut builds = self.builds.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
         builds.retain(|b| now.duration_since(b.created) < BUILD_TTL);
         if builds.len() == MAX_BUILDS {
             builds.pop_front();
         }
-        builds.push_back(Build {
-            id: id.clone(),
+        let build = Build {
+            id,
             head,
             builders,
             created: now,
-        });
-        id
+        };
+        builds.push_back(build.clone());
+        build
     }
 
     /// The build eb called `id`, if remembered and not expired.
@@ -195,16 +208,46 @@ fn builder_request(call: &Call<'_>, el_id: &str) -> Bytes {
 }
 
 /// `engine_getPayloadV*`: asks the builders of the build eb called `params[0]`.
+/// A build another replica made is fetched from the cluster store (and remembered here).
 pub async fn get_payload(
     nodes: &Nodes,
     payloads: &PayloadIds,
+    cluster: &Cluster,
     mode: GetPayloadMode,
     call: &Call<'_>,
 ) -> Answer {
-    let requested = call.params.first_string.as_deref();
-    let Some(build) = requested.and_then(|id| payloads.get(id)) else {
+    let Some(requested) = call.params.first_string.as_deref() else {
         return Err(EngineError::UnknownPayload("Unknown payload"));
     };
+    let (build, shared) = match payloads.get(requested) {
+        Some(build) => (build, None),
+        None => {
+            let Some(shared) = cluster.find_build(requested).await else {
+                return Err(EngineError::UnknownPayload("Unknown payload"));
+            };
+            let snapshot = nodes.snapshot();
+            let builders = shared
+                .builders
+                .iter()
+                .filter_map(|(url, el_id)| {
+                    let node = snapshot.iter().find(|n| n.url == *url)?;
+                    Some((node.id, el_id.clone()))
+                })
+                .collect();
+            let build = payloads.adopt(requested, shared.head.clone(), builders);
+            (build, Some(shared))
+        }
+    };
+    let answer = fetch(nodes, mode, call, build).await;
+    if let (Ok(_), Some(shared)) = (&answer, &shared) {
+        tracing::info!(build = %requested, replica = %shared.replica, "served a build another replica made");
+        cluster.served_shared(shared);
+    }
+    answer
+}
+
+/// Asks the builders of `build`.
+async fn fetch(nodes: &Nodes, mode: GetPayloadMode, call: &Call<'_>, build: Build) -> Answer {
     let nodes_set = nodes;
     let nodes = nodes.snapshot();
     let mut builders: Vec<(Arc<Node>, String)> = build

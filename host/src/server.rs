@@ -150,6 +150,7 @@ mod tests {
     use super::*;
     use crate::auth::{JwtSecret, Minter};
     use crate::cli::GetPayloadMode;
+    use crate::cluster::Cluster;
     use crate::metrics::Metrics;
     use crate::nodes::testing;
     use crate::policy::PolicySlot;
@@ -166,7 +167,15 @@ mod tests {
         );
         let metrics = Arc::new(Metrics::default());
         let policy = Arc::new(PolicySlot::embedded(Arc::clone(&metrics)));
-        let engine = Engine::new(nodes, policy, metrics, None, GetPayloadMode::PrimaryFirst);
+        let cluster = Arc::new(Cluster::standalone("test", Arc::clone(&metrics)));
+        let engine = Engine::new(
+            nodes,
+            policy,
+            metrics,
+            None,
+            GetPayloadMode::PrimaryFirst,
+            cluster,
+        );
         router(Arc::new(Endpoint {
             verifier: Verifier::new(secret),
             max_body: 1 << 10,

@@ -2,8 +2,9 @@
 //! of one state-changing call, as one [`Settled`] value that [`answer`](crate::answer) only
 //! renders. Verdicts are counted and logged here, once.
 
+use crate::cluster::{Claim, Cluster};
 use crate::fanout::{Collected, VoteCall};
-use crate::memory::{Kind, Recall, VerdictMemory};
+use crate::memory::{Kind, Recall, Remembered, VerdictMemory};
 use crate::metrics::Metrics;
 use crate::payloads::PayloadIds;
 use crate::policy::is_counted_invalid;
@@ -54,19 +55,26 @@ impl Settled {
     }
 }
 
-/// The verdict stage's state: final answers already given, and the builds eb hands ids for.
+/// The verdict stage's state: final answers already given, and the builds eb hands ids for;
+/// both shared with the other replicas through `cluster`.
 pub struct Verdicts {
     memory: VerdictMemory,
     payloads: Arc<PayloadIds>,
+    cluster: Arc<Cluster>,
     metrics: Arc<Metrics>,
 }
 
 impl Verdicts {
-    /// The stage, minting payloadIds into `payloads`.
-    pub fn new(payloads: Arc<PayloadIds>, metrics: Arc<Metrics>) -> Verdicts {
+    /// The stage, minting payloadIds into `payloads` and sharing answers through `cluster`.
+    pub fn new(
+        payloads: Arc<PayloadIds>,
+        cluster: Arc<Cluster>,
+        metrics: Arc<Metrics>,
+    ) -> Verdicts {
         Verdicts {
             memory: VerdictMemory::default(),
             payloads,
+            cluster,
             metrics,
         }
     }
@@ -74,8 +82,8 @@ impl Verdicts {
     /// Settles `call` from what its fan-out `collected`, and tells each EL whether the block
     /// was validated (answered VALID, or voted VALID by a counted EL), so that an EL without a
     /// VALID on it is known to be behind, whatever its `eth_syncing` says.
-    pub fn settle(&self, call: &VoteCall<'_>, collected: &Collected) -> Settled {
-        let settled = self.answer(call, collected);
+    pub async fn settle(&self, call: &VoteCall<'_>, collected: &Collected) -> Settled {
+        let settled = self.answer(call, collected).await;
         let received = &collected.collector.received;
         let remembered_valid = matches!(
             settled,
@@ -97,7 +105,7 @@ impl Verdicts {
         settled
     }
 
-    fn answer(&self, call: &VoteCall<'_>, collected: &Collected) -> Settled {
+    async fn answer(&self, call: &VoteCall<'_>, collected: &Collected) -> Settled {
         log_decision(call, collected);
         let followed = collected.followed();
         if let Some(hash) = call.block_hash {
@@ -105,38 +113,13 @@ impl Verdicts {
                 Some(r) => (Some(r.vote.status), r.result.clone().unwrap_or_default()),
                 None => (None, Bytes::new()),
             };
-            if let Recall::Keep { remembered, flip } =
-                self.memory
-                    .recall(Kind::of(call.kind), hash, status, &result)
-            {
-                if flip {
-                    self.metrics.verdict_flips.inc();
-                }
-                // Safety over consistency: a block answered VALID before is SYNCING now while an
-                // INVALID is counted (an INVALID answer is kept, whatever the ELs say now).
-                let counted_invalid = collected
-                    .collector
-                    .received
-                    .iter()
-                    .any(|r| is_counted_invalid(&r.vote));
-                if remembered.status == Status::Valid && counted_invalid {
-                    tracing::warn!(method = %call.method, block = %hash,
-                        "answered VALID before, an INVALID is counted now: SYNCING");
-                    return Settled::Syncing;
-                }
-                if flip {
-                    tracing::warn!(method = %call.method, block = %hash, kept = remembered.status.name(),
-                        "ELs now vote the opposite of the final answer already given; keeping it");
-                }
-                let payload_id = match remembered.status {
-                    Status::Valid => self.build(call, collected, Status::Valid),
-                    _ => None,
-                };
-                return Settled::Remembered {
-                    status: remembered.status,
-                    result: remembered.result,
-                    payload_id,
-                };
+            let kind = Kind::of(call.kind);
+            let recall = match (self.memory.recall(kind, hash, status, &result), status) {
+                (Recall::First, Some(status)) => self.share(kind, hash, status, &result).await,
+                (recall, _) => recall,
+            };
+            if let Recall::Keep { remembered, flip } = recall {
+                return self.keep(call, collected, hash, remembered, flip).await;
             }
         }
         let (action, status) = match followed {
@@ -154,15 +137,82 @@ impl Verdicts {
             Some(r) => Settled::Follow {
                 status: r.vote.status,
                 result: r.result.clone().unwrap_or_default(),
-                payload_id: self.build(call, collected, r.vote.status),
+                payload_id: self.build(call, collected, r.vote.status).await,
             },
             None => unanimous_error(collected).map_or(Settled::Syncing, Settled::UnanimousError),
         }
     }
 
+    /// Offers this replica's first final answer for `hash` to the cluster: another replica's
+    /// earlier answer of the opposite status is adopted and kept (never turned around).
+    async fn share(&self, kind: Kind, hash: &str, status: Status, result: &Bytes) -> Recall {
+        let Claim::Earlier(earlier) = self.cluster.claim(kind.name(), hash, status, result).await
+        else {
+            return Recall::Answer;
+        };
+        if earlier.status().normalized() == status.normalized() {
+            return Recall::Answer;
+        }
+        tracing::warn!(block = %hash, replica = %earlier.replica, theirs = earlier.status().name(),
+            ours = status.name(), "another replica answered this block otherwise first");
+        let remembered = Remembered {
+            status: earlier.status(),
+            result: Bytes::from(earlier.result),
+        };
+        self.memory.adopt(kind, hash, remembered.clone());
+        Recall::Keep {
+            remembered,
+            flip: true,
+        }
+    }
+
+    /// The answer for a block answered VALID or INVALID before (by this replica or another).
+    async fn keep(
+        &self,
+        call: &VoteCall<'_>,
+        collected: &Collected,
+        hash: &str,
+        remembered: Remembered,
+        flip: bool,
+    ) -> Settled {
+        if flip {
+            self.metrics.verdict_flips.inc();
+        }
+        // Safety over consistency: a block answered VALID before is SYNCING now while an
+        // INVALID is counted (an INVALID answer is kept, whatever the ELs say now).
+        let counted_invalid = collected
+            .collector
+            .received
+            .iter()
+            .any(|r| is_counted_invalid(&r.vote));
+        if remembered.status == Status::Valid && counted_invalid {
+            tracing::warn!(method = %call.method, block = %hash,
+                "answered VALID before, an INVALID is counted now: SYNCING");
+            return Settled::Syncing;
+        }
+        if flip {
+            tracing::warn!(method = %call.method, block = %hash, kept = remembered.status.name(),
+                "ELs now vote the opposite of the final answer already given; keeping it");
+        }
+        let payload_id = match remembered.status {
+            Status::Valid => self.build(call, collected, Status::Valid).await,
+            _ => None,
+        };
+        Settled::Remembered {
+            status: remembered.status,
+            result: remembered.result,
+            payload_id,
+        }
+    }
+
     /// eb's payloadId for a build whose followed vote is VALID: every VALID EL's own build, and
-    /// those whose VALID comes late.
-    fn build(&self, call: &VoteCall<'_>, collected: &Collected, status: Status) -> Option<String> {
+    /// those whose VALID comes late; shared with the other replicas before it is answered.
+    async fn build(
+        &self,
+        call: &VoteCall<'_>,
+        collected: &Collected,
+        status: Status,
+    ) -> Option<String> {
         if call.kind != VoteKind::ForkchoiceUpdatedWithAttributes || status != Status::Valid {
             return None;
         }
@@ -177,10 +227,22 @@ impl Verdicts {
             })
             .collect();
         let head = call.block_hash.map(str::to_owned);
-        match &collected.late_builders {
+        let id = match &collected.late_builders {
             Some(late) => late.insert(&self.payloads, head, builders),
             None => (!builders.is_empty()).then(|| self.payloads.insert(head, builders)),
+        }?;
+        if let Some(build) = self.payloads.get(&id) {
+            let by_url = build
+                .builders
+                .iter()
+                .filter_map(|(node, el_id)| {
+                    let node = collected.nodes.iter().find(|n| n.id == *node)?;
+                    Some((node.url.clone(), el_id.clone()))
+                })
+                .collect();
+            self.cluster.publish_build(&id, build.head, by_url).await;
         }
+        Some(id)
     }
 }
 

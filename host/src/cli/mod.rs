@@ -137,6 +137,21 @@ pub struct RunArgs {
     /// Seconds between health checks of each EL.
     #[arg(long, env = "EB_HEALTH_INTERVAL", default_value_t = 5)]
     pub health_interval: u64,
+    /// etcd client URLs, comma-separated (`URL[#ca=PATH]`): this eb is a replica of a cluster
+    /// sharing builds and final answers through etcd. Standalone without it.
+    #[arg(long, env = "EB_ETCD", value_delimiter = ',')]
+    pub etcd: Vec<String>,
+    /// The cluster's name: the etcd key prefix its replicas share.
+    #[arg(long, env = "EB_CLUSTER", default_value = "eb")]
+    pub cluster: String,
+    /// This replica's name, as other replicas and `/status` show it (default: the Engine API's
+    /// listen address).
+    #[arg(long, env = "EB_REPLICA")]
+    pub replica: Option<String>,
+    /// Most milliseconds an answer waits for etcd; past it this replica answers from its own
+    /// state and writes back what it decided when etcd answers again.
+    #[arg(long, env = "EB_ETCD_TIMEOUT_MS", default_value_t = 200)]
+    pub etcd_timeout_ms: u64,
     /// Log format.
     #[arg(long, env = "EB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -8,6 +8,7 @@ use super::trace::{Event, Trace};
 use bytes::Bytes;
 use eb::auth::JwtSecret;
 use eb::cli::GetPayloadMode;
+use eb::cluster::Cluster;
 use eb::config::NodeConfig;
 use eb::dispatch::Engine;
 use eb::metrics::Metrics;
@@ -305,12 +306,14 @@ async fn run_in(schedule: &Schedule, policy: Arc<dyn Policy>) -> Run {
         None,
         Arc::clone(&metrics),
     );
+    let cluster = Arc::new(Cluster::standalone("sim", Arc::clone(&metrics)));
     let engine = Engine::new(
         Arc::clone(&nodes),
         Arc::new(slot),
         metrics,
         Some(Arc::new(recorder)),
         GetPayloadMode::PrimaryFirst,
+        cluster,
     );
     let mut cl = Cl {
         engine: &engine,

@@ -1,0 +1,275 @@
+//! The etcd store, over etcd's v3 JSON gateway (`POST /v3/kv/range`, `/v3/kv/put`,
+//! `/v3/kv/txn`, `/v3/lease/grant`, `/v3/maintenance/status`; keys and values base64).
+//!
+//! The gateway rather than gRPC: the `etcd-client` crate needs `protoc` at build time, which a
+//! fresh machine running `cargo run` does not have, and the gateway reuses eb's reqwest and
+//! rustls. Endpoints are tried in order from the last one that answered. Expiring keys share
+//! one lease per TTL, granted again once half its life is gone (one grant per half-TTL instead
+//! of one per key), so a key lives between its TTL and twice that.
+
+use super::{Store, StoreError, StoreInfo};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use futures_util::future::{BoxFuture, FutureExt};
+use reqwest::{Certificate, Client};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One request's limit inside the store (the cluster stage bounds answers much tighter).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// etcd, through its JSON gateway at `endpoints`.
+pub struct EtcdStore {
+    client: Client,
+    endpoints: Vec<String>,
+    preferred: AtomicUsize,
+    leases: Mutex<HashMap<u64, (i64, Instant)>>,
+}
+
+#[derive(Deserialize, Default)]
+struct RangeResponse {
+    #[serde(default)]
+    kvs: Vec<KeyValue>,
+}
+
+#[derive(Deserialize)]
+struct KeyValue {
+    #[serde(default)]
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct TxnResponse {
+    #[serde(default)]
+    succeeded: bool,
+    #[serde(default)]
+    responses: Vec<ResponseOp>,
+}
+
+#[derive(Deserialize)]
+struct ResponseOp {
+    #[serde(default, alias = "responseRange")]
+    response_range: Option<RangeResponse>,
+}
+
+#[derive(Deserialize)]
+struct LeaseGrant {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+#[derive(Deserialize)]
+struct GatewayError {
+    #[serde(default)]
+    message: String,
+}
+
+impl EtcdStore {
+    /// The store at `endpoints` (`http://` or `https://` client URLs; `ca`: the only CA an
+    /// https endpoint's certificate may chain to).
+    pub fn new(endpoints: Vec<String>, ca: Option<&Certificate>) -> EtcdStore {
+        let client = crate::upstream::client(ca);
+        EtcdStore {
+            client,
+            endpoints: endpoints
+                .into_iter()
+                .map(|e| e.trim_end_matches('/').to_owned())
+                .collect(),
+            preferred: AtomicUsize::new(0),
+            leases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// POSTs `body` to `path` on the first endpoint that answers, from the preferred one.
+    async fn post<T: for<'de> Deserialize<'de>>(
+        &self,
+        path: &str,
+        body: Value,
+    ) -> Result<T, StoreError> {
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut unreachable = Vec::new();
+        for step in 0..self.endpoints.len() {
+            let i = (first + step) % self.endpoints.len();
+            let url = format!("{}{path}", self.endpoints[i]);
+            let sent = self
+                .client
+                .post(&url)
+                .timeout(REQUEST_TIMEOUT)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string())
+                .send()
+                .await;
+            let response = match sent {
+                Ok(response) => response,
+                Err(e) => {
+                    unreachable.push(format!("{}: {e}", self.endpoints[i]));
+                    continue;
+                }
+            };
+            let status = response.status();
+            let text = match response.bytes().await {
+                Ok(text) => text,
+                Err(e) => {
+                    unreachable.push(format!("{}: {e}", self.endpoints[i]));
+                    continue;
+                }
+            };
+            if !status.is_success() {
+                let message = serde_json::from_slice::<GatewayError>(&text)
+                    .map(|e| e.message)
+                    .unwrap_or_else(|_| String::from_utf8_lossy(&text).chars().take(200).collect());
+                if status.is_server_error() {
+                    // A member without a leader or shutting down: the next may do better.
+                    unreachable.push(format!("{}: {status} {message}", self.endpoints[i]));
+                    continue;
+                }
+                return Err(StoreError::Refused(format!("{status} {message}")));
+            }
+            self.preferred.store(i, Ordering::Relaxed);
+            return serde_json::from_slice(&text).map_err(|e| StoreError::Malformed(e.to_string()));
+        }
+        Err(StoreError::Unreachable(unreachable.join("; ")))
+    }
+
+    /// A lease that keeps a key at least `ttl`.
+    async fn lease(&self, ttl: Duration) -> Result<i64, StoreError> {
+        let secs = ttl.as_secs().max(1);
+        let now = Instant::now();
+        let current = {
+            let leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            leases.get(&secs).copied()
+        };
+        if let Some((id, granted)) = current {
+            if now.duration_since(granted) < ttl {
+                return Ok(id);
+            }
+        }
+        let grant: LeaseGrant = self
+            .post("/v3/lease/grant", json!({ "TTL": (2 * secs).to_string() }))
+            .await?;
+        let id: i64 = grant
+            .id
+            .parse()
+            .map_err(|_| StoreError::Malformed(format!("lease ID {:?}", grant.id)))?;
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(secs, (id, now));
+        Ok(id)
+    }
+
+    /// Forgets the lease for `ttl` after a failed write: it may be gone (expired while etcd had
+    /// no quorum, or etcd's data was reset), and the next write grants a new one.
+    fn forget_lease(&self, ttl: Duration) {
+        let secs = ttl.as_secs().max(1);
+        self.leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&secs);
+    }
+
+    async fn put_with_lease(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let lease = self.lease(ttl).await?;
+        let body = json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string() });
+        let put: Result<Value, StoreError> = self.post("/v3/kv/put", body).await;
+        put.inspect_err(|_| self.forget_lease(ttl)).map(|_| ())
+    }
+
+    async fn create_with_lease(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let lease = self.lease(ttl).await?;
+        let key = B64.encode(key);
+        let txn = json!({
+            "compare": [{ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }],
+            "success": [{ "request_put": { "key": key, "value": B64.encode(value), "lease": lease.to_string() } }],
+            "failure": [{ "request_range": { "key": key } }],
+        });
+        let answer: TxnResponse = self
+            .post("/v3/kv/txn", txn)
+            .await
+            .inspect_err(|_| self.forget_lease(ttl))?;
+        if answer.succeeded {
+            return Ok(None);
+        }
+        let earlier = answer
+            .responses
+            .into_iter()
+            .find_map(|r| r.response_range)
+            .and_then(|r| r.kvs.into_iter().next());
+        match earlier {
+            Some(kv) => decode(&kv.value).map(Some),
+            // The key expired between the compare and the range: nothing is there now.
+            None => Ok(None),
+        }
+    }
+
+    async fn range(&self, key: String) -> Result<Option<Vec<u8>>, StoreError> {
+        let answer: RangeResponse = self
+            .post("/v3/kv/range", json!({ "key": B64.encode(key) }))
+            .await?;
+        answer
+            .kvs
+            .into_iter()
+            .next()
+            .map(|kv| decode(&kv.value))
+            .transpose()
+    }
+}
+
+fn decode(value: &str) -> Result<Vec<u8>, StoreError> {
+    B64.decode(value)
+        .map_err(|e| StoreError::Malformed(format!("value not base64: {e}")))
+}
+
+impl Store for EtcdStore {
+    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        self.range(key).boxed()
+    }
+
+    fn put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.put_with_lease(key, value, ttl).boxed()
+    }
+
+    fn create(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        self.create_with_lease(key, value, ttl).boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            // A linearizable read: answered only by a member with a quorum behind it.
+            self.range("/eb-ping".to_owned()).await.map(|_| ())
+        }
+        .boxed()
+    }
+
+    fn describe(&self) -> StoreInfo {
+        StoreInfo {
+            kind: "etcd",
+            endpoints: self.endpoints.clone(),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The store of a standalone eb (and of unit tests): an in-process map with expiring keys. Its
+//! futures do their work when polled, as a remote store's do: one dropped unpolled wrote nothing.
+
+use super::{Store, StoreError, StoreInfo};
+use futures_util::future::{self, BoxFuture, FutureExt};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Keys kept at most; past it, expired keys are dropped, then the earliest-expiring ones.
+pub const CAPACITY: usize = 32_768;
+
+/// An in-process map key → (value, expiry).
+#[derive(Default)]
+pub struct LocalStore {
+    entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+}
+
+impl LocalStore {
+    fn insert(
+        map: &mut HashMap<String, (Vec<u8>, Instant)>,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) {
+        let now = Instant::now();
+        if map.len() >= CAPACITY && !map.contains_key(&key) {
+            map.retain(|_, (_, expiry)| *expiry > now);
+            if map.len() >= CAPACITY {
+                let earliest = map
+                    .iter()
+                    .min_by_key(|(_, (_, e))| *e)
+                    .map(|(k, _)| k.clone());
+                if let Some(earliest) = earliest {
+                    map.remove(&earliest);
+                }
+            }
+        }
+        map.insert(key, (value, now + ttl));
+    }
+
+    fn live(map: &HashMap<String, (Vec<u8>, Instant)>, key: &str) -> Option<Vec<u8>> {
+        map.get(key)
+            .filter(|(_, expiry)| *expiry > Instant::now())
+            .map(|(value, _)| value.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, Instant)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for LocalStore {
+    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        async move { Ok(Self::live(&self.lock(), &key)) }.boxed()
+    }
+
+    fn put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        async move {
+            Self::insert(&mut self.lock(), key, value, ttl);
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn create(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        async move {
+            let mut map = self.lock();
+            let earlier = Self::live(&map, &key);
+            if earlier.is_none() {
+                Self::insert(&mut map, key, value, ttl);
+            }
+            Ok(earlier)
+        }
+        .boxed()
+    }
+
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        future::ready(Ok(())).boxed()
+    }
+
+    fn describe(&self) -> StoreInfo {
+        StoreInfo {
+            kind: "local",
+            endpoints: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn create_writes_once_and_keys_expire() {
+        let store = LocalStore::default();
+        let ttl = Duration::from_secs(10);
+        assert_eq!(
+            store.create("k".into(), b"a".to_vec(), ttl).await.ok(),
+            Some(None)
+        );
+        assert_eq!(
+            store.create("k".into(), b"b".to_vec(), ttl).await.ok(),
+            Some(Some(b"a".to_vec())),
+            "put-if-absent keeps the first value"
+        );
+        assert_eq!(store.get("k".into()).await.ok(), Some(Some(b"a".to_vec())));
+        tokio::time::advance(ttl).await;
+        assert_eq!(store.get("k".into()).await.ok(), Some(None), "expired");
+        assert_eq!(
+            store.create("k".into(), b"c".to_vec(), ttl).await.ok(),
+            Some(None)
+        );
+        store.put("k".into(), b"d".to_vec(), ttl).await.ok();
+        assert_eq!(store.get("k".into()).await.ok(), Some(Some(b"d".to_vec())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn it_stays_bounded() {
+        let store = LocalStore::default();
+        for i in 0..CAPACITY + 10 {
+            let ttl = Duration::from_secs(1 + i as u64);
+            store.put(format!("k{i}"), Vec::new(), ttl).await.ok();
+        }
+        assert_eq!(store.lock().len(), CAPACITY);
+        assert_eq!(
+            store.get("k0".into()).await.ok(),
+            Some(None),
+            "earliest-expiring dropped"
+        );
+        let last = format!("k{}", CAPACITY + 9);
+        assert_eq!(store.get(last).await.ok(), Some(Some(Vec::new())));
+    }
+}

@@ -1,0 +1,621 @@
+//! The cluster stage: what eb replicas share through a [`Store`] — the builds eb handed
+//! payloadIds for, and the first final answer (VALID or INVALID) given for each block.
+//!
+//! A standalone eb runs the same code over a [`LocalStore`]; `--etcd` puts an [`EtcdStore`] in
+//! its place. Every store call on an answer's path is bounded by `--etcd-timeout`: a store that
+//! fails or is slow is marked down, answers come from the replica's own state at once, and what
+//! it decided is queued and written back when the store answers again (liveness before
+//! coordination; a write-back that finds another replica's different answer is a conflict,
+//! counted and logged).
+
+pub mod etcd;
+pub mod local;
+
+pub use etcd::EtcdStore;
+pub use local::LocalStore;
+
+use crate::metrics::Metrics;
+use futures_util::future::BoxFuture;
+use policy_sdk::Status;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a shared build is kept at least (a build is fetched within its slot).
+pub const BUILD_TTL: Duration = Duration::from_secs(60);
+/// How long a shared final answer is kept at least: 600 slots, far past finality (two epochs),
+/// after which no CL asks about a block again.
+pub const VERDICT_TTL: Duration = Duration::from_secs(2 * 3600);
+/// Decisions queued for write-back at most while the store is down (the oldest are dropped).
+pub const MAX_PENDING: usize = 4096;
+/// How often a down store is probed, and the queue written back.
+pub const RESYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A key-value store with expiring keys and put-if-absent: what replicas coordinate through.
+pub trait Store: Send + Sync {
+    /// The value at `key`, if any.
+    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+    /// Writes `value` at `key`, kept at least `ttl` (and at most twice that).
+    fn put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Writes `value` at `key` unless the key exists: `None` when written, else the value
+    /// already there.
+    fn create(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+    /// Whether the store answers (and, for etcd, has a leader).
+    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// What `/status` shows of the store: its kind and endpoints.
+    fn describe(&self) -> StoreInfo;
+}
+
+/// The store as `/status` shows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct StoreInfo {
+    /// `local` (standalone) or `etcd`.
+    pub kind: &'static str,
+    /// The etcd client URLs (none for the local store).
+    pub endpoints: Vec<String>,
+}
+
+/// Why a store call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No endpoint could be reached.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The store answered with an error.
+    #[error("store refused: {0}")]
+    Refused(String),
+    /// The store's answer does not parse.
+    #[error("store answer malformed: {0}")]
+    Malformed(String),
+    /// No answer within the bound.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The store is marked down: not asked until a probe answers.
+    #[error("store down")]
+    Down,
+}
+
+/// A build as replicas share it: the builders are named by URL (node ids are per process).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedBuild {
+    /// The replica that made it.
+    pub replica: String,
+    /// The head the CL asked to build on.
+    pub head: Option<String>,
+    /// (EL URL as eb shows it, that EL's payloadId).
+    pub builders: Vec<(String, String)>,
+}
+
+/// A final answer as replicas share it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedVerdict {
+    /// The replica that gave it first.
+    pub replica: String,
+    /// VALID or INVALID, as the ABI's status code.
+    pub status: u8,
+    /// The result answered (JSON text).
+    pub result: String,
+}
+
+impl SharedVerdict {
+    /// The status it records.
+    pub fn status(&self) -> Status {
+        Status::from_u8(self.status)
+    }
+}
+
+/// What the store says of a final answer this replica is about to give.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// No replica answered this block before: this answer is the shared one now.
+    First,
+    /// A replica answered it before (this one's answer may be the same).
+    Earlier(SharedVerdict),
+    /// The store is down or slow: answered alone, queued for write-back.
+    Alone,
+}
+
+/// A decision the store has not taken yet.
+enum Pending {
+    Build { key: String, value: Vec<u8> },
+    Verdict { key: String, value: Vec<u8> },
+}
+
+/// `/status.cluster`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    /// `standalone` (local store) or `replica` (etcd).
+    pub role: &'static str,
+    /// This replica's name.
+    pub replica: String,
+    /// The key prefix replicas of one cluster share.
+    pub cluster: String,
+    /// The store.
+    pub store: StoreInfo,
+    /// Whether the store answered last time it was asked.
+    pub store_up: bool,
+    /// Decisions waiting to be written back.
+    pub pending: usize,
+}
+
+/// The cluster stage: the store, this replica's name, and what waits for write-back.
+pub struct Cluster {
+    store: Arc<dyn Store>,
+    prefix: String,
+    replica: String,
+    bound: Duration,
+    up: AtomicBool,
+    pending: Mutex<VecDeque<Pending>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Cluster {
+    /// The stage over `store`, keys under `/<cluster>/`, answers waiting at most `bound` for it.
+    pub fn new(
+        store: Arc<dyn Store>,
+        cluster: &str,
+        replica: &str,
+        bound: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Cluster {
+        metrics.etcd_up.set(1);
+        Cluster {
+            store,
+            prefix: format!("/{cluster}/"),
+            replica: replica.to_owned(),
+            bound,
+            up: AtomicBool::new(true),
+            pending: Mutex::new(VecDeque::new()),
+            metrics,
+        }
+    }
+
+    /// A standalone eb's stage: a local store, never down.
+    pub fn standalone(replica: &str, metrics: Arc<Metrics>) -> Cluster {
+        Cluster::new(
+            Arc::new(LocalStore::default()),
+            "eb",
+            replica,
+            Duration::from_millis(50),
+            metrics,
+        )
+    }
+
+    /// This replica's name.
+    pub fn replica(&self) -> &str {
+        &self.replica
+    }
+
+    /// Shares build `id` before its payloadId is answered.
+    pub async fn publish_build(
+        &self,
+        id: &str,
+        head: Option<String>,
+        builders: Vec<(String, String)>,
+    ) {
+        let build = SharedBuild {
+            replica: self.replica.clone(),
+            head,
+            builders,
+        };
+        let key = self.key("build", &id.to_ascii_lowercase());
+        let value = encode(&build);
+        let put = self.store.put(key.clone(), value.clone(), BUILD_TTL);
+        if self.bounded("put_build", put).await.is_err() {
+            self.defer(Pending::Build { key, value });
+        }
+    }
+
+    /// The build another replica called `id`, if the store has it.
+    pub async fn find_build(&self, id: &str) -> Option<SharedBuild> {
+        let key = self.key("build", &id.to_ascii_lowercase());
+        let value = self
+            .bounded("get_build", self.store.get(key))
+            .await
+            .ok()??;
+        decode::<SharedBuild>(&value)
+    }
+
+    /// Counts a getPayload served from `build`, made by another replica.
+    pub fn served_shared(&self, build: &SharedBuild) {
+        self.metrics
+            .shared_builds_served
+            .get_or_create(&vec![("replica", build.replica.clone())])
+            .inc();
+    }
+
+    /// Offers this replica's first final answer for block `hash` (`kind`: `payload` or `head`)
+    /// as the shared one.
+    pub async fn claim(&self, kind: &str, hash: &str, status: Status, result: &[u8]) -> Claim {
+        let verdict = SharedVerdict {
+            replica: self.replica.clone(),
+            status: status as u8,
+            result: String::from_utf8_lossy(result).into_owned(),
+        };
+        let key = self.key(kind, &hash.to_ascii_lowercase());
+        let value = encode(&verdict);
+        let create = self.store.create(key.clone(), value.clone(), VERDICT_TTL);
+        match self.bounded("claim_verdict", create).await {
+            Ok(None) => Claim::First,
+            Ok(Some(earlier)) => match decode::<SharedVerdict>(&earlier) {
+                Some(earlier) => Claim::Earlier(earlier),
+                None => {
+                    tracing::warn!(%key, "a shared verdict does not parse; answering alone");
+                    Claim::Alone
+                }
+            },
+            Err(_) => {
+                self.defer(Pending::Verdict { key, value });
+                Claim::Alone
+            }
+        }
+    }
+
+    /// `/status.cluster`.
+    pub fn status(&self) -> ClusterStatus {
+        let store = self.store.describe();
+        ClusterStatus {
+            role: if store.kind == "local" {
+                "standalone"
+            } else {
+                "replica"
+            },
+            replica: self.replica.clone(),
+            cluster: self.prefix.trim_matches('/').to_owned(),
+            store,
+            store_up: self.up.load(Ordering::Relaxed),
+            pending: self.pending_len(),
+        }
+    }
+
+    /// Probes a down store and writes back what waits, every [`RESYNC_INTERVAL`], until the
+    /// runtime stops.
+    pub async fn resync(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(RESYNC_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.resync_once().await;
+        }
+    }
+
+    /// One probe and write-back round.
+    pub async fn resync_once(&self) {
+        if !self.up.load(Ordering::Relaxed) {
+            let start = Instant::now();
+            let answered = self.store.ping().await;
+            self.observe("ping", start);
+            match answered {
+                Ok(()) => {
+                    tracing::info!("cluster store answers again");
+                    self.set_up(true);
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cluster store still down");
+                    return;
+                }
+            }
+        }
+        while let Some(next) = self.pop_pending() {
+            if let Err(e) = self.write_back(&next).await {
+                tracing::warn!(error = %e, "cluster write-back failed; retrying later");
+                self.requeue(next);
+                self.set_up(false);
+                return;
+            }
+        }
+    }
+
+    async fn write_back(&self, pending: &Pending) -> Result<(), StoreError> {
+        let start = Instant::now();
+        let result = match pending {
+            Pending::Build { key, value } => {
+                self.store.put(key.clone(), value.clone(), BUILD_TTL).await
+            }
+            Pending::Verdict { key, value } => {
+                let earlier = self
+                    .store
+                    .create(key.clone(), value.clone(), VERDICT_TTL)
+                    .await?;
+                if let Some(earlier) = earlier.as_deref().and_then(decode::<SharedVerdict>) {
+                    let ours = decode::<SharedVerdict>(value);
+                    if ours.map(|v| v.status().normalized()) != Some(earlier.status().normalized())
+                    {
+                        self.metrics.cluster_conflicts.inc();
+                        tracing::warn!(%key, other = %earlier.replica, theirs = earlier.status().name(),
+                            "while the store was down another replica answered this block otherwise");
+                    }
+                }
+                Ok(())
+            }
+        };
+        self.observe("write_back", start);
+        result
+    }
+
+    /// Runs `op` unless the store is down, at most `bound`; marks the store down on failure.
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        call: BoxFuture<'_, Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        if !self.up.load(Ordering::Relaxed) {
+            return Err(StoreError::Down);
+        }
+        let start = Instant::now();
+        let result = match tokio::time::timeout(self.bound, call).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout(self.bound)),
+        };
+        self.observe(op, start);
+        if let Err(e) = &result {
+            if self.up.load(Ordering::Relaxed) {
+                tracing::warn!(op, error = %e, "cluster store down: answering from this replica's state");
+            }
+            self.set_up(false);
+        }
+        result
+    }
+
+    fn observe(&self, op: &'static str, start: Instant) {
+        self.metrics
+            .etcd_request_seconds
+            .get_or_create(&vec![("op", op.to_owned())])
+            .observe(start.elapsed().as_secs_f64());
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Relaxed);
+        self.metrics.etcd_up.set(i64::from(up));
+    }
+
+    fn defer(&self, pending: Pending) {
+        let mut queue = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        if queue.len() == MAX_PENDING {
+            queue.pop_front();
+            tracing::warn!("cluster write-back queue full: the oldest decision is not shared");
+        }
+        queue.push_back(pending);
+        self.metrics.cluster_pending.set(queue.len() as i64);
+    }
+
+    fn pop_pending(&self) -> Option<Pending> {
+        let mut queue = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let next = queue.pop_front();
+        self.metrics.cluster_pending.set(queue.len() as i64);
+        next
+    }
+
+    fn requeue(&self, pending: Pending) {
+        let mut queue = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        queue.push_front(pending);
+        self.metrics.cluster_pending.set(queue.len() as i64);
+    }
+
+    fn pending_len(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    fn key(&self, kind: &str, id: &str) -> String {
+        format!("{}{kind}/{id}", self.prefix)
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Option<T> {
+    serde_json::from_slice(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::future::{self, FutureExt};
+
+    /// A local store that can be made to hang (a member without quorum) or come back.
+    #[derive(Default)]
+    struct Flaky {
+        inner: LocalStore,
+        hang: AtomicBool,
+    }
+
+    impl Flaky {
+        fn or_hang<'a, T: Send + 'a>(
+            &'a self,
+            call: BoxFuture<'a, Result<T, StoreError>>,
+        ) -> BoxFuture<'a, Result<T, StoreError>> {
+            if self.hang.load(Ordering::Relaxed) {
+                future::pending().boxed()
+            } else {
+                call
+            }
+        }
+    }
+
+    impl Store for Flaky {
+        fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+            self.or_hang(self.inner.get(key))
+        }
+        fn put(
+            &self,
+            key: String,
+            value: Vec<u8>,
+            ttl: Duration,
+        ) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.or_hang(self.inner.put(key, value, ttl))
+        }
+        fn create(
+            &self,
+            key: String,
+            value: Vec<u8>,
+            ttl: Duration,
+        ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+            self.or_hang(self.inner.create(key, value, ttl))
+        }
+        fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+            self.or_hang(self.inner.ping())
+        }
+        fn describe(&self) -> StoreInfo {
+            StoreInfo {
+                kind: "flaky",
+                endpoints: vec!["test".into()],
+            }
+        }
+    }
+
+    const BOUND: Duration = Duration::from_millis(200);
+
+    fn replicas(store: &Arc<Flaky>) -> (Cluster, Cluster, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::default());
+        let replica = |name| {
+            let store: Arc<dyn Store> = Arc::clone(store) as Arc<dyn Store>;
+            Cluster::new(store, "test", name, BOUND, Arc::clone(&metrics))
+        };
+        (replica("a"), replica("b"), metrics)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_final_answer_is_the_shared_one() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, _) = replicas(&store);
+        assert_eq!(
+            a.claim("payload", "0xAB", Status::Valid, b"v").await,
+            Claim::First
+        );
+        let earlier = SharedVerdict {
+            replica: "a".into(),
+            status: Status::Valid as u8,
+            result: "v".into(),
+        };
+        assert_eq!(
+            b.claim("payload", "0xab", Status::Invalid, b"i").await,
+            Claim::Earlier(earlier),
+            "hashes are case-insensitive; B learns A's answer"
+        );
+        assert_eq!(
+            b.claim("head", "0xab", Status::Invalid, b"i").await,
+            Claim::First,
+            "a head and a payload are apart"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_build_made_on_one_replica_is_found_on_another() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, metrics) = replicas(&store);
+        let builders = vec![("http://el1/".to_owned(), "0x01".to_owned())];
+        a.publish_build("0xAA", Some("0xhead".into()), builders.clone())
+            .await;
+        let found = b.find_build("0xaa").await.expect("shared");
+        assert_eq!(found.replica, "a");
+        assert_eq!(found.head.as_deref(), Some("0xhead"));
+        assert_eq!(found.builders, builders);
+        assert_eq!(b.find_build("0xbb").await, None);
+        b.served_shared(&found);
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"eb_cluster_shared_builds_served_total{replica="a"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_store_costs_one_bound_then_nothing_until_it_answers() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, metrics) = replicas(&store);
+        store.hang.store(true, Ordering::Relaxed);
+        let start = Instant::now();
+        assert_eq!(
+            a.claim("payload", "0x01", Status::Valid, b"v").await,
+            Claim::Alone
+        );
+        assert_eq!(start.elapsed(), BOUND, "waited exactly the bound");
+        assert!(!a.status().store_up);
+        let start = Instant::now();
+        a.publish_build("0xaa", None, Vec::new()).await;
+        assert_eq!(
+            a.claim("payload", "0x02", Status::Invalid, b"i").await,
+            Claim::Alone
+        );
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "a store known down is not waited for"
+        );
+        assert_eq!(a.status().pending, 3);
+        assert!(metrics.encode().contains("eb_etcd_up 0"));
+
+        // Meanwhile B, which the store answered before it hung, gave the opposite for 0x02.
+        store.hang.store(false, Ordering::Relaxed);
+        assert_eq!(
+            b.claim("payload", "0x02", Status::Valid, b"v").await,
+            Claim::First
+        );
+        a.resync_once().await;
+        assert!(a.status().store_up, "the probe answered");
+        assert_eq!(a.status().pending, 0, "everything written back");
+        assert_eq!(
+            b.claim("payload", "0x01", Status::Invalid, b"i").await,
+            Claim::Earlier(SharedVerdict {
+                replica: "a".into(),
+                status: Status::Valid as u8,
+                result: "v".into()
+            }),
+            "A's answer given alone is shared now"
+        );
+        assert!(b.find_build("0xaa").await.is_some(), "and its build");
+        let text = metrics.encode();
+        assert!(text.contains("eb_cluster_conflicts_total 1"), "{text}");
+        assert!(text.contains("eb_etcd_up 1"), "{text}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_still_down_keeps_what_waits() {
+        let store = Arc::new(Flaky::default());
+        let (a, _, _) = replicas(&store);
+        store.hang.store(true, Ordering::Relaxed);
+        a.claim("payload", "0x01", Status::Valid, b"v").await;
+        let probe = tokio::time::timeout(Duration::from_secs(1), a.resync_once()).await;
+        assert!(probe.is_err(), "the probe hangs with the store");
+        assert_eq!(a.status().pending, 1, "nothing lost");
+        assert!(!a.status().store_up);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn write_back_is_bounded_and_drops_the_oldest() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, _) = replicas(&store);
+        store.hang.store(true, Ordering::Relaxed);
+        for i in 0..MAX_PENDING + 1 {
+            a.claim("payload", &format!("0x{i:x}"), Status::Valid, b"v")
+                .await;
+        }
+        assert_eq!(a.status().pending, MAX_PENDING);
+        store.hang.store(false, Ordering::Relaxed);
+        a.resync_once().await;
+        assert_eq!(
+            b.claim("payload", "0x0", Status::Valid, b"v").await,
+            Claim::First,
+            "the oldest was dropped"
+        );
+        assert!(matches!(
+            b.claim("payload", "0x1", Status::Valid, b"v").await,
+            Claim::Earlier(_)
+        ));
+    }
+}
