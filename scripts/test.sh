@@ -6,17 +6,18 @@
 # (v1.16.9 → v1.17.10) under Prysm, with and without behind=ignore, peered and not.
 # It installs what the tests need: the wasm32 target (to rebuild the policies), promtool
 # (Debian's `prometheus` package, to check eb's metrics exposition), mscgen (Debian's, to render
-# the simulation's sequence charts) and, through devnet.sh, the
+# the simulation's sequence charts), etcd (Debian's `etcd-server`: the cluster tests start a
+# 3-member etcd on loopback) and, through devnet.sh, the
 # clients from npm (Node.js and npm are on the machine), and geth and Prysm from the Go module
 # proxy (Go is on the machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rustup target add wasm32-unknown-unknown
-if ! command -v promtool >/dev/null || ! command -v mscgen >/dev/null; then
+if ! command -v promtool >/dev/null || ! command -v mscgen >/dev/null || ! command -v etcd >/dev/null; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus mscgen >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus mscgen etcd-server >/dev/null
 fi
 cargo test --workspace --locked
 scripts/devnet.sh

@@ -5,6 +5,7 @@ pub mod arb;
 pub mod chain;
 pub mod devnet;
 pub mod engine;
+pub mod etcd;
 pub mod fuzzing;
 pub mod mock_el;
 pub mod proxy;

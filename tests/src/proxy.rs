@@ -276,6 +276,16 @@ impl Proxy {
         panic!("timed out waiting until {what}");
     }
 
+    /// Stops eb at once, without draining: its listeners and their calls are dropped where
+    /// they are (what it wrote to etcd before is all another replica has).
+    pub async fn kill(mut self) {
+        self.stop.take();
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     /// Stops eb and waits for it to drain.
     pub async fn shutdown(mut self) {
         if let Some(stop) = self.stop.take() {

@@ -1,0 +1,173 @@
+//! eb replicas sharing builds and final answers through a real 3-member etcd on loopback, in
+//! front of the same mock ELs.
+
+use eb_tests::engine::{forkchoice, get_payload, hash, new_payload};
+use eb_tests::etcd::EtcdCluster;
+use eb_tests::mock_el::{refs, start_many, MockEl};
+use eb_tests::proxy::{sample, Proxy};
+use serde_json::Value;
+
+fn status(answer: &Value) -> &str {
+    answer["result"]["status"]
+        .as_str()
+        .or_else(|| answer["result"]["payloadStatus"]["status"].as_str())
+        .unwrap_or("<none>")
+}
+
+/// A replica named `name` of the cluster at `etcd`, in front of `els`.
+async fn replica(els: &[MockEl], etcd: &EtcdCluster, name: &str) -> Proxy {
+    let endpoints = etcd.endpoints().join(",");
+    Proxy::start(
+        &refs(els),
+        &[],
+        &["--etcd", &endpoints, "--replica", name, "--cluster", "test"],
+    )
+    .await
+}
+
+/// A 3-member etcd, three mock ELs, and replicas `a` and `b` in front of them.
+async fn two_replicas() -> (EtcdCluster, Vec<MockEl>, Proxy, Proxy) {
+    let etcd = EtcdCluster::start(3).await;
+    let els = start_many(3, None).await;
+    let a = replica(&els, &etcd, "a").await;
+    let b = replica(&els, &etcd, "b").await;
+    (etcd, els, a, b)
+}
+
+/// A forkchoiceUpdated with attributes on `head` through `proxy`: eb's payloadId.
+async fn build(proxy: &Proxy, id: u64, head: &str) -> String {
+    let built = proxy.call(&forkchoice(id, 3, head, true)).await;
+    assert_eq!(status(&built), "VALID", "{built}");
+    built["result"]["payloadId"]
+        .as_str()
+        .expect("a payloadId")
+        .to_owned()
+}
+
+fn set_all(els: &[MockEl], status: &'static str) {
+    for el in els {
+        el.set(|b| b.status = status);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_made_on_a_killed_replica_is_served_by_another() {
+    let (_etcd, els, a, b) = two_replicas().await;
+    let id = build(&a, 1, "B1").await;
+    a.kill().await;
+    let payload = b.call(&get_payload(2, 4, &id)).await;
+    assert_eq!(payload["id"], 2);
+    assert_eq!(
+        payload["result"]["executionPayload"]["parentHash"],
+        hash("B1"),
+        "B fetched A's build from the EL that built it: {payload}"
+    );
+    let asked = els
+        .iter()
+        .filter(|el| el.seen().iter().any(|s| s.method == "engine_getPayloadV4"))
+        .count();
+    // The primary's build first; a slow first builder lets the hedge ask a second.
+    assert!(asked >= 1, "a builder was asked, with its own payloadId");
+    let text = b.metrics().await;
+    assert_eq!(
+        sample(
+            &text,
+            r#"eb_cluster_shared_builds_served_total{replica="a"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    let unknown = b.call(&get_payload(3, 4, "0x0000000000000001")).await;
+    assert_eq!(unknown["error"]["code"], -38001, "{unknown}");
+    let status = b.admin_get("/status").await;
+    assert_eq!(status["cluster"]["role"], "replica", "{status}");
+    assert_eq!(status["cluster"]["replica"], "b");
+    assert_eq!(status["cluster"]["store_up"], true);
+    assert_eq!(
+        status["cluster"]["store"]["endpoints"]
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_answered_on_one_replica_is_never_answered_the_opposite_on_another() {
+    let (_etcd, els, a, b) = two_replicas().await;
+
+    // VALID on A; the ELs turn INVALID; B counts INVALID but A answered VALID: SYNCING on B,
+    // never INVALID.
+    assert_eq!(status(&a.call(&new_payload(1, 4, "X")).await), "VALID");
+    set_all(&els, "INVALID");
+    let on_b = b.call(&new_payload(2, 4, "X")).await;
+    assert_eq!(status(&on_b), "SYNCING", "{on_b}");
+
+    // INVALID on B for Y; the ELs turn VALID; A keeps B's INVALID.
+    assert_eq!(status(&b.call(&new_payload(3, 4, "Y")).await), "INVALID");
+    set_all(&els, "VALID");
+    let on_a = a.call(&new_payload(4, 4, "Y")).await;
+    assert_eq!(status(&on_a), "INVALID", "{on_a}");
+    assert_eq!(
+        sample(&a.metrics().await, "eb_verdict_flips_total"),
+        Some(1.0),
+        "the flip is counted where it was refused"
+    );
+
+    // The same for a forkchoice head.
+    assert_eq!(
+        status(&a.call(&forkchoice(5, 3, "H", false)).await),
+        "VALID"
+    );
+    set_all(&els, "INVALID");
+    let head_on_b = b.call(&forkchoice(6, 3, "H", false)).await;
+    assert_eq!(status(&head_on_b), "SYNCING", "{head_on_b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_etcd_quorum_replicas_answer_alone_then_share_what_they_decided() {
+    let (mut etcd, els, a, b) = two_replicas().await;
+    assert_eq!(status(&a.call(&new_payload(1, 4, "warm")).await), "VALID");
+
+    etcd.kill(1);
+    etcd.kill(2);
+    let start = std::time::Instant::now();
+    let alone = a.call(&new_payload(2, 4, "Z")).await;
+    let took = start.elapsed();
+    assert_eq!(status(&alone), "VALID", "{alone}");
+    let id = build(&a, 3, "Z").await;
+    let payload = a.call(&get_payload(4, 4, &id)).await;
+    assert_eq!(
+        payload["result"]["executionPayload"]["parentHash"],
+        hash("Z")
+    );
+    eprintln!("newPayload without an etcd quorum answered in {took:?}");
+    let status_a = a.admin_get("/status").await;
+    assert_eq!(status_a["cluster"]["store_up"], false, "{status_a}");
+    assert_eq!(
+        status_a["cluster"]["pending"], 3,
+        "two answers and a build wait: {status_a}"
+    );
+    assert_eq!(sample(&a.metrics().await, "eb_etcd_up"), Some(0.0));
+
+    etcd.restart(1).await;
+    etcd.restart(2).await;
+    a.wait_until("A wrote back what it decided", |app| {
+        let status = app.cluster.status();
+        status.store_up && status.pending == 0
+    })
+    .await;
+    set_all(&els, "INVALID");
+    let on_b = b.call(&new_payload(5, 4, "Z")).await;
+    assert_eq!(
+        status(&on_b),
+        "SYNCING",
+        "B learnt A's VALID given alone: {on_b}"
+    );
+    set_all(&els, "VALID");
+    let payload = b.call(&get_payload(6, 4, &id)).await;
+    assert_eq!(
+        payload["result"]["executionPayload"]["parentHash"],
+        hash("Z"),
+        "and the build A made alone: {payload}"
+    );
+}
