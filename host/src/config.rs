@@ -677,6 +677,94 @@ mod tests {
     }
 
     #[test]
+    fn cluster_flags_parse_and_bad_ones_are_named() {
+        let n = ["--nodes", "http://127.0.0.1:8551"];
+        let summary = |c: Config| {
+            let c = c.cluster;
+            (c.etcd, c.ca.is_some(), c.name, c.replica, c.timeout)
+        };
+        assert_eq!(
+            summary(config(&n).expect("valid")),
+            (
+                vec![],
+                false,
+                "eb".into(),
+                "127.0.0.1:7000".into(),
+                Duration::from_millis(200)
+            )
+        );
+        const PEM: &str = "-----BEGIN CERTIFICATE-----\nMA==\n-----END CERTIFICATE-----\n";
+        let ca = temp("etcd-ca.pem", PEM);
+        let etcd = format!("http://10.0.0.1:2379/,https://10.0.0.2:2379#ca={ca}");
+        let clustered = config(&[
+            n[0],
+            n[1],
+            "--etcd",
+            &etcd,
+            "--cluster",
+            "main-net.1",
+            "--replica",
+            "host-a",
+            "--etcd-timeout-ms",
+            "50",
+        ]);
+        assert_eq!(
+            summary(clustered.expect("valid")),
+            (
+                vec![
+                    "http://10.0.0.1:2379".into(),
+                    "https://10.0.0.2:2379".into()
+                ],
+                true,
+                "main-net.1".into(),
+                "host-a".into(),
+                Duration::from_millis(50)
+            )
+        );
+        let other_ca = temp("etcd-ca2.pem", PEM);
+        let two_cas = format!("https://a:1#ca={ca},https://b:1#ca={other_ca}");
+        assert_eq!(
+            message(&[n[0], n[1], "--etcd", &two_cas]),
+            "--etcd: every etcd URL must name the same #ca"
+        );
+        let cases: [(&[&str], &str); 7] = [
+            (
+                &["--etcd", "not a url"],
+                "--etcd: not a url: relative URL without a base",
+            ),
+            (
+                &["--etcd", "ftp://a:1"],
+                "--etcd: ftp://a:1/: not an http(s) URL",
+            ),
+            (
+                &["--etcd", "http://a:1#ca=/x"],
+                "--etcd: http://a:1/: #ca is for https URLs",
+            ),
+            (
+                &["--etcd", "http://a:1#lease=5"],
+                "--etcd: http://a:1/: unknown option #lease=5",
+            ),
+            (
+                &["--cluster", "a/b"],
+                "--cluster: must be 1 to 64 letters, digits, '-', '_' or '.'",
+            ),
+            (
+                &["--replica", ""],
+                "--replica: must be 1 to 128 printable characters",
+            ),
+            (
+                &["--etcd-timeout-ms", "5"],
+                "--etcd-timeout-ms: must be between 10 and 5000 ms",
+            ),
+        ];
+        for (flags, expected) in cases {
+            let mut argv = n.to_vec();
+            argv.extend_from_slice(flags);
+            assert_eq!(message(&argv), expected, "{flags:?}");
+        }
+    }
+
+    #[test]
     fn a_node_may_declare_its_client_code() {
         let c = config(&[
             "--nodes",

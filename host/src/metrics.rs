@@ -304,6 +304,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Creates the cluster store's series at zero (each of `ops`, and builds of `replica`
+    /// served), so a dashboard shows 0 instead of no data.
+    pub fn init_cluster(&self, replica: &str, ops: &[&str]) {
+        for op in ops {
+            let labels = vec![("op", (*op).to_owned())];
+            drop(self.etcd_request_seconds.get_or_create(&labels));
+        }
+        let labels = vec![("replica", replica.to_owned())];
+        drop(self.shared_builds_served.get_or_create(&labels));
+    }
+
     /// Creates `node`'s per-EL series at zero, so a dashboard shows 0 for an EL that has had no
     /// cut, late or dropped call yet instead of no data.
     pub fn init_node(&self, node: &str) {

@@ -14,13 +14,25 @@ fn status(answer: &Value) -> &str {
         .unwrap_or("<none>")
 }
 
-/// A replica named `name` of the cluster at `etcd`, in front of `els`.
+/// A replica named `name` of the cluster at `etcd`, in front of `els`. The bound on etcd calls
+/// is 3 s, not the 200 ms default: these tests are about what is shared, and a loaded CI machine
+/// running twelve etcd members may take longer than 200 ms to fsync (a replica then answers
+/// alone, as it should, and the test would measure the machine).
 async fn replica(els: &[MockEl], etcd: &EtcdCluster, name: &str) -> Proxy {
     let endpoints = etcd.endpoints().join(",");
     Proxy::start(
         &refs(els),
         &[],
-        &["--etcd", &endpoints, "--replica", name, "--cluster", "test"],
+        &[
+            "--etcd",
+            &endpoints,
+            "--replica",
+            name,
+            "--cluster",
+            "test",
+            "--etcd-timeout-ms",
+            "3000",
+        ],
     )
     .await
 }
@@ -170,4 +182,68 @@ async fn without_an_etcd_quorum_replicas_answer_alone_then_share_what_they_decid
         hash("Z"),
         "and the build A made alone: {payload}"
     );
+}
+
+/// Revokes every lease the members at `endpoints` know (each lists what it has applied), as an
+/// etcd restored from an old backup or an operator's cleanup would leave eb's cached lease ids
+/// unknown.
+async fn revoke_leases(endpoints: &[String]) -> usize {
+    let client = eb_tests::client();
+    let mut ids = std::collections::BTreeSet::new();
+    for endpoint in endpoints {
+        let text = client
+            .post(format!("{endpoint}/v3/lease/leases"))
+            .body("{}")
+            .send()
+            .await
+            .expect("etcd answers")
+            .text()
+            .await
+            .expect("a body");
+        let leases: Value = serde_json::from_str(&text).expect("JSON");
+        for lease in leases["leases"].as_array().into_iter().flatten() {
+            ids.extend(lease["ID"].as_str().map(str::to_owned));
+        }
+    }
+    let endpoint = &endpoints[0];
+    for id in &ids {
+        let revoked = client
+            .post(format!("{endpoint}/v3/lease/revoke"))
+            .body(format!(r#"{{"ID":"{id}"}}"#))
+            .send()
+            .await
+            .expect("etcd answers");
+        assert!(revoked.status().is_success(), "{revoked:?}");
+    }
+    ids.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_etcd_no_longer_has_is_replaced() {
+    let (etcd, els, a, b) = two_replicas().await;
+    let first = build(&a, 1, "L1").await;
+    assert!(
+        revoke_leases(&etcd.endpoints()).await >= 1,
+        "A's build had a lease"
+    );
+    let gone = b.call(&get_payload(2, 4, &first)).await;
+    assert_eq!(
+        gone["error"]["code"], -38001,
+        "revoked with its lease: {gone}"
+    );
+
+    // A's next write names the revoked lease: refused, queued, then written with a new lease.
+    let second = build(&a, 3, "L2").await;
+    a.wait_until("A wrote the build back under a new lease", |app| {
+        let status = app.cluster.status();
+        status.store_up && status.pending == 0
+    })
+    .await;
+    let payload = b.call(&get_payload(4, 4, &second)).await;
+    assert_eq!(
+        payload["result"]["executionPayload"]["parentHash"],
+        hash("L2"),
+        "{payload}"
+    );
+    drop(els);
 }

@@ -34,6 +34,15 @@ pub const MAX_PENDING: usize = 4096;
 /// How often a down store is probed, and the queue written back.
 pub const RESYNC_INTERVAL: Duration = Duration::from_millis(500);
 
+/// The store calls timed in `eb_etcd_request_seconds{op}`.
+const OPS: [&str; 5] = [
+    "put_build",
+    "get_build",
+    "claim_verdict",
+    "ping",
+    "write_back",
+];
+
 /// A key-value store with expiring keys and put-if-absent: what replicas coordinate through.
 pub trait Store: Send + Sync {
     /// The value at `key`, if any.
@@ -129,9 +138,18 @@ pub enum Claim {
 }
 
 /// A decision the store has not taken yet.
+#[derive(Clone)]
 enum Pending {
     Build { key: String, value: Vec<u8> },
     Verdict { key: String, value: Vec<u8> },
+}
+
+/// Decisions waiting, oldest first, each numbered so that the one written back is the one
+/// removed (the oldest may have been dropped meanwhile).
+#[derive(Default)]
+struct Queue {
+    waiting: VecDeque<(u64, Pending)>,
+    next: u64,
 }
 
 /// `/status.cluster`.
@@ -158,7 +176,7 @@ pub struct Cluster {
     replica: String,
     bound: Duration,
     up: AtomicBool,
-    pending: Mutex<VecDeque<Pending>>,
+    pending: Mutex<Queue>,
     metrics: Arc<Metrics>,
 }
 
@@ -172,13 +190,14 @@ impl Cluster {
         metrics: Arc<Metrics>,
     ) -> Cluster {
         metrics.etcd_up.set(1);
+        metrics.init_cluster(replica, &OPS);
         Cluster {
             store,
             prefix: format!("/{cluster}/"),
             replica: replica.to_owned(),
             bound,
             up: AtomicBool::new(true),
-            pending: Mutex::new(VecDeque::new()),
+            pending: Mutex::new(Queue::default()),
             metrics,
         }
     }
@@ -309,13 +328,14 @@ impl Cluster {
                 }
             }
         }
-        while let Some(next) = self.pop_pending() {
+        // Each decision leaves the queue once written: it counts as pending until then.
+        while let Some((n, next)) = self.first_pending() {
             if let Err(e) = self.write_back(&next).await {
                 tracing::warn!(error = %e, "cluster write-back failed; retrying later");
-                self.requeue(next);
                 self.set_up(false);
                 return;
             }
+            self.written(n);
         }
     }
 
@@ -382,31 +402,34 @@ impl Cluster {
         self.metrics.etcd_up.set(i64::from(up));
     }
 
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn defer(&self, pending: Pending) {
-        let mut queue = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if queue.len() == MAX_PENDING {
-            queue.pop_front();
+        let mut queue = self.queue();
+        if queue.waiting.len() == MAX_PENDING {
+            queue.waiting.pop_front();
             tracing::warn!("cluster write-back queue full: the oldest decision is not shared");
         }
-        queue.push_back(pending);
-        self.metrics.cluster_pending.set(queue.len() as i64);
+        let n = queue.next;
+        queue.next += 1;
+        queue.waiting.push_back((n, pending));
+        self.metrics.cluster_pending.set(queue.waiting.len() as i64);
     }
 
-    fn pop_pending(&self) -> Option<Pending> {
-        let mut queue = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let next = queue.pop_front();
-        self.metrics.cluster_pending.set(queue.len() as i64);
-        next
+    fn first_pending(&self) -> Option<(u64, Pending)> {
+        self.queue().waiting.front().cloned()
     }
 
-    fn requeue(&self, pending: Pending) {
-        let mut queue = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        queue.push_front(pending);
-        self.metrics.cluster_pending.set(queue.len() as i64);
+    fn written(&self, n: u64) {
+        let mut queue = self.queue();
+        queue.waiting.retain(|(m, _)| *m != n);
+        self.metrics.cluster_pending.set(queue.waiting.len() as i64);
     }
 
     fn pending_len(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.queue().waiting.len()
     }
 
     fn key(&self, kind: &str, id: &str) -> String {
