@@ -74,6 +74,26 @@ pub struct VerdictMemory {
 type Entries = (HashMap<Key, Remembered>, VecDeque<Key>);
 type Key = (Kind, String);
 
+/// Puts `remembered` at `key`; a new key evicts the oldest once [`CAPACITY`] are remembered.
+fn remember(
+    map: &mut HashMap<Key, Remembered>,
+    order: &mut VecDeque<Key>,
+    key: Key,
+    remembered: Remembered,
+) {
+    if let Some(slot) = map.get_mut(&key) {
+        *slot = remembered;
+        return;
+    }
+    if order.len() == CAPACITY {
+        if let Some(oldest) = order.pop_front() {
+            map.remove(&oldest);
+        }
+    }
+    order.push_back(key.clone());
+    map.insert(key, remembered);
+}
+
 fn is_final(status: Status) -> bool {
     matches!(status.normalized(), Status::Valid | Status::Invalid)
 }
@@ -97,19 +117,8 @@ impl VerdictMemory {
             };
         }
         if let Some(status) = status.filter(|s| is_final(*s)) {
-            if order.len() == CAPACITY {
-                if let Some(oldest) = order.pop_front() {
-                    map.remove(&oldest);
-                }
-            }
-            order.push_back(key.clone());
-            map.insert(
-                key,
-                Remembered {
-                    status,
-                    result: result.clone(),
-                },
-            );
+            let result = result.clone();
+            remember(map, order, key, Remembered { status, result });
             return Recall::First;
         }
         Recall::Answer
@@ -121,14 +130,7 @@ impl VerdictMemory {
         let key = (kind, hash.to_ascii_lowercase());
         let mut guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let (map, order) = &mut *guard;
-        if map.insert(key.clone(), remembered).is_none() {
-            if order.len() == CAPACITY {
-                if let Some(oldest) = order.pop_front() {
-                    map.remove(&oldest);
-                }
-            }
-            order.push_back(key);
-        }
+        remember(map, order, key, remembered);
     }
 
     /// Blocks remembered now.

@@ -7,10 +7,10 @@
 //! one lease per TTL, granted again once half its life is gone (one grant per half-TTL instead
 //! of one per key), so a key lives between its TTL and twice that.
 
-use super::{Store, StoreError, StoreInfo};
+use super::{Store, StoreError, StoreFuture, StoreInfo};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::FutureExt;
 use reqwest::{Certificate, Client};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -236,16 +236,11 @@ fn decode(value: &str) -> Result<Vec<u8>, StoreError> {
 }
 
 impl Store for EtcdStore {
-    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+    fn get(&self, key: String) -> StoreFuture<'_, Option<Vec<u8>>> {
         self.range(key).boxed()
     }
 
-    fn put(
-        &self,
-        key: String,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn put(&self, key: String, value: Vec<u8>, ttl: Duration) -> StoreFuture<'_, ()> {
         self.put_with_lease(key, value, ttl).boxed()
     }
 
@@ -254,11 +249,11 @@ impl Store for EtcdStore {
         key: String,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+    ) -> StoreFuture<'_, Option<Vec<u8>>> {
         self.create_with_lease(key, value, ttl).boxed()
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn ping(&self) -> StoreFuture<'_, ()> {
         async move {
             // A linearizable read: answered only by a member with a quorum behind it.
             self.range("/eb-ping".to_owned()).await.map(|_| ())

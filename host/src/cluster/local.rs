@@ -1,8 +1,8 @@
 //! The store of a standalone eb (and of unit tests): an in-process map with expiring keys. Its
 //! futures do their work when polled, as a remote store's do: one dropped unpolled wrote nothing.
 
-use super::{Store, StoreError, StoreInfo};
-use futures_util::future::{self, BoxFuture, FutureExt};
+use super::{Store, StoreFuture, StoreInfo};
+use futures_util::future::{self, FutureExt};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -52,16 +52,11 @@ impl LocalStore {
 }
 
 impl Store for LocalStore {
-    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+    fn get(&self, key: String) -> StoreFuture<'_, Option<Vec<u8>>> {
         async move { Ok(Self::live(&self.lock(), &key)) }.boxed()
     }
 
-    fn put(
-        &self,
-        key: String,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn put(&self, key: String, value: Vec<u8>, ttl: Duration) -> StoreFuture<'_, ()> {
         async move {
             Self::insert(&mut self.lock(), key, value, ttl);
             Ok(())
@@ -74,7 +69,7 @@ impl Store for LocalStore {
         key: String,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+    ) -> StoreFuture<'_, Option<Vec<u8>>> {
         async move {
             let mut map = self.lock();
             let earlier = Self::live(&map, &key);
@@ -86,7 +81,7 @@ impl Store for LocalStore {
         .boxed()
     }
 
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+    fn ping(&self) -> StoreFuture<'_, ()> {
         future::ready(Ok(())).boxed()
     }
 

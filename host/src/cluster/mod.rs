@@ -43,17 +43,15 @@ const OPS: [&str; 5] = [
     "write_back",
 ];
 
+/// What a store call returns.
+pub type StoreFuture<'a, T> = BoxFuture<'a, Result<T, StoreError>>;
+
 /// A key-value store with expiring keys and put-if-absent: what replicas coordinate through.
 pub trait Store: Send + Sync {
     /// The value at `key`, if any.
-    fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+    fn get(&self, key: String) -> StoreFuture<'_, Option<Vec<u8>>>;
     /// Writes `value` at `key`, kept at least `ttl` (and at most twice that).
-    fn put(
-        &self,
-        key: String,
-        value: Vec<u8>,
-        ttl: Duration,
-    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn put(&self, key: String, value: Vec<u8>, ttl: Duration) -> StoreFuture<'_, ()>;
     /// Writes `value` at `key` unless the key exists: `None` when written, else the value
     /// already there.
     fn create(
@@ -61,9 +59,9 @@ pub trait Store: Send + Sync {
         key: String,
         value: Vec<u8>,
         ttl: Duration,
-    ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>>;
+    ) -> StoreFuture<'_, Option<Vec<u8>>>;
     /// Whether the store answers (and, for etcd, has a leader).
-    fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn ping(&self) -> StoreFuture<'_, ()>;
     /// What `/status` shows of the store: its kind and endpoints.
     fn describe(&self) -> StoreInfo;
 }
@@ -370,7 +368,7 @@ impl Cluster {
     async fn bounded<T>(
         &self,
         op: &'static str,
-        call: BoxFuture<'_, Result<T, StoreError>>,
+        call: StoreFuture<'_, T>,
     ) -> Result<T, StoreError> {
         if !self.up.load(Ordering::Relaxed) {
             return Err(StoreError::Down);
@@ -458,10 +456,7 @@ mod tests {
     }
 
     impl Flaky {
-        fn or_hang<'a, T: Send + 'a>(
-            &'a self,
-            call: BoxFuture<'a, Result<T, StoreError>>,
-        ) -> BoxFuture<'a, Result<T, StoreError>> {
+        fn or_hang<'a, T: Send + 'a>(&'a self, call: StoreFuture<'a, T>) -> StoreFuture<'a, T> {
             if self.hang.load(Ordering::Relaxed) {
                 future::pending().boxed()
             } else {
@@ -471,15 +466,10 @@ mod tests {
     }
 
     impl Store for Flaky {
-        fn get(&self, key: String) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        fn get(&self, key: String) -> StoreFuture<'_, Option<Vec<u8>>> {
             self.or_hang(self.inner.get(key))
         }
-        fn put(
-            &self,
-            key: String,
-            value: Vec<u8>,
-            ttl: Duration,
-        ) -> BoxFuture<'_, Result<(), StoreError>> {
+        fn put(&self, key: String, value: Vec<u8>, ttl: Duration) -> StoreFuture<'_, ()> {
             self.or_hang(self.inner.put(key, value, ttl))
         }
         fn create(
@@ -487,10 +477,10 @@ mod tests {
             key: String,
             value: Vec<u8>,
             ttl: Duration,
-        ) -> BoxFuture<'_, Result<Option<Vec<u8>>, StoreError>> {
+        ) -> StoreFuture<'_, Option<Vec<u8>>> {
             self.or_hang(self.inner.create(key, value, ttl))
         }
-        fn ping(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        fn ping(&self) -> StoreFuture<'_, ()> {
             self.or_hang(self.inner.ping())
         }
         fn describe(&self) -> StoreInfo {
