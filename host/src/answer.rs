@@ -36,6 +36,10 @@ pub fn render(settled: Settled, kind: VoteKind, version: u8) -> Answer {
         | Settled::Remembered {
             result, payload_id, ..
         } if build => Ok(with_payload_id(&result, payload_id.as_deref())),
+        // A head remembered from a build carries that EL's own payloadId: not this call's.
+        Settled::Remembered { result, .. } if kind != VoteKind::NewPayload => {
+            Ok(with_payload_id(&result, None))
+        }
         Settled::Follow { result, .. } | Settled::Remembered { result, .. } => Ok(result),
         Settled::Syncing => Ok(Bytes::from_static(syncing_result(kind, version).as_bytes())),
         Settled::UnanimousError(error) => Err(EngineError::Upstream(error)),
@@ -132,6 +136,30 @@ mod tests {
         )
         .expect("result");
         assert_eq!(plain, valid, "verbatim when not a build");
+        let plain_remembered = render(
+            Settled::Remembered {
+                status: Status::Valid,
+                result: valid.clone(),
+                payload_id: None,
+            },
+            VoteKind::ForkchoiceUpdated,
+            3,
+        );
+        assert!(
+            json(plain_remembered)["payloadId"].is_null(),
+            "a head remembered from a build does not hand its EL's id to a plain call"
+        );
+        let payload = Bytes::from_static(br#"{"status":"VALID","latestValidHash":"0x01"}"#);
+        let remembered_payload = Settled::Remembered {
+            status: Status::Valid,
+            result: payload.clone(),
+            payload_id: None,
+        };
+        assert_eq!(
+            render(remembered_payload, VoteKind::NewPayload, 4).expect("result"),
+            payload,
+            "a newPayload answer is verbatim"
+        );
         let error = Bytes::from_static(br#"{"code":-38005,"message":"Unsupported fork"}"#);
         assert_eq!(
             render(

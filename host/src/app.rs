@@ -52,7 +52,7 @@ pub enum AddNodeError {
 
 impl App {
     /// Builds every stage and starts each EL's ordered worker (needs a tokio runtime); health
-    /// loops start with [`App::start_health`].
+    /// loops start with [`App::start_health`], the cluster's resync with the servers.
     pub fn new(
         config: Config,
         admin_token: Option<AdminToken>,
@@ -86,7 +86,6 @@ impl App {
             settings.timeout,
             Arc::clone(&metrics),
         ));
-        tokio::spawn(Arc::clone(&cluster).resync());
         let engine = Engine::new(
             Arc::clone(&nodes),
             Arc::clone(&policy),

@@ -16,7 +16,7 @@ use crate::policy::PolicySlot;
 use crate::record::Recorder;
 use crate::route::{route, Route};
 use crate::rpc::{self, Call};
-use crate::verdict::Verdicts;
+use crate::verdict::{Settled, Verdicts};
 use crate::{merge, primary};
 use policy_sdk::VoteKind;
 use std::sync::Arc;
@@ -109,8 +109,7 @@ impl Engine {
             body: call.bytes.clone(),
             block_hash: call.params.hash.as_deref(),
         };
-        let collected = self.fanout.run(&vote).await;
-        let settled = self.verdicts.settle(&vote, &collected).await;
+        let settled = self.settle(&vote).await;
         if let Some(status) = settled.status() {
             let labels = vec![
                 ("method", kind.name().to_owned()),
@@ -119,5 +118,24 @@ impl Engine {
             self.metrics.vote_answers.get_or_create(&labels).inc();
         }
         answer::render(settled, kind, version)
+    }
+
+    /// Fans `vote` out and settles it; a forkchoiceUpdated another replica's CL drives
+    /// elsewhere is settled without forwarding it.
+    async fn settle(&self, vote: &VoteCall<'_>) -> Settled {
+        self.cluster.called();
+        let head = vote
+            .block_hash
+            .filter(|_| vote.kind != VoteKind::NewPayload);
+        if let Some(head) = head {
+            if !self.cluster.may_drive(head).await {
+                return self.verdicts.held(vote, head).await;
+            }
+        }
+        let collected = self.fanout.run(vote).await;
+        if let Some(head) = head {
+            self.cluster.drove(head);
+        }
+        self.verdicts.settle(vote, &collected).await
     }
 }

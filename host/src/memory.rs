@@ -124,6 +124,13 @@ impl VerdictMemory {
         Recall::Answer
     }
 
+    /// The final answer given for `hash`, if any.
+    pub fn get(&self, kind: Kind, hash: &str) -> Option<Remembered> {
+        let key = (kind, hash.to_ascii_lowercase());
+        let guard = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        guard.0.get(&key).cloned()
+    }
+
     /// Remembers `remembered` for `hash` in place of what is there: another replica's final
     /// answer, given before this one's.
     pub fn adopt(&self, kind: Kind, hash: &str, remembered: Remembered) {

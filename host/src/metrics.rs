@@ -96,7 +96,7 @@ pub struct Metrics {
     /// `eb_etcd_up`: 1 while the cluster store answers (always 1 standalone: the local store).
     pub etcd_up: Gauge,
     /// `eb_etcd_request_seconds{op}`: cluster store calls (`put_build`, `get_build`,
-    /// `claim_verdict`, `ping`, `write_back`).
+    /// `claim_verdict`, `get_verdict`, `hold`, `release`, `ping`, `write_back`).
     pub etcd_request_seconds: Family<Labels, Histogram, LatencyBuckets>,
     /// `eb_cluster_shared_builds_served_total{replica}`: getPayload calls answered for a build
     /// another replica made, by that replica.
@@ -106,6 +106,11 @@ pub struct Metrics {
     pub cluster_conflicts: Counter,
     /// `eb_cluster_pending`: decisions waiting to be written back to the store.
     pub cluster_pending: Gauge,
+    /// `eb_cluster_leader`: 1 while this replica holds the leader lease.
+    pub cluster_leader: Gauge,
+    /// `eb_cluster_held_total`: forkchoiceUpdated calls answered without forwarding them (another
+    /// replica leads, driving another head).
+    pub cluster_held: Counter,
 }
 
 impl Default for Metrics {
@@ -142,6 +147,8 @@ impl Default for Metrics {
             shared_builds_served: Family::default(),
             cluster_conflicts: Counter::default(),
             cluster_pending: Gauge::default(),
+            cluster_leader: Gauge::default(),
+            cluster_held: Counter::default(),
         };
         let r = &mut m.registry;
         r.register(
@@ -298,6 +305,16 @@ impl Default for Metrics {
             "cluster_pending",
             "Decisions waiting to be written back to the cluster store",
             m.cluster_pending.clone(),
+        );
+        r.register(
+            "cluster_leader",
+            "1 while this replica holds the leader lease",
+            m.cluster_leader.clone(),
+        );
+        r.register(
+            "cluster_held",
+            "forkchoiceUpdated calls answered without forwarding them: another replica leads",
+            m.cluster_held.clone(),
         );
         m
     }

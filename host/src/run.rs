@@ -191,8 +191,14 @@ impl Bound {
             "admin",
             stopped,
         );
+        // The cluster's resync (write-back, lease renewal) lives as long as the servers: a
+        // replica that stops serving stops leading.
+        let resync = Arc::clone(&self.app.cluster).resync();
         let servers = async {
-            tokio::join!(engine, admin);
+            tokio::select! {
+                _ = async { tokio::join!(engine, admin) } => {}
+                () = resync => {}
+            }
         };
         tokio::pin!(servers);
         tokio::select! {
@@ -204,6 +210,7 @@ impl Bound {
         if tokio::time::timeout(DRAIN, servers).await.is_err() {
             tracing::warn!("in-flight calls still running after {DRAIN:?}; exiting");
         }
+        self.app.cluster.resign().await;
     }
 }
 

@@ -105,6 +105,36 @@ impl Verdicts {
         settled
     }
 
+    /// Settles a forkchoiceUpdated not forwarded (another replica leads, driving another head)
+    /// from the final answer given for its head, by this replica or another; SYNCING without
+    /// one. No build is made.
+    pub async fn held(&self, call: &VoteCall<'_>, head: &str) -> Settled {
+        self.cluster.held();
+        let kind = Kind::of(call.kind);
+        let remembered = match self.memory.get(kind, head) {
+            Some(remembered) => Some(remembered),
+            None => self.cluster.find_verdict(kind.name(), head).await.map(|v| {
+                let remembered = Remembered {
+                    status: v.status(),
+                    result: Bytes::from(v.result),
+                };
+                self.memory.adopt(kind, head, remembered.clone());
+                remembered
+            }),
+        };
+        tracing::info!(method = %call.method, block = %head.get(..12).unwrap_or(head),
+            answer = remembered.as_ref().map_or("SYNCING", |r| r.status.name()),
+            "another replica leads on another head: answered without forwarding");
+        match remembered {
+            Some(Remembered { status, result }) => Settled::Remembered {
+                status,
+                result,
+                payload_id: None,
+            },
+            None => Settled::Syncing,
+        }
+    }
+
     async fn answer(&self, call: &VoteCall<'_>, collected: &Collected) -> Settled {
         log_decision(call, collected);
         let followed = collected.followed();

@@ -106,6 +106,30 @@ impl EtcdCluster {
             .collect()
     }
 
+    /// The value at `key`, read from etcd's gateway by the test itself (not through eb).
+    pub async fn get(&self, key: &str) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        for endpoint in self.endpoints() {
+            let body = serde_json::json!({ "key": b64.encode(key) }).to_string();
+            let sent = crate::client()
+                .post(format!("{endpoint}/v3/kv/range"))
+                .body(body)
+                .send()
+                .await;
+            let Ok(text) = (match sent {
+                Ok(response) => response.text().await,
+                Err(_) => continue,
+            }) else {
+                continue;
+            };
+            let answer: serde_json::Value = serde_json::from_str(&text).expect("etcd json");
+            let value = answer["kvs"][0]["value"].as_str()?;
+            return Some(b64.decode(value).expect("base64"));
+        }
+        None
+    }
+
     /// SIGKILLs member `i`.
     pub fn kill(&mut self, i: usize) {
         if let Some(service) = self.members[i].service.take() {

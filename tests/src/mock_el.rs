@@ -179,6 +179,17 @@ pub async fn start_many(n: usize, secret: Option<&str>) -> Vec<MockEl> {
     els
 }
 
+/// How many forkchoiceUpdated calls for block `head` (a label, as in [`crate::engine::hash`])
+/// `els` received, in all.
+pub fn forkchoices_for(els: &[MockEl], head: &str) -> usize {
+    let head = crate::engine::hash(head);
+    els.iter()
+        .flat_map(MockEl::seen)
+        .filter(|s| s.method.starts_with("engine_forkchoiceUpdated"))
+        .filter(|s| s.params[0]["headBlockHash"] == head.as_str())
+        .count()
+}
+
 /// The references [`Proxy::start`](crate::proxy::Proxy::start) takes.
 pub fn refs(els: &[MockEl]) -> Vec<&MockEl> {
     els.iter().collect()

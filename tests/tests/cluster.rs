@@ -3,7 +3,7 @@
 
 use eb_tests::engine::{forkchoice, get_payload, hash, new_payload};
 use eb_tests::etcd::EtcdCluster;
-use eb_tests::mock_el::{refs, start_many, MockEl};
+use eb_tests::mock_el::{forkchoices_for, refs, start_many, MockEl};
 use eb_tests::proxy::{sample, Proxy};
 use serde_json::Value;
 
@@ -92,7 +92,10 @@ async fn a_build_made_on_a_killed_replica_is_served_by_another() {
     let unknown = b.call(&get_payload(3, 4, "0x0000000000000001")).await;
     assert_eq!(unknown["error"]["code"], -38001, "{unknown}");
     let status = b.admin_get("/status").await;
-    assert_eq!(status["cluster"]["role"], "replica", "{status}");
+    assert_eq!(
+        status["cluster"]["role"], "follower",
+        "A led; B's CL made no state-changing call: {status}"
+    );
     assert_eq!(status["cluster"]["replica"], "b");
     assert_eq!(status["cluster"]["store_up"], true);
     assert_eq!(
@@ -105,7 +108,7 @@ async fn a_build_made_on_a_killed_replica_is_served_by_another() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_block_answered_on_one_replica_is_never_answered_the_opposite_on_another() {
-    let (_etcd, els, a, b) = two_replicas().await;
+    let (etcd, els, a, b) = two_replicas().await;
 
     // VALID on A; the ELs turn INVALID; B counts INVALID but A answered VALID: SYNCING on B,
     // never INVALID.
@@ -125,11 +128,12 @@ async fn a_block_answered_on_one_replica_is_never_answered_the_opposite_on_anoth
         "the flip is counted where it was refused"
     );
 
-    // The same for a forkchoice head.
+    // The same for a forkchoice head (B forwards it: the head A, leading, drives).
     assert_eq!(
         status(&a.call(&forkchoice(5, 3, "H", false)).await),
         "VALID"
     );
+    leads_on(&etcd, "H").await;
     set_all(&els, "INVALID");
     let head_on_b = b.call(&forkchoice(6, 3, "H", false)).await;
     assert_eq!(status(&head_on_b), "SYNCING", "{head_on_b}");
@@ -246,4 +250,80 @@ async fn a_lease_etcd_no_longer_has_is_replaced() {
         "{payload}"
     );
     drop(els);
+}
+
+/// Waits until the leader lease's record in etcd (read by the test from etcd itself) names
+/// `head` as the head the leader drives; the record.
+async fn leads_on(etcd: &EtcdCluster, head: &str) -> Value {
+    let head = hash(head);
+    for _ in 0..500 {
+        if let Some(record) = etcd.get("/test/leader/lease").await {
+            let record: Value = serde_json::from_slice(&record).expect("the record is JSON");
+            if record["head"] == head.as_str() {
+                return record;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no leader published head {head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_moves_the_els_forkchoice_and_a_follower_leads_once_it_dies() {
+    let (etcd, els, a, b) = two_replicas().await;
+    assert_eq!(
+        status(&a.call(&forkchoice(1, 3, "H1", false)).await),
+        "VALID"
+    );
+    let record = leads_on(&etcd, "H1").await;
+    assert_eq!(record["replica"], "a", "{record}");
+    assert_eq!(record["head"], hash("H1"), "A published the head it drives");
+
+    // B's CL follows another head: answered SYNCING (no replica answered it), not forwarded.
+    let other = b.call(&forkchoice(2, 3, "H2", false)).await;
+    assert_eq!(status(&other), "SYNCING", "{other}");
+    assert_eq!(forkchoices_for(&els, "H2"), 0, "the ELs never saw B's head");
+    let status_b = b.admin_get("/status").await;
+    assert_eq!(status_b["cluster"]["role"], "follower", "{status_b}");
+    assert_eq!(status_b["cluster"]["leader"], "a");
+
+    // A build on the head the leader drives is made.
+    let built = b.call(&forkchoice(3, 3, "H1", true)).await;
+    assert_eq!(status(&built), "VALID", "{built}");
+    assert!(built["result"]["payloadId"].is_string(), "{built}");
+
+    // A moves on to H3; B's CL asking about H1 now is answered from A's shared VALID.
+    assert_eq!(
+        status(&a.call(&forkchoice(4, 3, "H3", false)).await),
+        "VALID"
+    );
+    leads_on(&etcd, "H3").await;
+    let before = forkchoices_for(&els, "H1");
+    let kept = b.call(&forkchoice(5, 3, "H1", false)).await;
+    assert_eq!(status(&kept), "VALID", "A's answer for H1: {kept}");
+    assert!(kept["result"]["payloadId"].is_null(), "{kept}");
+    assert_eq!(forkchoices_for(&els, "H1"), before, "not forwarded");
+    assert_eq!(
+        sample(&b.metrics().await, "eb_cluster_held_total"),
+        Some(2.0)
+    );
+
+    // A dies: once its lease lapses, B's CL's next call takes it and moves the ELs.
+    a.kill().await;
+    let killed = std::time::Instant::now();
+    let mut id = 6;
+    let led = loop {
+        let answer = b.call(&forkchoice(id, 3, "H4", false)).await;
+        if forkchoices_for(&els, "H4") > 0 {
+            break answer;
+        }
+        assert!(killed.elapsed().as_secs() < 20, "B never took the lease");
+        id += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    eprintln!("B led {:?} after A was killed", killed.elapsed());
+    assert_eq!(status(&led), "VALID", "{led}");
+    let status_b = b.admin_get("/status").await;
+    assert_eq!(status_b["cluster"]["role"], "leader", "{status_b}");
+    assert_eq!(sample(&b.metrics().await, "eb_cluster_leader"), Some(1.0));
 }

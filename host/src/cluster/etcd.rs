@@ -5,7 +5,8 @@
 //! fresh machine running `cargo run` does not have, and the gateway reuses eb's reqwest and
 //! rustls. Endpoints are tried in order from the last one that answered. Expiring keys share
 //! one lease per TTL, granted again once half its life is gone (one grant per half-TTL instead
-//! of one per key), so a key lives between its TTL and twice that.
+//! of one per key), so a key lives between its TTL and twice that. A held lease (the leader's)
+//! is a lease of its own, kept alive by `/v3/lease/keepalive` while its holder renews it.
 
 use super::{Store, StoreError, StoreFuture, StoreInfo};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -29,6 +30,15 @@ pub struct EtcdStore {
     endpoints: Vec<String>,
     preferred: AtomicUsize,
     leases: Mutex<HashMap<u64, (i64, Instant)>>,
+    held: Mutex<HashMap<String, Held>>,
+}
+
+/// A lease this store holds: who holds it, etcd's lease id, and the record last written.
+#[derive(Clone)]
+struct Held {
+    holder: String,
+    lease: i64,
+    record: Vec<u8>,
 }
 
 #[derive(Deserialize, Default)]
@@ -41,6 +51,19 @@ struct RangeResponse {
 struct KeyValue {
     #[serde(default)]
     value: String,
+}
+
+#[derive(Deserialize)]
+struct KeepAlive {
+    #[serde(default)]
+    result: Option<LeaseTtl>,
+}
+
+/// A keepalive's answer: `TTL` is missing once the lease is gone.
+#[derive(Deserialize)]
+struct LeaseTtl {
+    #[serde(rename = "TTL", default)]
+    ttl: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -82,6 +105,7 @@ impl EtcdStore {
                 .collect(),
             preferred: AtomicUsize::new(0),
             leases: Mutex::new(HashMap::new()),
+            held: Mutex::new(HashMap::new()),
         }
     }
 
@@ -149,18 +173,23 @@ impl EtcdStore {
                 return Ok(id);
             }
         }
-        let grant: LeaseGrant = self
-            .post("/v3/lease/grant", json!({ "TTL": (2 * secs).to_string() }))
-            .await?;
-        let id: i64 = grant
-            .id
-            .parse()
-            .map_err(|_| StoreError::Malformed(format!("lease ID {:?}", grant.id)))?;
+        let id = self.grant(2 * secs).await?;
         self.leases
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(secs, (id, now));
         Ok(id)
+    }
+
+    /// A new lease of `secs` seconds.
+    async fn grant(&self, secs: u64) -> Result<i64, StoreError> {
+        let grant: LeaseGrant = self
+            .post("/v3/lease/grant", json!({ "TTL": secs.to_string() }))
+            .await?;
+        grant
+            .id
+            .parse()
+            .map_err(|_| StoreError::Malformed(format!("lease ID {:?}", grant.id)))
     }
 
     /// Forgets the lease for `ttl` after a failed write: it may be gone (expired while etcd had
@@ -180,9 +209,15 @@ impl EtcdStore {
         ttl: Duration,
     ) -> Result<(), StoreError> {
         let lease = self.lease(ttl).await?;
+        self.put_on(key, &value, lease)
+            .await
+            .inspect_err(|_| self.forget_lease(ttl))
+    }
+
+    /// Writes `value` at `key`, kept while `lease` lives.
+    async fn put_on(&self, key: String, value: &[u8], lease: i64) -> Result<(), StoreError> {
         let body = json!({ "key": B64.encode(key), "value": B64.encode(value), "lease": lease.to_string() });
-        let put: Result<Value, StoreError> = self.post("/v3/kv/put", body).await;
-        put.inspect_err(|_| self.forget_lease(ttl)).map(|_| ())
+        self.post::<Value>("/v3/kv/put", body).await.map(|_| ())
     }
 
     async fn create_with_lease(
@@ -192,16 +227,26 @@ impl EtcdStore {
         ttl: Duration,
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let lease = self.lease(ttl).await?;
+        self.create_on(key, &value, lease)
+            .await
+            .inspect_err(|_| self.forget_lease(ttl))
+    }
+
+    /// Writes `value` at `key` (kept while `lease` lives) unless the key exists: `None` when
+    /// written, else the value already there.
+    async fn create_on(
+        &self,
+        key: String,
+        value: &[u8],
+        lease: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let key = B64.encode(key);
         let txn = json!({
             "compare": [{ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0" }],
             "success": [{ "request_put": { "key": key, "value": B64.encode(value), "lease": lease.to_string() } }],
             "failure": [{ "request_range": { "key": key } }],
         });
-        let answer: TxnResponse = self
-            .post("/v3/kv/txn", txn)
-            .await
-            .inspect_err(|_| self.forget_lease(ttl))?;
+        let answer: TxnResponse = self.post("/v3/kv/txn", txn).await?;
         if answer.succeeded {
             return Ok(None);
         }
@@ -215,6 +260,67 @@ impl EtcdStore {
             // The key expired between the compare and the range: nothing is there now.
             None => Ok(None),
         }
+    }
+
+    /// [`Store::hold`]: a lease held is kept alive (and its record rewritten when it changed);
+    /// a free one is taken with a lease of its own.
+    async fn hold_lease(
+        &self,
+        key: String,
+        holder: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mine = self
+            .held()
+            .get(&key)
+            .filter(|held| held.holder == holder)
+            .cloned();
+        if let Some(held) = mine {
+            if self.keep_alive(held.lease).await? {
+                if held.record != value {
+                    self.put_on(key.clone(), &value, held.lease).await?;
+                    self.held().insert(
+                        key,
+                        Held {
+                            record: value,
+                            ..held
+                        },
+                    );
+                }
+                return Ok(None);
+            }
+            self.held().remove(&key);
+        }
+        if let Some(record) = self.range(key.clone()).await? {
+            return Ok(Some(record));
+        }
+        let lease = self.grant(ttl.as_secs().max(1)).await?;
+        let earlier = self.create_on(key.clone(), &value, lease).await?;
+        if earlier.is_none() {
+            let held = Held {
+                holder,
+                lease,
+                record: value,
+            };
+            self.held().insert(key, held);
+        }
+        Ok(earlier)
+    }
+
+    /// Keeps `lease` alive one more TTL: `false` when etcd no longer has it.
+    async fn keep_alive(&self, lease: i64) -> Result<bool, StoreError> {
+        let answer: KeepAlive = self
+            .post("/v3/lease/keepalive", json!({ "ID": lease.to_string() }))
+            .await?;
+        let ttl = answer.result.and_then(|r| r.ttl);
+        Ok(ttl
+            .and_then(|t| t.parse::<i64>().ok())
+            .is_some_and(|t| t > 0))
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     async fn range(&self, key: String) -> Result<Option<Vec<u8>>, StoreError> {
@@ -251,6 +357,36 @@ impl Store for EtcdStore {
         ttl: Duration,
     ) -> StoreFuture<'_, Option<Vec<u8>>> {
         self.create_with_lease(key, value, ttl).boxed()
+    }
+
+    fn hold(
+        &self,
+        key: String,
+        holder: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> StoreFuture<'_, Option<Vec<u8>>> {
+        self.hold_lease(key, holder, value, ttl).boxed()
+    }
+
+    fn release(&self, key: String, holder: String) -> StoreFuture<'_, ()> {
+        async move {
+            let held = self.held().remove(&key);
+            match held {
+                Some(held) if held.holder == holder => {
+                    let revoke = json!({ "ID": held.lease.to_string() });
+                    self.post::<Value>("/v3/lease/revoke", revoke)
+                        .await
+                        .map(|_| ())
+                }
+                Some(other) => {
+                    self.held().insert(key, other);
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
+        .boxed()
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {

@@ -11,11 +11,15 @@ use tokio::time::Instant;
 /// Keys kept at most; past it, expired keys are dropped, then the earliest-expiring ones.
 pub const CAPACITY: usize = 32_768;
 
-/// An in-process map key → (value, expiry).
+/// An in-process map key → (value, expiry), and the leases key → (holder, record, expiry).
 #[derive(Default)]
 pub struct LocalStore {
     entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    leases: Mutex<HashMap<String, Lease>>,
 }
+
+/// A held lease: its holder, its record, and when it lapses.
+type Lease = (String, Vec<u8>, Instant);
 
 impl LocalStore {
     fn insert(
@@ -81,6 +85,40 @@ impl Store for LocalStore {
         .boxed()
     }
 
+    fn hold(
+        &self,
+        key: String,
+        holder: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> StoreFuture<'_, Option<Vec<u8>>> {
+        async move {
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            match leases.get(&key) {
+                Some((other, record, expiry)) if *expiry > now && *other != holder => {
+                    Ok(Some(record.clone()))
+                }
+                _ => {
+                    leases.insert(key, (holder, value, now + ttl));
+                    Ok(None)
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn release(&self, key: String, holder: String) -> StoreFuture<'_, ()> {
+        async move {
+            let mut leases = self.leases.lock().unwrap_or_else(|p| p.into_inner());
+            if leases.get(&key).is_some_and(|(h, ..)| *h == holder) {
+                leases.remove(&key);
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         future::ready(Ok(())).boxed()
     }
@@ -119,6 +157,40 @@ mod tests {
         );
         store.put("k".into(), b"d".to_vec(), ttl).await.ok();
         assert_eq!(store.get("k".into()).await.ok(), Some(Some(b"d".to_vec())));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_is_held_by_one_until_it_lapses() {
+        let store = LocalStore::default();
+        let ttl = Duration::from_secs(2);
+        let hold = |holder: &str, record: &str| {
+            store.hold("lead".into(), holder.into(), record.into(), ttl)
+        };
+        assert_eq!(hold("a", "a1").await.ok(), Some(None), "free: taken");
+        assert_eq!(
+            hold("b", "b1").await.ok(),
+            Some(Some(b"a1".to_vec())),
+            "held: the holder's record"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(hold("a", "a2").await.ok(), Some(None), "kept");
+        tokio::time::advance(Duration::from_millis(1500)).await;
+        assert_eq!(
+            hold("b", "b1").await.ok(),
+            Some(Some(b"a2".to_vec())),
+            "kept from the renewal on, with its new record"
+        );
+        tokio::time::advance(ttl).await;
+        assert_eq!(hold("b", "b1").await.ok(), Some(None), "lapsed: taken");
+        assert_eq!(hold("a", "a3").await.ok(), Some(Some(b"b1".to_vec())));
+        store.release("lead".into(), "a".into()).await.ok();
+        assert_eq!(
+            hold("a", "a3").await.ok(),
+            Some(Some(b"b1".to_vec())),
+            "only the holder releases it"
+        );
+        store.release("lead".into(), "b".into()).await.ok();
+        assert_eq!(hold("a", "a3").await.ok(), Some(None), "released: taken");
     }
 
     #[tokio::test(start_paused = true)]

@@ -6,13 +6,17 @@
 //! fails or is slow is marked down, answers come from the replica's own state at once, and what
 //! it decided is queued and written back when the store answers again (liveness before
 //! coordination; a write-back that finds another replica's different answer is a conflict,
-//! counted and logged).
+//! counted and logged). One replica at a time leads: see [`lease`].
 
 pub mod etcd;
+pub mod lease;
 pub mod local;
 
 pub use etcd::EtcdStore;
+pub use lease::{Lead, Leader, LEASE_TTL};
 pub use local::LocalStore;
+
+use lease::LeaseState;
 
 use crate::metrics::Metrics;
 use futures_util::future::BoxFuture;
@@ -35,10 +39,13 @@ pub const MAX_PENDING: usize = 4096;
 pub const RESYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The store calls timed in `eb_etcd_request_seconds{op}`.
-const OPS: [&str; 5] = [
+const OPS: [&str; 8] = [
     "put_build",
     "get_build",
     "claim_verdict",
+    "get_verdict",
+    "hold",
+    "release",
     "ping",
     "write_back",
 ];
@@ -60,6 +67,18 @@ pub trait Store: Send + Sync {
         value: Vec<u8>,
         ttl: Duration,
     ) -> StoreFuture<'_, Option<Vec<u8>>>;
+    /// Holds the lease at `key` for `holder`, with `value` as its record: a lease `holder`
+    /// holds is kept `ttl` more (its record replaced by `value`), a free one is taken. `None`
+    /// when `holder` holds it now, else the record of the one that does.
+    fn hold(
+        &self,
+        key: String,
+        holder: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> StoreFuture<'_, Option<Vec<u8>>>;
+    /// Gives up the lease at `key` if `holder` holds it (another may take it at once).
+    fn release(&self, key: String, holder: String) -> StoreFuture<'_, ()>;
     /// Whether the store answers (and, for etcd, has a leader).
     fn ping(&self) -> StoreFuture<'_, ()>;
     /// What `/status` shows of the store: its kind and endpoints.
@@ -153,10 +172,13 @@ struct Queue {
 /// `/status.cluster`.
 #[derive(Clone, Debug, Serialize)]
 pub struct ClusterStatus {
-    /// `standalone` (local store) or `replica` (etcd).
+    /// `standalone` (local store), `leader` or `follower` (etcd; `alone` while the store does
+    /// not answer).
     pub role: &'static str,
     /// This replica's name.
     pub replica: String,
+    /// The leading replica, as last learnt (none while the store does not answer).
+    pub leader: Option<String>,
     /// The key prefix replicas of one cluster share.
     pub cluster: String,
     /// The store.
@@ -175,6 +197,7 @@ pub struct Cluster {
     bound: Duration,
     up: AtomicBool,
     pending: Mutex<Queue>,
+    lease: Mutex<LeaseState>,
     metrics: Arc<Metrics>,
 }
 
@@ -196,6 +219,7 @@ impl Cluster {
             bound,
             up: AtomicBool::new(true),
             pending: Mutex::new(Queue::default()),
+            lease: Mutex::new(LeaseState::new(replica)),
             metrics,
         }
     }
@@ -281,31 +305,50 @@ impl Cluster {
         }
     }
 
+    /// The final answer a replica gave first for block `hash` (`kind`: `payload` or `head`).
+    pub async fn find_verdict(&self, kind: &str, hash: &str) -> Option<SharedVerdict> {
+        let key = self.key(kind, &hash.to_ascii_lowercase());
+        let value = self
+            .bounded("get_verdict", self.store.get(key))
+            .await
+            .ok()??;
+        decode::<SharedVerdict>(&value)
+    }
+
+    /// Counts a forkchoiceUpdated answered without forwarding it (another replica leads).
+    pub fn held(&self) {
+        self.metrics.cluster_held.inc();
+    }
+
     /// `/status.cluster`.
     pub fn status(&self) -> ClusterStatus {
         let store = self.store.describe();
+        let store_up = self.up.load(Ordering::Relaxed);
         ClusterStatus {
-            role: if store.kind == "local" {
-                "standalone"
-            } else {
-                "replica"
+            role: match (store.kind, store_up, self.leads()) {
+                ("local", ..) => "standalone",
+                (_, false, _) => "alone",
+                (_, true, true) => "leader",
+                (_, true, false) => "follower",
             },
             replica: self.replica.clone(),
+            leader: self.leader(),
             cluster: self.prefix.trim_matches('/').to_owned(),
             store,
-            store_up: self.up.load(Ordering::Relaxed),
+            store_up,
             pending: self.pending_len(),
         }
     }
 
-    /// Probes a down store and writes back what waits, every [`RESYNC_INTERVAL`], until the
-    /// runtime stops.
+    /// Probes a down store, writes back what waits and renews the leader lease, every
+    /// [`RESYNC_INTERVAL`], until the runtime stops.
     pub async fn resync(self: Arc<Self>) {
         let mut tick = tokio::time::interval(RESYNC_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             self.resync_once().await;
+            self.renew().await;
         }
     }
 
@@ -480,6 +523,18 @@ mod tests {
         ) -> StoreFuture<'_, Option<Vec<u8>>> {
             self.or_hang(self.inner.create(key, value, ttl))
         }
+        fn hold(
+            &self,
+            key: String,
+            holder: String,
+            value: Vec<u8>,
+            ttl: Duration,
+        ) -> StoreFuture<'_, Option<Vec<u8>>> {
+            self.or_hang(self.inner.hold(key, holder, value, ttl))
+        }
+        fn release(&self, key: String, holder: String) -> StoreFuture<'_, ()> {
+            self.or_hang(self.inner.release(key, holder))
+        }
         fn ping(&self) -> StoreFuture<'_, ()> {
             self.or_hang(self.inner.ping())
         }
@@ -500,6 +555,123 @@ mod tests {
             Cluster::new(store, "test", name, BOUND, Arc::clone(&metrics))
         };
         (replica("a"), replica("b"), metrics)
+    }
+
+    /// Lets the tasks spawned so far run (the local store answers when polled).
+    async fn run_spawned() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_replica_leads_and_a_follower_forwards_only_the_leaders_head() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, metrics) = replicas(&store);
+        let a = Arc::new(a);
+        a.called();
+        assert!(
+            a.may_drive("0xH1").await,
+            "a free lease is taken on the call"
+        );
+        a.drove("0xH1");
+        run_spawned().await;
+        assert_eq!(a.status().role, "leader");
+        b.called();
+        assert!(!b.may_drive("0xH2").await, "another head: not forwarded");
+        assert_eq!(b.status().role, "follower");
+        assert_eq!(b.status().leader.as_deref(), Some("a"));
+        assert!(
+            b.may_drive("0xh1").await,
+            "the leader's head, published at once"
+        );
+        a.drove("0xH2");
+        run_spawned().await;
+        assert!(b.may_drive("0xH2").await, "the leader's new head");
+        assert!(!b.may_drive("0xH1").await, "and no longer its old one");
+        assert!(metrics.encode().contains("eb_cluster_leader 1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lapsed_lease_is_taken_by_the_replica_whose_cl_calls() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, _) = replicas(&store);
+        a.called();
+        a.renew().await;
+        assert!(a.leads());
+        b.called();
+        // A stops renewing (killed): its lease holds until its TTL is past, then B takes it.
+        tokio::time::advance(LEASE_TTL - Duration::from_millis(1)).await;
+        assert!(!b.may_drive("0xH").await, "A's lease still holds");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(
+            b.may_drive("0xH").await,
+            "lapsed: B takes it on its CL's call"
+        );
+        assert!(b.leads());
+        a.called();
+        assert!(
+            !a.may_drive("0xother").await,
+            "A, back, learns it no longer leads"
+        );
+        assert_eq!(a.status().leader.as_deref(), Some("b"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_that_resigns_is_replaced_at_once() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, _) = replicas(&store);
+        a.called();
+        a.renew().await;
+        b.called();
+        b.resign().await;
+        assert!(
+            !b.may_drive("0xH").await,
+            "a follower's resign changes nothing"
+        );
+        a.resign().await;
+        assert!(!a.leads());
+        assert!(
+            b.may_drive("0xH").await,
+            "taken without waiting for the TTL"
+        );
+        assert!(b.leads());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_leader_whose_cl_is_quiet_lets_the_lease_lapse() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, metrics) = replicas(&store);
+        a.called();
+        a.renew().await;
+        tokio::time::advance(lease::CL_QUIET - Duration::from_secs(1)).await;
+        a.renew().await;
+        assert!(a.leads(), "renewed while the CL calls");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        a.renew().await;
+        assert!(!a.leads(), "a slot without a call");
+        assert!(metrics.encode().contains("eb_cluster_leader 0"));
+        b.called();
+        b.renew().await;
+        assert!(!b.leads(), "A's last renewal holds its TTL");
+        tokio::time::advance(LEASE_TTL).await;
+        b.renew().await;
+        assert!(b.leads(), "taken by the replica whose CL calls");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_store_every_replica_drives_alone() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, _) = replicas(&store);
+        a.called();
+        a.renew().await;
+        store.hang.store(true, Ordering::Relaxed);
+        b.called();
+        let start = Instant::now();
+        assert!(b.may_drive("0xH").await, "liveness before coordination");
+        assert_eq!(start.elapsed(), BOUND);
+        assert_eq!(b.status().role, "alone");
+        assert_eq!(b.status().leader, None);
     }
 
     #[tokio::test(start_paused = true)]
