@@ -5,6 +5,7 @@
 //! Mutating calls need the `--admin-token` when one is set.
 
 use crate::app::{AddNodeError, App};
+use crate::cluster::Change;
 use crate::health;
 use crate::nodes::{Node, NodeState, NodesError};
 use crate::policy::ReloadError;
@@ -381,6 +382,8 @@ async fn add_nodes(
         more.insert("added".to_owned(), json!([]));
         AdminError::from(e).respond(more)
     })?;
+    let specs = specs.iter().map(|s| (*s).to_owned()).collect();
+    app.cluster.announce(Change::AddNodes { specs }).await;
     let mut added = Vec::with_capacity(nodes.len());
     for node in nodes {
         tracing::info!(node = %node.url, "node added");
@@ -397,7 +400,7 @@ async fn reload_policy(
     headers: HeaderMap,
 ) -> Result<Json<Value>, AdminError> {
     authorize(&app, &headers)?;
-    let policy = app.policy.reload().await?;
+    let policy = app.reload_policy(true).await?;
     Ok(Json(json!({
         "reloaded": policy.info().name,
         "sha256": policy.info().sha256,
@@ -411,7 +414,7 @@ async fn drain_node(
     headers: HeaderMap,
     Path(index): Path<usize>,
 ) -> Result<Json<Value>, AdminError> {
-    set_drain(&app, &headers, index, true)
+    set_drain(&app, &headers, index, true).await
 }
 
 /// `POST /nodes/{index}/resume`: ends a drain.
@@ -420,10 +423,10 @@ async fn resume_node(
     headers: HeaderMap,
     Path(index): Path<usize>,
 ) -> Result<Json<Value>, AdminError> {
-    set_drain(&app, &headers, index, false)
+    set_drain(&app, &headers, index, false).await
 }
 
-fn set_drain(
+async fn set_drain(
     app: &App,
     headers: &HeaderMap,
     index: usize,
@@ -433,6 +436,8 @@ fn set_drain(
     let (node, changed) = app.nodes.drain(index, on).map_err(AdminError::RemoveNode)?;
     if changed {
         tracing::info!(node = %node.url, draining = on, "drain changed by the admin API");
+        let url = node.url.clone();
+        app.cluster.announce(Change::Drain { url, on }).await;
     }
     Ok(Json(
         json!({ "node": node.url, "draining": on, "changed": changed }),
@@ -448,6 +453,8 @@ async fn remove_node(
     authorize(&app, &headers)?;
     let node = app.nodes.remove(index).map_err(AdminError::RemoveNode)?;
     tracing::info!(node = %node.url, "node removed");
+    let url = node.url.clone();
+    app.cluster.announce(Change::RemoveNode { url }).await;
     Ok(Json(json!({ "removed": node.url })))
 }
 

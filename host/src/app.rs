@@ -2,18 +2,19 @@
 //! the handles the admin API and the health loops need. No stage depends on this module.
 
 use crate::auth::Verifier;
-use crate::cluster::{Cluster, EtcdStore, LocalStore, Store};
+use crate::cluster::{Change, Cluster, EtcdStore, LocalStore, Store};
 use crate::config::{AddedSecrets, AdminToken, Config, NodeConfig, NodeDefaults};
 use crate::dispatch::Engine;
 use crate::health;
 use crate::metrics::Metrics;
 use crate::nodes::{Node, Nodes, NodesError};
 use crate::payloads::PayloadIds;
-use crate::policy::{Policy, PolicySlot};
+use crate::policy::{Policy, PolicySlot, ReloadError};
 use crate::record::Recorder;
 use crate::server::Endpoint;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::mpsc;
 
 /// eb's running parts.
 pub struct App {
@@ -86,6 +87,8 @@ impl App {
             settings.timeout,
             Arc::clone(&metrics),
         ));
+        let info = policy.current().info().clone();
+        cluster.set_policy(&info.name, &info.sha256);
         let engine = Engine::new(
             Arc::clone(&nodes),
             Arc::clone(&policy),
@@ -113,6 +116,65 @@ impl App {
             node_defaults: config.node_defaults,
             added_secrets: config.added_secrets,
         })
+    }
+
+    /// Reloads the `--policy` file; with `announce`, the other replicas reload theirs too.
+    pub async fn reload_policy(&self, announce: bool) -> Result<Arc<dyn Policy>, ReloadError> {
+        let policy = self.policy.reload().await?;
+        let info = policy.info();
+        self.cluster.set_policy(&info.name, &info.sha256);
+        if announce {
+            self.cluster.announce(Change::ReloadPolicy).await;
+        }
+        Ok(policy)
+    }
+
+    /// Applies the changes other replicas make through their admin API, as they come, until
+    /// the runtime stops.
+    pub async fn follow_cluster(self: Arc<Self>) {
+        let (apply, mut changes) = mpsc::unbounded_channel();
+        let applying = async {
+            while let Some(change) = changes.recv().await {
+                self.apply(change).await;
+            }
+        };
+        tokio::join!(self.cluster.follow(apply), applying);
+    }
+
+    /// Applies a change another replica made (by URL: indexes are per replica).
+    async fn apply(&self, change: Change) {
+        let index_of = |url: &str| {
+            self.nodes
+                .snapshot()
+                .iter()
+                .position(|n| n.url == url)
+                .ok_or_else(|| format!("no node {url} here"))
+        };
+        let applied = match &change {
+            Change::AddNodes { specs } => {
+                let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
+                self.add_nodes(&specs).map(drop).map_err(|e| e.to_string())
+            }
+            Change::RemoveNode { url } => index_of(url)
+                .and_then(|i| self.nodes.remove(i).map(drop).map_err(|e| e.to_string())),
+            Change::Drain { url, on } => index_of(url).and_then(|i| {
+                self.nodes
+                    .drain(i, *on)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }),
+            Change::ReloadPolicy => self
+                .reload_policy(false)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        };
+        match applied {
+            Ok(()) => tracing::info!(?change, "applied a change made on another replica"),
+            Err(error) => {
+                tracing::warn!(?change, %error, "a change made on another replica was not applied here")
+            }
+        }
     }
 
     /// Starts the health loop of every node.

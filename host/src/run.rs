@@ -191,13 +191,16 @@ impl Bound {
             "admin",
             stopped,
         );
-        // The cluster's resync (write-back, lease renewal) lives as long as the servers: a
-        // replica that stops serving stops leading.
+        // The cluster's resync (write-back, lease renewal) and its watch of the other
+        // replicas' changes live as long as the servers: a replica that stops serving stops
+        // leading.
         let resync = Arc::clone(&self.app.cluster).resync();
+        let follow = Arc::clone(&self.app).follow_cluster();
         let servers = async {
             tokio::select! {
                 _ = async { tokio::join!(engine, admin) } => {}
                 () = resync => {}
+                () = follow => {}
             }
         };
         tokio::pin!(servers);
@@ -224,7 +227,7 @@ fn reload_on_sighup(app: Arc<App>) {
     };
     tokio::spawn(async move {
         while hangups.recv().await.is_some() {
-            let _ = app.policy.reload().await;
+            let _ = app.reload_policy(true).await;
         }
     });
 }

@@ -19,22 +19,24 @@ fn status(answer: &Value) -> &str {
 /// running twelve etcd members may take longer than 200 ms to fsync (a replica then answers
 /// alone, as it should, and the test would measure the machine).
 async fn replica(els: &[MockEl], etcd: &EtcdCluster, name: &str) -> Proxy {
+    replica_with(els, etcd, name, &[]).await
+}
+
+/// [`replica`] with more flags.
+async fn replica_with(els: &[MockEl], etcd: &EtcdCluster, name: &str, extra: &[&str]) -> Proxy {
     let endpoints = etcd.endpoints().join(",");
-    Proxy::start(
-        &refs(els),
-        &[],
-        &[
-            "--etcd",
-            &endpoints,
-            "--replica",
-            name,
-            "--cluster",
-            "test",
-            "--etcd-timeout-ms",
-            "3000",
-        ],
-    )
-    .await
+    let mut args = vec![
+        "--etcd",
+        &endpoints,
+        "--replica",
+        name,
+        "--cluster",
+        "test",
+        "--etcd-timeout-ms",
+        "3000",
+    ];
+    args.extend_from_slice(extra);
+    Proxy::start(&refs(els), &[], &args).await
 }
 
 /// A 3-member etcd, three mock ELs, and replicas `a` and `b` in front of them.
@@ -326,4 +328,95 @@ async fn one_replica_moves_the_els_forkchoice_and_a_follower_leads_once_it_dies(
     let status_b = b.admin_get("/status").await;
     assert_eq!(status_b["cluster"]["role"], "leader", "{status_b}");
     assert_eq!(sample(&b.metrics().await, "eb_cluster_leader"), Some(1.0));
+}
+
+/// `--policy` pointing at a copy of the default policy in a directory of its own.
+fn own_policy(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("eb-cluster-policy-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("policy.wasm");
+    std::fs::copy(eb_tests::workspace().join("policies/default.wasm"), &path).expect("copy");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_changes_drains_and_policy_reloads_on_one_replica_reach_the_others() {
+    let etcd = EtcdCluster::start(3).await;
+    let els = start_many(4, None).await;
+    let (policy_a, policy_b) = (own_policy("a"), own_policy("b"));
+    let a_policy = policy_a.display().to_string();
+    let a = replica_with(&els[..3], &etcd, "a", &["--policy", &a_policy]).await;
+    let (a_dir, b_policy) = (a.dir.display().to_string(), policy_b.display().to_string());
+    // B may add nodes whose secret files are where A's are (the same path on every host).
+    let b_flags = ["--policy", &b_policy, "--admin-secrets-dir", &a_dir];
+    let b = replica_with(&els[..3], &etcd, "b", &b_flags).await;
+    b.wait_until("B lists both replicas", |app| {
+        app.cluster.status().replicas.len() == 2
+    })
+    .await;
+    let status_b = b.admin_get("/status").await;
+    let listed = &status_b["cluster"]["replicas"];
+    assert_eq!(listed[0]["replica"], "a", "{status_b}");
+    assert_eq!(listed[1]["replica"], "b");
+    assert_eq!(listed[0]["policy_sha256"], status_b["policy"]["sha256"]);
+    assert_eq!(status_b["cluster"]["policy_mismatch"], false);
+
+    let started = std::time::Instant::now();
+    let added = &els[3];
+    assert_eq!(a.add_node(&added.url(), &added.secret_hex, "").await, 200);
+    b.wait_until("B has the node A added", |app| {
+        app.nodes.snapshot().len() == 4
+    })
+    .await;
+    eprintln!("a node added on A reached B in {:?}", started.elapsed());
+
+    let (code, drained) = a
+        .admin(reqwest::Method::POST, "/nodes/0/drain", None, None)
+        .await;
+    assert_eq!(code, 200, "{drained}");
+    let draining_on_b = |app: &eb::app::App| app.nodes.snapshot()[0].draining().is_some();
+    b.wait_until("B drains the node A drained", draining_on_b)
+        .await;
+    let (code, _) = a
+        .admin(reqwest::Method::POST, "/nodes/0/resume", None, None)
+        .await;
+    assert_eq!(code, 200);
+    b.wait_until("B resumes it", |app| !draining_on_b(app))
+        .await;
+
+    let (code, removed) = a
+        .admin(reqwest::Method::DELETE, "/nodes/3", None, None)
+        .await;
+    assert_eq!(code, 200, "{removed}");
+    b.wait_until("B removes the node A removed", |app| {
+        app.nodes.snapshot().len() == 3
+    })
+    .await;
+
+    // B's file now holds another policy: a reload on A makes B load it, and both warn.
+    let other = eb_tests::workspace().join("policies/examples/majority-of-configured.wat");
+    std::fs::copy(other, &policy_b).expect("copy");
+    let (code, reloaded) = a
+        .admin(reqwest::Method::POST, "/policy/reload", None, None)
+        .await;
+    assert_eq!(code, 200, "{reloaded}");
+    let before = status_b["policy"]["sha256"]
+        .as_str()
+        .expect("a sha")
+        .to_owned();
+    b.wait_until("B reloaded its own policy file", |app| {
+        app.policy.current().info().sha256 != before
+    })
+    .await;
+    a.wait_until("A sees the replicas' policies differ", |app| {
+        app.cluster.status().policy_mismatch
+    })
+    .await;
+    let status_a = a.admin_get("/status").await;
+    let listed = &status_a["cluster"]["replicas"];
+    assert_ne!(
+        listed[0]["policy_sha256"], listed[1]["policy_sha256"],
+        "{status_a}"
+    );
+    assert_eq!(status_a["cluster"]["policy_mismatch"], true);
 }

@@ -1,5 +1,6 @@
 //! The etcd store, over etcd's v3 JSON gateway (`POST /v3/kv/range`, `/v3/kv/put`,
-//! `/v3/kv/txn`, `/v3/lease/grant`, `/v3/maintenance/status`; keys and values base64).
+//! `/v3/kv/txn`, `/v3/lease/*`, and `/v3/watch`, whose answer is a stream of JSON lines; keys
+//! and values base64).
 //!
 //! The gateway rather than gRPC: the `etcd-client` crate needs `protoc` at build time, which a
 //! fresh machine running `cargo run` does not have, and the gateway reuses eb's reqwest and
@@ -19,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// One request's limit inside the store (the cluster stage bounds answers much tighter).
@@ -51,6 +53,35 @@ struct RangeResponse {
 struct KeyValue {
     #[serde(default)]
     value: String,
+    #[serde(default)]
+    mod_revision: Option<String>,
+}
+
+/// One line of a watch's answer.
+#[derive(Deserialize)]
+struct WatchLine {
+    #[serde(default)]
+    result: Option<WatchResult>,
+    #[serde(default)]
+    error: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WatchResult {
+    #[serde(default)]
+    canceled: bool,
+    #[serde(default)]
+    cancel_reason: String,
+    #[serde(default)]
+    events: Vec<WatchEvent>,
+}
+
+#[derive(Deserialize)]
+struct WatchEvent {
+    /// `PUT` is etcd's default and left out of the JSON; `DELETE` is named.
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
+    kv: Option<KeyValue>,
 }
 
 #[derive(Deserialize)]
@@ -319,6 +350,95 @@ impl EtcdStore {
             .is_some_and(|t| t > 0))
     }
 
+    /// [`Store::list`]: one range over the prefix.
+    async fn list_prefix(&self, prefix: String) -> Result<Vec<Vec<u8>>, StoreError> {
+        let body =
+            json!({ "key": B64.encode(&prefix), "range_end": B64.encode(prefix_end(&prefix)) });
+        let answer: RangeResponse = self.post("/v3/kv/range", body).await?;
+        answer.kvs.iter().map(|kv| decode(&kv.value)).collect()
+    }
+
+    /// [`Store::watch`]: one `/v3/watch` stream from the preferred endpoint (the next one when
+    /// it does not connect), read line by line.
+    async fn watch_prefix(
+        &self,
+        prefix: String,
+        after: u64,
+        sink: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let mut create =
+            json!({ "key": B64.encode(&prefix), "range_end": B64.encode(prefix_end(&prefix)) });
+        if after > 0 {
+            create["start_revision"] = json!((after + 1).to_string());
+        }
+        let body = json!({ "create_request": create }).to_string();
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut response = None;
+        let mut unreachable = Vec::new();
+        for step in 0..self.endpoints.len() {
+            let endpoint = &self.endpoints[(first + step) % self.endpoints.len()];
+            let sent = self
+                .client
+                .post(format!("{endpoint}/v3/watch"))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .send();
+            match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
+                Ok(Ok(answer)) if answer.status().is_success() => {
+                    response = Some(answer);
+                    break;
+                }
+                Ok(Ok(answer)) => unreachable.push(format!("{endpoint}: {}", answer.status())),
+                Ok(Err(e)) => unreachable.push(format!("{endpoint}: {e}")),
+                Err(_) => unreachable.push(format!("{endpoint}: no answer")),
+            }
+        }
+        let Some(mut response) = response else {
+            return Err(StoreError::Unreachable(unreachable.join("; ")));
+        };
+        let mut buffer = Vec::new();
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|e| StoreError::Unreachable(format!("watch: {e}")))?
+                .ok_or_else(|| StoreError::Unreachable("watch ended".into()))?;
+            buffer.extend_from_slice(&chunk);
+            while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buffer.drain(..=end).collect();
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let line: WatchLine = serde_json::from_slice(&line)
+                    .map_err(|e| StoreError::Malformed(format!("watch line: {e}")))?;
+                if let Some(error) = line.error {
+                    return Err(StoreError::Refused(format!("watch: {error}")));
+                }
+                let Some(result) = line.result else { continue };
+                if result.canceled {
+                    return Err(StoreError::Refused(format!(
+                        "watch canceled: {}",
+                        result.cancel_reason
+                    )));
+                }
+                for event in result.events {
+                    let Some(kv) = event.kv.filter(|_| event.kind.is_none()) else {
+                        continue;
+                    };
+                    let revision = kv
+                        .mod_revision
+                        .as_deref()
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(0);
+                    let value = decode(&kv.value)?;
+                    if sink.send((revision, value)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -334,6 +454,19 @@ impl EtcdStore {
             .map(|kv| decode(&kv.value))
             .transpose()
     }
+}
+
+/// The end of the key range of every key starting with `prefix` (its last byte plus one).
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Every key: etcd's "\0" range end.
+    vec![0]
 }
 
 fn decode(value: &str) -> Result<Vec<u8>, StoreError> {
@@ -367,6 +500,19 @@ impl Store for EtcdStore {
         ttl: Duration,
     ) -> StoreFuture<'_, Option<Vec<u8>>> {
         self.hold_lease(key, holder, value, ttl).boxed()
+    }
+
+    fn list(&self, prefix: String) -> StoreFuture<'_, Vec<Vec<u8>>> {
+        self.list_prefix(prefix).boxed()
+    }
+
+    fn watch(
+        &self,
+        prefix: String,
+        after: u64,
+        sink: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+    ) -> StoreFuture<'_, ()> {
+        self.watch_prefix(prefix, after, sink).boxed()
     }
 
     fn release(&self, key: String, holder: String) -> StoreFuture<'_, ()> {

@@ -205,6 +205,11 @@ impl Cluster {
         }
     }
 
+    /// Who this process is in the store's leases and records.
+    pub(super) fn holder(&self) -> String {
+        self.lease().holder.clone()
+    }
+
     /// Whether this replica holds the lease, as last learnt.
     pub(super) fn leads(&self) -> bool {
         self.lease().lead == Lead::Ours

@@ -1,21 +1,40 @@
 //! The store of a standalone eb (and of unit tests): an in-process map with expiring keys. Its
 //! futures do their work when polled, as a remote store's do: one dropped unpolled wrote nothing.
+//! Every write is numbered (the store's revision) and sent to its watchers.
 
-use super::{Store, StoreFuture, StoreInfo};
+use super::{Store, StoreError, StoreFuture, StoreInfo};
 use futures_util::future::{self, FutureExt};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 /// Keys kept at most; past it, expired keys are dropped, then the earliest-expiring ones.
 pub const CAPACITY: usize = 32_768;
 
-/// An in-process map key → (value, expiry), and the leases key → (holder, record, expiry).
-#[derive(Default)]
+/// Writes a watcher may fall behind by before it misses some (and watches again).
+const WATCH_BACKLOG: usize = 1024;
+
+/// An in-process map key → (value, expiry), the leases key → (holder, record, expiry), and the
+/// writes as watchers see them.
 pub struct LocalStore {
     entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
     leases: Mutex<HashMap<String, Lease>>,
+    revision: AtomicU64,
+    writes: broadcast::Sender<(u64, String, Vec<u8>)>,
+}
+
+impl Default for LocalStore {
+    fn default() -> LocalStore {
+        LocalStore {
+            entries: Mutex::default(),
+            leases: Mutex::default(),
+            revision: AtomicU64::new(0),
+            writes: broadcast::channel(WATCH_BACKLOG).0,
+        }
+    }
 }
 
 /// A held lease: its holder, its record, and when it lapses.
@@ -23,11 +42,15 @@ type Lease = (String, Vec<u8>, Instant);
 
 impl LocalStore {
     fn insert(
+        &self,
         map: &mut HashMap<String, (Vec<u8>, Instant)>,
         key: String,
         value: Vec<u8>,
         ttl: Duration,
     ) {
+        let revision = self.revision.fetch_add(1, Ordering::Relaxed) + 1;
+        // No watcher is no error.
+        let _ = self.writes.send((revision, key.clone(), value.clone()));
         let now = Instant::now();
         if map.len() >= CAPACITY && !map.contains_key(&key) {
             map.retain(|_, (_, expiry)| *expiry > now);
@@ -62,7 +85,7 @@ impl Store for LocalStore {
 
     fn put(&self, key: String, value: Vec<u8>, ttl: Duration) -> StoreFuture<'_, ()> {
         async move {
-            Self::insert(&mut self.lock(), key, value, ttl);
+            self.insert(&mut self.lock(), key, value, ttl);
             Ok(())
         }
         .boxed()
@@ -78,7 +101,7 @@ impl Store for LocalStore {
             let mut map = self.lock();
             let earlier = Self::live(&map, &key);
             if earlier.is_none() {
-                Self::insert(&mut map, key, value, ttl);
+                self.insert(&mut map, key, value, ttl);
             }
             Ok(earlier)
         }
@@ -102,6 +125,51 @@ impl Store for LocalStore {
                 _ => {
                     leases.insert(key, (holder, value, now + ttl));
                     Ok(None)
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn list(&self, prefix: String) -> StoreFuture<'_, Vec<Vec<u8>>> {
+        async move {
+            let now = Instant::now();
+            let map = self.lock();
+            let mut live: Vec<_> = map
+                .iter()
+                .filter(|(key, (_, expiry))| key.starts_with(&prefix) && *expiry > now)
+                .collect();
+            live.sort_by(|a, b| a.0.cmp(b.0));
+            Ok(live
+                .into_iter()
+                .map(|(_, (value, _))| value.clone())
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn watch(
+        &self,
+        prefix: String,
+        after: u64,
+        sink: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+    ) -> StoreFuture<'_, ()> {
+        let mut writes = self.writes.subscribe();
+        async move {
+            loop {
+                match writes.recv().await {
+                    Ok((revision, key, value)) => {
+                        if revision > after && key.starts_with(&prefix) {
+                            sink.send((revision, value))
+                                .map_err(|_| StoreError::Unreachable("watcher gone".into()))?;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        return Err(StoreError::Refused(format!("watcher missed {n} writes")));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return Err(StoreError::Unreachable("store dropped".into()));
+                    }
                 }
             }
         }

@@ -8,24 +8,30 @@
 //! coordination; a write-back that finds another replica's different answer is a conflict,
 //! counted and logged). One replica at a time leads: see [`lease`].
 
+pub mod changes;
 pub mod etcd;
 pub mod lease;
 pub mod local;
+pub mod replicas;
 
+pub use changes::Change;
 pub use etcd::EtcdStore;
 pub use lease::{Lead, Leader, LEASE_TTL};
 pub use local::LocalStore;
+pub use replicas::ReplicaInfo;
 
 use lease::LeaseState;
+use replicas::{policy_mismatch, Roster, REPLICA_EVERY};
 
 use crate::metrics::Metrics;
 use futures_util::future::BoxFuture;
 use policy_sdk::Status;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// How long a shared build is kept at least (a build is fetched within its slot).
@@ -39,13 +45,15 @@ pub const MAX_PENDING: usize = 4096;
 pub const RESYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The store calls timed in `eb_etcd_request_seconds{op}`.
-const OPS: [&str; 8] = [
+const OPS: [&str; 10] = [
     "put_build",
     "get_build",
     "claim_verdict",
     "get_verdict",
     "hold",
     "release",
+    "announce",
+    "list",
     "ping",
     "write_back",
 ];
@@ -77,6 +85,17 @@ pub trait Store: Send + Sync {
         value: Vec<u8>,
         ttl: Duration,
     ) -> StoreFuture<'_, Option<Vec<u8>>>;
+    /// The values of every key under `prefix`.
+    fn list(&self, prefix: String) -> StoreFuture<'_, Vec<Vec<u8>>>;
+    /// Sends each value written under `prefix` after store revision `after` (`0`: from now on)
+    /// to `sink`, with its revision, until the watch breaks (an error: watch again from the
+    /// last revision seen).
+    fn watch(
+        &self,
+        prefix: String,
+        after: u64,
+        sink: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+    ) -> StoreFuture<'_, ()>;
     /// Gives up the lease at `key` if `holder` holds it (another may take it at once).
     fn release(&self, key: String, holder: String) -> StoreFuture<'_, ()>;
     /// Whether the store answers (and, for etcd, has a leader).
@@ -157,8 +176,15 @@ pub enum Claim {
 /// A decision the store has not taken yet.
 #[derive(Clone)]
 enum Pending {
-    Build { key: String, value: Vec<u8> },
-    Verdict { key: String, value: Vec<u8> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        ttl: Duration,
+    },
+    Verdict {
+        key: String,
+        value: Vec<u8>,
+    },
 }
 
 /// Decisions waiting, oldest first, each numbered so that the one written back is the one
@@ -187,6 +213,10 @@ pub struct ClusterStatus {
     pub store_up: bool,
     /// Decisions waiting to be written back.
     pub pending: usize,
+    /// The replicas running, as last listed, with their policies.
+    pub replicas: Vec<ReplicaInfo>,
+    /// Whether the replicas run different policies (their answers may differ).
+    pub policy_mismatch: bool,
 }
 
 /// The cluster stage: the store, this replica's name, and what waits for write-back.
@@ -198,6 +228,8 @@ pub struct Cluster {
     up: AtomicBool,
     pending: Mutex<Queue>,
     lease: Mutex<LeaseState>,
+    announced: AtomicU64,
+    roster: Mutex<Roster>,
     metrics: Arc<Metrics>,
 }
 
@@ -220,6 +252,8 @@ impl Cluster {
             up: AtomicBool::new(true),
             pending: Mutex::new(Queue::default()),
             lease: Mutex::new(LeaseState::new(replica)),
+            announced: AtomicU64::new(0),
+            roster: Mutex::new(Roster::new(replica)),
             metrics,
         }
     }
@@ -254,9 +288,14 @@ impl Cluster {
         };
         let key = self.key("build", &id.to_ascii_lowercase());
         let value = encode(&build);
-        let put = self.store.put(key.clone(), value.clone(), BUILD_TTL);
-        if self.bounded("put_build", put).await.is_err() {
-            self.defer(Pending::Build { key, value });
+        self.put("put_build", key, value, BUILD_TTL).await;
+    }
+
+    /// Writes `value` at `key` (bounded), or queues it for write-back.
+    async fn put(&self, op: &'static str, key: String, value: Vec<u8>, ttl: Duration) {
+        let put = self.store.put(key.clone(), value.clone(), ttl);
+        if self.bounded(op, put).await.is_err() {
+            self.defer(Pending::Put { key, value, ttl });
         }
     }
 
@@ -324,6 +363,7 @@ impl Cluster {
     pub fn status(&self) -> ClusterStatus {
         let store = self.store.describe();
         let store_up = self.up.load(Ordering::Relaxed);
+        let replicas = self.replicas();
         ClusterStatus {
             role: match (store.kind, store_up, self.leads()) {
                 ("local", ..) => "standalone",
@@ -337,18 +377,24 @@ impl Cluster {
             store,
             store_up,
             pending: self.pending_len(),
+            policy_mismatch: policy_mismatch(&replicas),
+            replicas,
         }
     }
 
     /// Probes a down store, writes back what waits and renews the leader lease, every
-    /// [`RESYNC_INTERVAL`], until the runtime stops.
+    /// [`RESYNC_INTERVAL`], and this replica's record every [`REPLICA_EVERY`] ticks, until the
+    /// runtime stops.
     pub async fn resync(self: Arc<Self>) {
         let mut tick = tokio::time::interval(RESYNC_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for n in 0u32.. {
             tick.tick().await;
             self.resync_once().await;
             self.renew().await;
+            if n % REPLICA_EVERY == 0 {
+                self.publish_replica().await;
+            }
         }
     }
 
@@ -383,8 +429,8 @@ impl Cluster {
     async fn write_back(&self, pending: &Pending) -> Result<(), StoreError> {
         let start = Instant::now();
         let result = match pending {
-            Pending::Build { key, value } => {
-                self.store.put(key.clone(), value.clone(), BUILD_TTL).await
+            Pending::Put { key, value, ttl } => {
+                self.store.put(key.clone(), value.clone(), *ttl).await
             }
             Pending::Verdict { key, value } => {
                 let earlier = self
@@ -534,6 +580,17 @@ mod tests {
         }
         fn release(&self, key: String, holder: String) -> StoreFuture<'_, ()> {
             self.or_hang(self.inner.release(key, holder))
+        }
+        fn list(&self, prefix: String) -> StoreFuture<'_, Vec<Vec<u8>>> {
+            self.or_hang(self.inner.list(prefix))
+        }
+        fn watch(
+            &self,
+            prefix: String,
+            after: u64,
+            sink: mpsc::UnboundedSender<(u64, Vec<u8>)>,
+        ) -> StoreFuture<'_, ()> {
+            self.or_hang(self.inner.watch(prefix, after, sink))
         }
         fn ping(&self) -> StoreFuture<'_, ()> {
             self.or_hang(self.inner.ping())
