@@ -293,8 +293,8 @@ impl EtcdStore {
         }
     }
 
-    /// [`Store::hold`]: a lease held is kept alive (and its record rewritten when it changed);
-    /// a free one is taken with a lease of its own.
+    /// [`Store::hold`]: a lease held is kept alive, or its record rewritten when it changed; a
+    /// free one is taken with a lease of its own.
     async fn hold_lease(
         &self,
         key: String,
@@ -308,17 +308,22 @@ impl EtcdStore {
             .filter(|held| held.holder == holder)
             .cloned();
         if let Some(held) = mine {
-            if self.keep_alive(held.lease).await? {
-                if held.record != value {
-                    self.put_on(key.clone(), &value, held.lease).await?;
-                    self.held().insert(
-                        key,
-                        Held {
-                            record: value,
-                            ..held
-                        },
-                    );
+            // A new record is written on the lease (which fails once etcd no longer has it);
+            // an unchanged one is kept alive.
+            let kept = if held.record == value {
+                self.keep_alive(held.lease).await?
+            } else {
+                match self.put_on(key.clone(), &value, held.lease).await {
+                    Ok(()) => {
+                        let record = value;
+                        self.held().insert(key, Held { record, ..held });
+                        return Ok(None);
+                    }
+                    Err(StoreError::Refused(_)) => false,
+                    Err(e) => return Err(e),
                 }
+            };
+            if kept {
                 return Ok(None);
             }
             self.held().remove(&key);
