@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit, property, policy (native and wasm32) and end-to-end tests, then the
 # real-client devnet (Lodestar → eb → three EthereumJS ELs, scripts/devnet.sh; again with a geth
-# and the client-diverse policy, --diverse), geth behind eb at Prague, Osaka and Amsterdam
+# and the client-diverse policy, --diverse; again with two eb replicas sharing an etcd as
+# Lodestar's fallback URLs, one SIGKILLed, --replicas), geth behind eb at Prague, Osaka and Amsterdam
 # (scripts/devnet.sh --fork F), Prysm → eb → geth at Osaka, and a rolling upgrade of two geths
 # (v1.16.9 → v1.17.10) under Prysm, with and without behind=ignore, peered and not.
 # It installs what the tests need: the wasm32 target (to rebuild the policies), promtool
@@ -23,6 +24,9 @@ cargo test --workspace --locked
 scripts/devnet.sh
 # Client diversity: EL 2 is geth, eb runs policies/client-diverse.
 scripts/devnet.sh --diverse
+# Two eb replicas sharing a 3-member etcd, as Lodestar's --execution.urls; the one it uses is
+# SIGKILLed right after it answered a build.
+scripts/devnet.sh --replicas
 # geth behind eb at the forks mainnet runs and the next one (eb-chain: a scripted CL), then at
 # Osaka with a real current CL (Prysm).
 for fork in prague osaka amsterdam; do

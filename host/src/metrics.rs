@@ -96,7 +96,7 @@ pub struct Metrics {
     /// `eb_etcd_up`: 1 while the cluster store answers (always 1 standalone: the local store).
     pub etcd_up: Gauge,
     /// `eb_etcd_request_seconds{op}`: cluster store calls (`put_build`, `get_build`,
-    /// `claim_verdict`, `get_verdict`, `hold`, `release`, `announce`, `list`, `ping`,
+    /// `claim_verdict`, `get_verdict`, `hold`, `release`, `ask`, `announce`, `list`, `ping`,
     /// `write_back`).
     pub etcd_request_seconds: Family<Labels, Histogram, LatencyBuckets>,
     /// `eb_cluster_shared_builds_served_total{replica}`: getPayload calls answered for a build

@@ -109,7 +109,7 @@ impl Verdicts {
     /// from the final answer given for its head, by this replica or another; SYNCING without
     /// one. No build is made.
     pub async fn held(&self, call: &VoteCall<'_>, head: &str) -> Settled {
-        self.cluster.held();
+        self.cluster.held().await;
         let kind = Kind::of(call.kind);
         let remembered = match self.memory.get(kind, head) {
             Some(remembered) => Some(remembered),

@@ -4,9 +4,10 @@
 //! The leader holds a lease of [`LEASE_TTL`] in the store, renewed every resync tick while its
 //! CL is calling, with the head it last drove as the lease's record. A follower forwards a
 //! forkchoiceUpdated only for that head (builds included: they are made on the leader's head);
-//! any other head is answered from the shared verdicts and not forwarded. A follower whose CL
-//! calls while no replica holds the lease takes it on that call, so a CL failing over to another
-//! replica is served at once once the old leader's lease lapses. With the store down every
+//! any other head is answered from the shared verdicts and not forwarded, and the follower asks
+//! for the lease. A leader whose CL is quiet hands it over to a replica that asks; a follower
+//! whose CL calls while no replica holds the lease takes it on that call. So a CL failing over
+//! to another replica (and back) is served within a lease period. With the store down every
 //! replica acts alone (liveness before coordination).
 
 use super::{decode, encode, Cluster};
@@ -21,6 +22,12 @@ pub const LEASE_TTL: Duration = Duration::from_secs(2);
 /// A replica whose CL made no state-changing call for this long (a slot) stops renewing the
 /// lease, so that a replica whose CL still calls can take it.
 pub const CL_QUIET: Duration = Duration::from_secs(12);
+/// A leader whose CL made no state-changing call for this long hands the lease over at once
+/// when another replica asks for it (that replica's CL calls about a head this one does not
+/// drive: one CL moved from this replica to that one).
+pub const HANDOVER_QUIET: Duration = LEASE_TTL;
+/// How long a follower's ask for the lease stands (between this and twice it).
+const ASK_TTL: Duration = LEASE_TTL;
 
 /// The lease's record: who leads, and the head it last drove the ELs to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +56,8 @@ pub(super) struct LeaseState {
     holder: String,
     /// When this replica's CL last made a state-changing call.
     called: Option<Instant>,
+    /// When this replica last asked the leader for the lease.
+    asked: Option<Instant>,
     /// The head this replica last forwarded a forkchoiceUpdated for.
     driven: Option<String>,
     /// The last answer of the store, and when it came.
@@ -63,6 +72,7 @@ impl LeaseState {
         LeaseState {
             holder: format!("{replica}#{}.{n}", std::process::id()),
             called: None,
+            asked: None,
             driven: None,
             lead: Lead::Unknown,
             renewed: None,
@@ -113,14 +123,45 @@ impl Cluster {
         }
     }
 
+    /// Asks the leader for the lease: this replica's CL calls about a head the leader does not
+    /// drive (at most once per half [`ASK_TTL`]).
+    pub async fn ask_to_lead(&self) {
+        {
+            let mut lease = self.lease();
+            if lease.asked.is_some_and(|at| at.elapsed() < ASK_TTL / 2) {
+                return;
+            }
+            lease.asked = Some(Instant::now());
+        }
+        let key = self.key("leader", "ask");
+        let value = self.replica.clone().into_bytes();
+        let put = self.store.put(key, value, ASK_TTL);
+        // Not queued when the store is down: an ask is worth nothing later.
+        let _ = self.bounded("ask", put).await;
+    }
+
     /// Renews (or takes) the lease while this replica's CL calls; lets it lapse when the CL is
-    /// quiet.
+    /// quiet, and hands it over when its CL is quiet and another replica asks for it.
     pub(super) async fn renew(&self) {
-        let calling = self
-            .lease()
-            .called
-            .is_some_and(|at| at.elapsed() < CL_QUIET);
-        if calling {
+        let (quiet, ours) = {
+            let lease = self.lease();
+            let quiet = lease.called.map_or(Duration::MAX, |at| at.elapsed());
+            (quiet, lease.lead == Lead::Ours)
+        };
+        if ours && quiet >= HANDOVER_QUIET {
+            let ask = self.store.get(self.key("leader", "ask"));
+            if let Ok(Some(asker)) = self.bounded("ask", ask).await {
+                if asker != self.replica.as_bytes() {
+                    let asker = String::from_utf8_lossy(&asker).into_owned();
+                    tracing::info!(%asker, "this replica's CL is quiet and another replica's calls: handing the leader lease over");
+                    self.resign().await;
+                    return;
+                }
+            }
+        }
+        // A lease held is renewed through the CL's pauses; a free one is taken on the tick only
+        // while the CL calls (so that one handed over is not taken back).
+        if quiet < HANDOVER_QUIET || (ours && quiet < CL_QUIET) {
             self.lead().await;
             return;
         }

@@ -45,13 +45,14 @@ pub const MAX_PENDING: usize = 4096;
 pub const RESYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The store calls timed in `eb_etcd_request_seconds{op}`.
-const OPS: [&str; 10] = [
+const OPS: [&str; 11] = [
     "put_build",
     "get_build",
     "claim_verdict",
     "get_verdict",
     "hold",
     "release",
+    "ask",
     "announce",
     "list",
     "ping",
@@ -354,9 +355,11 @@ impl Cluster {
         decode::<SharedVerdict>(&value)
     }
 
-    /// Counts a forkchoiceUpdated answered without forwarding it (another replica leads).
-    pub fn held(&self) {
+    /// Counts a forkchoiceUpdated answered without forwarding it (another replica leads, on
+    /// another head), and asks that leader for the lease.
+    pub async fn held(&self) {
         self.metrics.cluster_held.inc();
+        self.ask_to_lead().await;
     }
 
     /// `/status.cluster`.
@@ -696,6 +699,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_quiet_leader_hands_the_lease_to_the_replica_that_asks() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, _) = replicas(&store);
+        a.called();
+        a.renew().await;
+        b.called();
+        assert!(!b.may_drive("0xB").await);
+        b.held().await;
+        a.called();
+        a.renew().await;
+        assert!(a.leads(), "its CL calls: an ask changes nothing");
+        tokio::time::advance(lease::HANDOVER_QUIET).await;
+        b.called();
+        b.held().await;
+        a.renew().await;
+        assert!(!a.leads(), "quiet, asked: handed over");
+        tokio::time::advance(RESYNC_INTERVAL).await;
+        a.renew().await;
+        assert!(!a.leads(), "and not taken back on the next tick");
+        assert!(
+            b.may_drive("0xB").await,
+            "the asker takes it on its CL's call"
+        );
+        assert!(b.leads());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_leader_whose_cl_is_quiet_lets_the_lease_lapse() {
         let store = Arc::new(Flaky::default());
         let (a, b, metrics) = replicas(&store);
@@ -712,6 +742,7 @@ mod tests {
         b.renew().await;
         assert!(!b.leads(), "A's last renewal holds its TTL");
         tokio::time::advance(LEASE_TTL).await;
+        b.called();
         b.renew().await;
         assert!(b.leads(), "taken by the replica whose CL calls");
     }

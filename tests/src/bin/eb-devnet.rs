@@ -1,16 +1,16 @@
 //! `eb-devnet`: Lodestar → eb → three EthereumJS ELs on loopback, and the scenarios of the
 //! real-client test (happy path, primary EL killed, primary EL frozen, a lying EL, replay of the
-//! recording).
+//! recording); with `--replicas`, two eb replicas sharing an etcd and the replica killed.
 //! Every process it starts is stopped when it ends, also on failure or Ctrl-C.
 //!
 //! ```text
 //! scripts/devnet.sh                 # installs the clients, builds eb, runs this
-//! eb-devnet --clients DIR --txgen PATH --eb target/release/eb [--work DIR] [--hold] [--eb-arg=ARG…]
+//! eb-devnet --clients DIR --txgen PATH --eb target/release/eb [--work DIR] [--hold] [--replicas] [--eb-arg=ARG…]
 //! ```
 
 use clap::Parser;
 use eb_tests::devnet::process::{report_of, stopped};
-use eb_tests::devnet::{diverse, scenarios, Devnet, Paths};
+use eb_tests::devnet::{diverse, replicas, scenarios, Devnet, Paths};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +40,10 @@ struct Args {
     /// The policy eb runs (and the replay uses); the embedded default when omitted.
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// Two eb replicas (sharing a 3-member etcd on loopback) as Lodestar's `--execution.urls`,
+    /// and the replica-killed scenario.
+    #[arg(long, conflicts_with = "geth")]
+    replicas: bool,
     /// One more argument for eb (repeatable), e.g. `--eb-arg=--policy=strict.wasm` with `--hold`.
     #[arg(long = "eb-arg", allow_hyphen_values = true)]
     eb_args: Vec<String>,
@@ -84,6 +88,16 @@ async fn finish(
     Ok(out)
 }
 
+async fn replicated(devnet: &mut Devnet) -> Result<Value, String> {
+    let mut report = serde_json::Map::new();
+    report.insert(
+        "replica_killed".into(),
+        replicas::replica_killed(devnet).await?,
+    );
+    report.insert("eb_answers_by_method".into(), devnet.admin.answers().await?);
+    finish(devnet, report).await
+}
+
 async fn diverse(devnet: &mut Devnet) -> Result<Value, String> {
     let mut report = serde_json::Map::new();
     report.insert("happy_path".into(), scenarios::happy_path(devnet).await?);
@@ -122,16 +136,19 @@ async fn run(args: Args) -> Result<Value, String> {
         policy: args.policy.map(absolute).transpose()?,
     };
     let start = Instant::now();
-    let mut devnet = Devnet::start(paths.clone(), &args.eb_args)
-        .await
-        .map_err(|e| format!("{e}\n{}", paths.logs()))?;
+    let started = match args.replicas {
+        true => Devnet::start_replicated(paths.clone(), &args.eb_args).await,
+        false => Devnet::start(paths.clone(), &args.eb_args).await,
+    };
+    let mut devnet = started.map_err(|e| format!("{e}\n{}", paths.logs()))?;
     let startup = start.elapsed().as_secs_f64();
     let outcome = tokio::select! {
         outcome = async {
-            match (args.hold, devnet.paths.geth.is_some()) {
-                (true, _) => hold(&devnet).await,
-                (false, false) => scenarios(&mut devnet).await,
-                (false, true) => diverse(&mut devnet).await,
+            match (args.hold, devnet.paths.geth.is_some(), args.replicas) {
+                (true, ..) => hold(&devnet).await,
+                (false, true, _) => diverse(&mut devnet).await,
+                (false, false, true) => replicated(&mut devnet).await,
+                (false, false, false) => scenarios(&mut devnet).await,
             }
         } => outcome,
         signal = stopped() => Err(format!("stopped by {signal}")),

@@ -9,9 +9,11 @@
 pub mod diverse;
 pub mod observe;
 pub mod process;
+pub mod replicas;
 pub mod scenarios;
 pub mod standin;
 
+use crate::etcd::EtcdCluster;
 use eb::auth::{JwtSecret, Minter};
 use observe::{Admin, Beacon, Rpc};
 use process::{free_ports, Service};
@@ -70,7 +72,7 @@ impl Paths {
     /// The last lines of every log, for a failure report.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        let names = ["lodestar.log", "eb.log"]
+        let names = ["lodestar.log", "eb.log", "eb.restart.log", "eb-b.log"]
             .into_iter()
             .map(str::to_owned)
             .chain((0..ELS).flat_map(|i| [format!("el{i}.log"), format!("el{i}.restart.log")]));
@@ -125,9 +127,24 @@ pub struct Devnet {
     /// Lodestar's REST API.
     pub beacon: Beacon,
     eb: Option<Service>,
+    eb_args: Vec<String>,
     cl: Option<Service>,
+    /// The second eb replica and the etcd they share (`Devnet::start_replicated`).
+    pub replica: Option<Replica>,
     /// Every URL of the devnet, by name (for `--hold` and reports).
     pub endpoints: Value,
+}
+
+/// The second eb replica (`b`) of a replicated devnet, the CL's fallback URL, with the 3-member
+/// etcd both replicas share.
+pub struct Replica {
+    /// Its admin API.
+    pub admin: Admin,
+    /// Its vote recording.
+    pub votes: PathBuf,
+    service: Option<Service>,
+    /// The etcd members (stopped when the devnet is dropped).
+    pub etcd: EtcdCluster,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -169,15 +186,34 @@ impl Devnet {
     /// Starts the ELs, the stand-in, eb (with `eb_extra` arguments after the devnet's own) and
     /// Lodestar, and waits until eb sees every EL.
     pub async fn start(paths: Paths, eb_extra: &[String]) -> Result<Devnet, String> {
+        Devnet::start_with(paths, eb_extra, false).await
+    }
+
+    /// [`Devnet::start`] with two eb replicas (`a` and `b`, sharing a 3-member etcd on
+    /// loopback) in front of the same ELs; Lodestar's `--execution.urls` names both, `a` first.
+    pub async fn start_replicated(paths: Paths, eb_extra: &[String]) -> Result<Devnet, String> {
+        Devnet::start_with(paths, eb_extra, true).await
+    }
+
+    async fn start_with(
+        paths: Paths,
+        eb_extra: &[String],
+        replicated: bool,
+    ) -> Result<Devnet, String> {
         std::fs::create_dir_all(&paths.work)
             .map_err(|e| format!("{}: {e}", paths.work.display()))?;
         let genesis = crate::workspace().join("tests/devnet/genesis.json");
         std::fs::copy(&genesis, paths.work.join("genesis.json"))
             .map_err(|e| format!("{}: {e}", genesis.display()))?;
         let cl_secret = write_secret(&paths.secret("cl"))?;
-        // Every port at once, so no two are the same: 3 per EL, then eb, its admin API, and
-        // Lodestar's REST API and p2p port.
-        let ports: [u16; 3 * ELS + 4] = free_ports()?;
+        // Before the devnet's ports are picked: etcd picks its own.
+        let etcd = match replicated {
+            true => Some(EtcdCluster::start(3).await),
+            false => None,
+        };
+        // Every port at once, so no two are the same: 3 per EL, then eb, its admin API,
+        // Lodestar's REST API and p2p port, and a second replica's engine and admin APIs.
+        let ports: [u16; 3 * ELS + 6] = free_ports()?;
         let mut els = Vec::new();
         for (index, el_ports) in ports.chunks_exact(3).take(ELS).enumerate() {
             write_secret(&paths.secret(&format!("el{index}")))?;
@@ -252,6 +288,52 @@ impl Devnet {
             eb_args.extend(["--policy".to_owned(), policy.display().to_string()]);
         }
         eb_args.extend_from_slice(eb_extra);
+        let mut execution_urls = vec![format!("--execution.urls=http://127.0.0.1:{eb_port}")];
+        let replica = match etcd {
+            None => None,
+            Some(etcd) => {
+                let cluster = [
+                    "--etcd".to_owned(),
+                    etcd.endpoints().join(","),
+                    "--cluster".to_owned(),
+                    "devnet".to_owned(),
+                ];
+                let (b_port, b_admin) = (ports[3 * ELS + 4], ports[3 * ELS + 5]);
+                let mut b_args = eb_args.clone();
+                let votes = paths.work.join("votes-b.jsonl");
+                for (flag, value) in [
+                    ("--port", b_port.to_string()),
+                    ("--admin-addr", format!("127.0.0.1:{b_admin}")),
+                    (
+                        "--admin-token",
+                        paths.work.join("admin-token-b").display().to_string(),
+                    ),
+                    ("--record-votes", votes.display().to_string()),
+                ] {
+                    if let Some(i) = b_args.iter().position(|a| a == flag) {
+                        b_args[i + 1] = value;
+                    }
+                }
+                b_args.extend(cluster.iter().cloned());
+                b_args.extend(["--replica".to_owned(), "b".to_owned()]);
+                eb_args.extend(cluster);
+                eb_args.extend(["--replica".to_owned(), "a".to_owned()]);
+                let log = paths.work.join("eb-b.log");
+                let service = Service::start("eb-b", &paths.eb, &b_args, &paths.work, &log)?;
+                // Lodestar tries them in order on every request.
+                execution_urls.push(format!("--execution.urls=http://127.0.0.1:{b_port}"));
+                let admin = Admin::new(
+                    &format!("http://127.0.0.1:{b_admin}"),
+                    &paths.work.join("admin-token-b"),
+                );
+                Some(Replica {
+                    admin,
+                    votes,
+                    service: Some(service),
+                    etcd,
+                })
+            }
+        };
         let eb = Service::start(
             "eb",
             &paths.eb,
@@ -287,7 +369,7 @@ impl Devnet {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let rest = format!("http://127.0.0.1:{rest_port}");
-        let cl_args: Vec<String> = [
+        let mut cl_args: Vec<String> = [
             "dev",
             "--genesisValidators=8",
             "--startValidators=0..7",
@@ -298,7 +380,6 @@ impl Devnet {
             "--params.CAPELLA_FORK_EPOCH=0",
             "--params.TERMINAL_TOTAL_DIFFICULTY=0",
             &format!("--params.SECONDS_PER_SLOT={}", SLOT.as_secs()),
-            &format!("--execution.urls=http://127.0.0.1:{eb_port}"),
             &format!("--jwt-secret={}", paths.secret("cl").display()),
             "--listenAddress=127.0.0.1",
             &format!("--port={cl_p2p_port}"),
@@ -310,6 +391,7 @@ impl Devnet {
         ]
         .map(str::to_owned)
         .to_vec();
+        cl_args.extend(execution_urls);
         let cl = Service::start(
             "lodestar",
             &paths.lodestar(),
@@ -337,9 +419,26 @@ impl Devnet {
             engine,
             beacon: Beacon::new(&rest),
             eb: Some(eb),
+            eb_args,
             cl: Some(cl),
+            replica,
             paths,
         })
+    }
+
+    /// SIGKILLs eb (replica `a` of a replicated devnet).
+    pub fn kill_eb(&mut self) {
+        if let Some(eb) = self.eb.take() {
+            eb.kill();
+        }
+    }
+
+    /// Starts eb again with its first arguments (logging to `eb.restart.log`).
+    pub fn restart_eb(&mut self) -> Result<(), String> {
+        let log = self.paths.work.join("eb.restart.log");
+        let eb = Service::start("eb", &self.paths.eb, &self.eb_args, &self.paths.work, &log)?;
+        self.eb = Some(eb);
+        Ok(())
     }
 
     /// Kills EL `index` (SIGKILL: a crash, not a shutdown).
@@ -358,8 +457,10 @@ impl Devnet {
 
     /// The first started process (not stopped on purpose) that has exited, and how.
     pub fn exited(&self) -> Option<String> {
+        let replica = self.replica.as_ref().map(|r| &r.service);
         let services = [&self.cl, &self.eb]
             .into_iter()
+            .chain(replica)
             .chain(self.els.iter().map(|el| &el.service));
         services.flatten().find_map(|service| {
             let status = service.exited()?;
@@ -433,6 +534,9 @@ impl Devnet {
             // SIGTERM: eb drains and closes the recording.
             eb.stop(Duration::from_secs(15));
         }
+        if let Some(b) = self.replica.as_mut().and_then(|r| r.service.take()) {
+            b.stop(Duration::from_secs(15));
+        }
         for el in &mut self.els {
             if let Some(service) = el.service.take() {
                 service.stop(Duration::from_secs(2));
@@ -463,6 +567,9 @@ impl Drop for Devnet {
         // Services kill their process groups when dropped; this only orders it.
         self.cl.take();
         self.eb.take();
+        if let Some(replica) = &mut self.replica {
+            replica.service.take();
+        }
         for el in &mut self.els {
             el.service.take();
         }
