@@ -17,8 +17,9 @@
 # --fork capella is the default above; with --diverse its EL 2 is geth v1.17.10 and eb runs
 # policies/client-diverse (VALID only when EthereumJS and geth agree); with --replicas (an
 # eb-devnet argument) two eb replicas sharing a 3-member etcd (Debian's etcd-server) are
-# Lodestar's --execution.urls, and the one it uses is SIGKILLed right after it answered a build
-# (tests/src/devnet/replicas.rs).
+# Lodestar's --execution.urls, and the one it uses is SIGKILLed right after it answered a build;
+# with --replicas --two-cls a second beacon node (no validators, peered with the first) is
+# served by replica b alone (tests/src/devnet/replicas.rs).
 # Usage: scripts/devnet.sh [--fork F [--cl driver|prysm [--upgrade]]] [--diverse] [eb-devnet or eb-chain args…]
 set -euo pipefail
 cd "$(dirname "$0")/.."

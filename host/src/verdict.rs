@@ -106,21 +106,25 @@ impl Verdicts {
     }
 
     /// Settles a forkchoiceUpdated not forwarded (another replica leads, driving another head)
-    /// from the final answer given for its head, by this replica or another; SYNCING without
-    /// one. No build is made.
+    /// from the final answer given for its head, by this replica or another (waiting a moment
+    /// for the leader's); SYNCING without one. No build is made.
     pub async fn held(&self, call: &VoteCall<'_>, head: &str) -> Settled {
         self.cluster.held().await;
         let kind = Kind::of(call.kind);
         let remembered = match self.memory.get(kind, head) {
             Some(remembered) => Some(remembered),
-            None => self.cluster.find_verdict(kind.name(), head).await.map(|v| {
-                let remembered = Remembered {
-                    status: v.status(),
-                    result: Bytes::from(v.result),
-                };
-                self.memory.adopt(kind, head, remembered.clone());
-                remembered
-            }),
+            None => self
+                .cluster
+                .await_verdict(kind.name(), head)
+                .await
+                .map(|v| {
+                    let remembered = Remembered {
+                        status: v.status(),
+                        result: Bytes::from(v.result),
+                    };
+                    self.memory.adopt(kind, head, remembered.clone());
+                    remembered
+                }),
         };
         tracing::info!(method = %call.method, block = %head.get(..12).unwrap_or(head),
             answer = remembered.as_ref().map_or("SYNCING", |r| r.status.name()),

@@ -43,6 +43,11 @@ pub const VERDICT_TTL: Duration = Duration::from_secs(2 * 3600);
 pub const MAX_PENDING: usize = 4096;
 /// How often a down store is probed, and the queue written back.
 pub const RESYNC_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a held forkchoiceUpdated waits at most for the leader's answer for its head (two
+/// CLs get a new block at about the same time; the leader answers once its ELs did).
+pub const HELD_WAIT: Duration = Duration::from_millis(200);
+/// How often it looks meanwhile.
+const HELD_POLL: Duration = Duration::from_millis(25);
 
 /// The store calls timed in `eb_etcd_request_seconds{op}`.
 const OPS: [&str; 11] = [
@@ -355,6 +360,21 @@ impl Cluster {
         decode::<SharedVerdict>(&value)
     }
 
+    /// [`Cluster::find_verdict`], looking again for at most [`HELD_WAIT`] while the store
+    /// answers and has none.
+    pub async fn await_verdict(&self, kind: &str, hash: &str) -> Option<SharedVerdict> {
+        let start = Instant::now();
+        loop {
+            if let Some(verdict) = self.find_verdict(kind, hash).await {
+                return Some(verdict);
+            }
+            if start.elapsed() + HELD_POLL > HELD_WAIT || !self.up.load(Ordering::Relaxed) {
+                return None;
+            }
+            tokio::time::sleep(HELD_POLL).await;
+        }
+    }
+
     /// Counts a forkchoiceUpdated answered without forwarding it (another replica leads, on
     /// another head), and asks that leader for the lease.
     pub async fn held(&self) {
@@ -650,6 +670,28 @@ mod tests {
         assert!(b.may_drive("0xH2").await, "the leader's new head");
         assert!(!b.may_drive("0xH1").await, "and no longer its old one");
         assert!(metrics.encode().contains("eb_cluster_leader 1"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_call_waits_a_moment_for_the_leaders_answer() {
+        let store = Arc::new(Flaky::default());
+        let (a, b, _) = replicas(&store);
+        let b = Arc::new(b);
+        let waiting = tokio::spawn({
+            let b = Arc::clone(&b);
+            async move { b.await_verdict("head", "0xH").await }
+        });
+        tokio::time::advance(HELD_WAIT / 2).await;
+        a.claim("head", "0xH", Status::Valid, b"v").await;
+        let found = waiting.await.expect("joined").expect("found");
+        assert_eq!(found.replica, "a");
+        let start = Instant::now();
+        assert_eq!(b.await_verdict("head", "0xother").await, None);
+        assert!(
+            start.elapsed() <= HELD_WAIT,
+            "bounded: {:?}",
+            start.elapsed()
+        );
     }
 
     #[tokio::test(start_paused = true)]

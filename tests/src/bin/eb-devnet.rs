@@ -10,7 +10,7 @@
 
 use clap::Parser;
 use eb_tests::devnet::process::{report_of, stopped};
-use eb_tests::devnet::{diverse, replicas, scenarios, Devnet, Paths};
+use eb_tests::devnet::{diverse, replicas, scenarios, Devnet, Paths, Topology};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +44,10 @@ struct Args {
     /// and the replica-killed scenario.
     #[arg(long, conflicts_with = "geth")]
     replicas: bool,
+    /// With `--replicas`: a second beacon node (no validators, peered with the first) served by
+    /// replica `b` alone, and the two-CL scenario instead.
+    #[arg(long, requires = "replicas")]
+    two_cls: bool,
     /// One more argument for eb (repeatable), e.g. `--eb-arg=--policy=strict.wasm` with `--hold`.
     #[arg(long = "eb-arg", allow_hyphen_values = true)]
     eb_args: Vec<String>,
@@ -88,12 +92,15 @@ async fn finish(
     Ok(out)
 }
 
-async fn replicated(devnet: &mut Devnet) -> Result<Value, String> {
+async fn replicated(devnet: &mut Devnet, two_cls: bool) -> Result<Value, String> {
     let mut report = serde_json::Map::new();
-    report.insert(
-        "replica_killed".into(),
-        replicas::replica_killed(devnet).await?,
-    );
+    match two_cls {
+        true => report.insert("two_cls".into(), replicas::two_cls(devnet).await?),
+        false => report.insert(
+            "replica_killed".into(),
+            replicas::replica_killed(devnet).await?,
+        ),
+    };
     report.insert("eb_answers_by_method".into(), devnet.admin.answers().await?);
     finish(devnet, report).await
 }
@@ -136,18 +143,21 @@ async fn run(args: Args) -> Result<Value, String> {
         policy: args.policy.map(absolute).transpose()?,
     };
     let start = Instant::now();
-    let started = match args.replicas {
-        true => Devnet::start_replicated(paths.clone(), &args.eb_args).await,
-        false => Devnet::start(paths.clone(), &args.eb_args).await,
+    let topology = match (args.replicas, args.two_cls) {
+        (false, _) => Topology::Single,
+        (true, false) => Topology::Replicas,
+        (true, true) => Topology::TwoCls,
     };
-    let mut devnet = started.map_err(|e| format!("{e}\n{}", paths.logs()))?;
+    let mut devnet = Devnet::start_as(paths.clone(), &args.eb_args, topology)
+        .await
+        .map_err(|e| format!("{e}\n{}", paths.logs()))?;
     let startup = start.elapsed().as_secs_f64();
     let outcome = tokio::select! {
         outcome = async {
             match (args.hold, devnet.paths.geth.is_some(), args.replicas) {
                 (true, ..) => hold(&devnet).await,
                 (false, true, _) => diverse(&mut devnet).await,
-                (false, false, true) => replicated(&mut devnet).await,
+                (false, false, true) => replicated(&mut devnet, args.two_cls).await,
                 (false, false, false) => scenarios(&mut devnet).await,
             }
         } => outcome,

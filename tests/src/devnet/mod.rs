@@ -72,10 +72,16 @@ impl Paths {
     /// The last lines of every log, for a failure report.
     pub fn logs(&self) -> String {
         let mut out = String::new();
-        let names = ["lodestar.log", "eb.log", "eb.restart.log", "eb-b.log"]
-            .into_iter()
-            .map(str::to_owned)
-            .chain((0..ELS).flat_map(|i| [format!("el{i}.log"), format!("el{i}.restart.log")]));
+        let names = [
+            "lodestar.log",
+            "lodestar-2.log",
+            "eb.log",
+            "eb.restart.log",
+            "eb-b.log",
+        ]
+        .into_iter()
+        .map(str::to_owned)
+        .chain((0..ELS).flat_map(|i| [format!("el{i}.log"), format!("el{i}.restart.log")]));
         for name in names {
             let path = self.work.join(&name);
             if !path.exists() {
@@ -136,7 +142,7 @@ pub struct Devnet {
 }
 
 /// The second eb replica (`b`) of a replicated devnet, the CL's fallback URL, with the 3-member
-/// etcd both replicas share.
+/// etcd both replicas share; with two CLs, the second beacon node, which `b` serves alone.
 pub struct Replica {
     /// Its admin API.
     pub admin: Admin,
@@ -145,6 +151,21 @@ pub struct Replica {
     service: Option<Service>,
     /// The etcd members (stopped when the devnet is dropped).
     pub etcd: EtcdCluster,
+    /// The second beacon node's REST API (two CLs).
+    pub second_beacon: Option<Beacon>,
+    second_cl: Option<Service>,
+}
+
+/// Which eb processes and CLs a devnet runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topology {
+    /// One eb, one CL.
+    Single,
+    /// Replicas `a` and `b` (sharing a 3-member etcd), both the CL's `--execution.urls`.
+    Replicas,
+    /// [`Topology::Replicas`], and a second beacon node (no validators, peered with the first)
+    /// served by `b` alone.
+    TwoCls,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -186,19 +207,16 @@ impl Devnet {
     /// Starts the ELs, the stand-in, eb (with `eb_extra` arguments after the devnet's own) and
     /// Lodestar, and waits until eb sees every EL.
     pub async fn start(paths: Paths, eb_extra: &[String]) -> Result<Devnet, String> {
-        Devnet::start_with(paths, eb_extra, false).await
+        Devnet::start_as(paths, eb_extra, Topology::Single).await
     }
 
-    /// [`Devnet::start`] with two eb replicas (`a` and `b`, sharing a 3-member etcd on
-    /// loopback) in front of the same ELs; Lodestar's `--execution.urls` names both, `a` first.
-    pub async fn start_replicated(paths: Paths, eb_extra: &[String]) -> Result<Devnet, String> {
-        Devnet::start_with(paths, eb_extra, true).await
-    }
-
-    async fn start_with(
+    /// [`Devnet::start`] in `topology`: with replicas, `a` and `b` share a 3-member etcd on
+    /// loopback in front of the same ELs, and Lodestar's `--execution.urls` names both, `a`
+    /// first.
+    pub async fn start_as(
         paths: Paths,
         eb_extra: &[String],
-        replicated: bool,
+        topology: Topology,
     ) -> Result<Devnet, String> {
         std::fs::create_dir_all(&paths.work)
             .map_err(|e| format!("{}: {e}", paths.work.display()))?;
@@ -207,13 +225,14 @@ impl Devnet {
             .map_err(|e| format!("{}: {e}", genesis.display()))?;
         let cl_secret = write_secret(&paths.secret("cl"))?;
         // Before the devnet's ports are picked: etcd picks its own.
-        let etcd = match replicated {
-            true => Some(EtcdCluster::start(3).await),
-            false => None,
+        let etcd = match topology {
+            Topology::Single => None,
+            Topology::Replicas | Topology::TwoCls => Some(EtcdCluster::start(3).await),
         };
         // Every port at once, so no two are the same: 3 per EL, then eb, its admin API,
-        // Lodestar's REST API and p2p port, and a second replica's engine and admin APIs.
-        let ports: [u16; 3 * ELS + 6] = free_ports()?;
+        // Lodestar's REST API and p2p port, a second replica's engine and admin APIs, and a
+        // second beacon node's REST API and p2p port.
+        let ports: [u16; 3 * ELS + 8] = free_ports()?;
         let mut els = Vec::new();
         for (index, el_ports) in ports.chunks_exact(3).take(ELS).enumerate() {
             write_secret(&paths.secret(&format!("el{index}")))?;
@@ -289,7 +308,7 @@ impl Devnet {
         }
         eb_args.extend_from_slice(eb_extra);
         let mut execution_urls = vec![format!("--execution.urls=http://127.0.0.1:{eb_port}")];
-        let replica = match etcd {
+        let mut replica = match etcd {
             None => None,
             Some(etcd) => {
                 let cluster = [
@@ -331,6 +350,8 @@ impl Devnet {
                     votes,
                     service: Some(service),
                     etcd,
+                    second_beacon: None,
+                    second_cl: None,
                 })
             }
         };
@@ -369,10 +390,9 @@ impl Devnet {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let rest = format!("http://127.0.0.1:{rest_port}");
-        let mut cl_args: Vec<String> = [
+        let chain_args = [
             "dev",
             "--genesisValidators=8",
-            "--startValidators=0..7",
             &format!("--genesisTime={genesis_secs}"),
             &format!("--genesisEth1Hash={genesis_hash}"),
             "--params.ALTAIR_FORK_EPOCH=0",
@@ -382,15 +402,31 @@ impl Devnet {
             &format!("--params.SECONDS_PER_SLOT={}", SLOT.as_secs()),
             &format!("--jwt-secret={}", paths.secret("cl").display()),
             "--listenAddress=127.0.0.1",
-            &format!("--port={cl_p2p_port}"),
-            "--discv5=false",
             "--rest.address=127.0.0.1",
-            &format!("--rest.port={rest_port}"),
-            &format!("--server={rest}"),
-            &format!("--dataDir={}", paths.work.join("cl").display()),
         ]
-        .map(str::to_owned)
-        .to_vec();
+        .map(str::to_owned);
+        let mut cl_args: Vec<String> = chain_args.to_vec();
+        cl_args.extend([
+            "--startValidators=0..7".to_owned(),
+            format!("--port={cl_p2p_port}"),
+            format!("--rest.port={rest_port}"),
+            format!("--server={rest}"),
+            format!("--dataDir={}", paths.work.join("cl").display()),
+        ]);
+        if topology == Topology::TwoCls {
+            // Found by the second beacon node through discv5, on loopback.
+            cl_args.extend(
+                ["--discv5=true", "--enr.ip=127.0.0.1"]
+                    .map(str::to_owned)
+                    .into_iter()
+                    .chain([
+                        format!("--enr.tcp={cl_p2p_port}"),
+                        format!("--enr.udp={cl_p2p_port}"),
+                    ]),
+            );
+        } else {
+            cl_args.push("--discv5=false".to_owned());
+        }
         cl_args.extend(execution_urls);
         let cl = Service::start(
             "lodestar",
@@ -399,6 +435,36 @@ impl Devnet {
             &paths.work,
             &paths.work.join("lodestar.log"),
         )?;
+        if let (Topology::TwoCls, Some(replica)) = (topology, replica.as_mut()) {
+            let beacon = Beacon::new(&rest);
+            let enr = until(
+                "the first beacon node's ENR",
+                Duration::from_secs(60),
+                || async { beacon.enr().await.ok() },
+            )
+            .await?;
+            let (rest2, p2p2) = (ports[3 * ELS + 6], ports[3 * ELS + 7]);
+            let b_port = ports[3 * ELS + 4];
+            let mut args = chain_args.to_vec();
+            args.extend([
+                format!("--port={p2p2}"),
+                format!("--rest.port={rest2}"),
+                format!("--dataDir={}", paths.work.join("cl2").display()),
+                "--discv5=true".to_owned(),
+                format!("--bootnodes={enr}"),
+                "--network.connectToDiscv5Bootnodes=true".to_owned(),
+                format!("--execution.urls=http://127.0.0.1:{b_port}"),
+            ]);
+            let log = paths.work.join("lodestar-2.log");
+            replica.second_cl = Some(Service::start(
+                "lodestar-2",
+                &paths.lodestar(),
+                &args,
+                &paths.work,
+                &log,
+            )?);
+            replica.second_beacon = Some(Beacon::new(&format!("http://127.0.0.1:{rest2}")));
+        }
         let engine = Rpc::new(
             &format!("http://127.0.0.1:{eb_port}"),
             Some(Minter::new(&cl_secret)),
@@ -457,10 +523,11 @@ impl Devnet {
 
     /// The first started process (not stopped on purpose) that has exited, and how.
     pub fn exited(&self) -> Option<String> {
-        let replica = self.replica.as_ref().map(|r| &r.service);
+        let replica = self.replica.as_ref();
         let services = [&self.cl, &self.eb]
             .into_iter()
-            .chain(replica)
+            .chain(replica.map(|r| &r.service))
+            .chain(replica.map(|r| &r.second_cl))
             .chain(self.els.iter().map(|el| &el.service));
         services.flatten().find_map(|service| {
             let status = service.exited()?;
@@ -534,8 +601,13 @@ impl Devnet {
             // SIGTERM: eb drains and closes the recording.
             eb.stop(Duration::from_secs(15));
         }
-        if let Some(b) = self.replica.as_mut().and_then(|r| r.service.take()) {
-            b.stop(Duration::from_secs(15));
+        if let Some(replica) = self.replica.as_mut() {
+            if let Some(cl) = replica.second_cl.take() {
+                cl.stop(Duration::from_secs(10));
+            }
+            if let Some(b) = replica.service.take() {
+                b.stop(Duration::from_secs(15));
+            }
         }
         for el in &mut self.els {
             if let Some(service) = el.service.take() {
@@ -568,6 +640,7 @@ impl Drop for Devnet {
         self.cl.take();
         self.eb.take();
         if let Some(replica) = &mut self.replica {
+            replica.second_cl.take();
             replica.service.take();
         }
         for el in &mut self.els {

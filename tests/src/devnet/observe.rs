@@ -123,6 +123,20 @@ impl Beacon {
         Ok((slot, data["is_optimistic"] == true))
     }
 
+    /// `GET /eth/v1/node/identity`: the node's ENR.
+    pub async fn enr(&self) -> Result<String, String> {
+        self.node_string("/eth/v1/node/identity", "enr").await
+    }
+
+    /// The string `data.{field}` of `GET {path}`.
+    async fn node_string(&self, path: &str, field: &str) -> Result<String, String> {
+        let data = read_json(self.get(path).await?, path).await?;
+        data["data"][field]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{path}: no {field} in {data}"))
+    }
+
     /// Whether a block was proposed at `slot`.
     pub async fn has_block(&self, slot: u64) -> Result<bool, String> {
         let response = self.get(&format!("/eth/v1/beacon/headers/{slot}")).await?;
@@ -135,12 +149,7 @@ impl Beacon {
 
     /// `GET /eth/v1/node/version`: the client's version string.
     pub async fn version(&self) -> Result<String, String> {
-        let path = "/eth/v1/node/version";
-        let data = read_json(self.get(path).await?, path).await?;
-        data["data"]["version"]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| format!("{path}: {data}"))
+        self.node_string("/eth/v1/node/version", "version").await
     }
 
     /// `GET /eth/v2/beacon/blocks/{slot}`: the block's `message`, or `None` for an empty slot.

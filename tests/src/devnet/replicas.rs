@@ -75,63 +75,17 @@ pub async fn replica_killed(devnet: &mut Devnet) -> Result<Value, String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    devnet.kill_eb();
-    let killed = Instant::now();
-    let (kill_slot, _) = devnet.beacon.syncing().await?;
+    let (kill_slot, failover, missed) = kill_a(devnet).await?;
     let replica = devnet.replica.as_ref().ok_or("not a replicated devnet")?;
     let b = &replica.admin;
-    let failover = devnet
-        .until("replica b to lead", slots(10), || async {
-            (role(b).await.as_deref() == Some("leader")).then(|| killed.elapsed())
-        })
-        .await?;
-    let beacon = &devnet.beacon;
-    let watched_to = devnet
-        .until(
-            "blocks after replica a was killed",
-            slots(WATCH_SLOTS + 6),
-            || async {
-                let (head, _) = beacon.syncing().await.ok()?;
-                (head >= kill_slot + WATCH_SLOTS).then_some(head)
-            },
-        )
-        .await?;
-    let missed = missed_slots(devnet, kill_slot + 1, watched_to).await?;
     let served = metric(b, r#"eb_cluster_shared_builds_served_total{replica="a"}"#).await;
-    if missed.len() > 1 {
-        return Err(format!(
-            "slots without a block after replica a was killed at slot {kill_slot}: {missed:?}"
-        ));
-    }
     if served < 1.0 {
         return Err("replica b served no build replica a made (the CL's getPayload)".into());
     }
 
-    devnet.restart_eb()?;
-    let restarted = Instant::now();
-    let admin = &devnet.admin;
-    let rejoined_as = devnet
-        .until("replica a to rejoin the cluster", slots(15), || async {
-            let status = admin.status().await.ok()?;
-            let up = status["cluster"]["store_up"] == true;
-            let role = status["cluster"]["role"].as_str()?.to_owned();
-            (up && (role == "follower" || role == "leader")).then_some(role)
-        })
-        .await?;
-    let rejoined_s = restarted.elapsed().as_secs_f64();
+    let (rejoined_as, rejoined_s) = rejoin(devnet).await?;
     let (restart_slot, _) = devnet.beacon.syncing().await?;
-    let beacon = &devnet.beacon;
-    let watched_to = devnet
-        .until(
-            "blocks after replica a rejoined",
-            slots(WATCH_SLOTS + 6),
-            || async {
-                let (head, _) = beacon.syncing().await.ok()?;
-                (head >= restart_slot + WATCH_SLOTS).then_some(head)
-            },
-        )
-        .await?;
-    let missed_after_restart = missed_slots(devnet, restart_slot + 1, watched_to).await?;
+    let missed_after_restart = blocks_after(devnet, restart_slot, "replica a rejoined").await?;
     let leader_after = devnet.admin.status().await?["cluster"]["leader"].clone();
 
     let replica = devnet.replica.as_ref().ok_or("not a replicated devnet")?;
@@ -144,11 +98,6 @@ pub async fn replica_killed(devnet: &mut Devnet) -> Result<Value, String> {
             "the replicas answered {opposite} blocks oppositely; {conflicts} write-back conflicts"
         ));
     }
-    if missed_after_restart.len() > 1 {
-        return Err(format!(
-            "slots without a block after replica a rejoined at slot {restart_slot}: {missed_after_restart:?}"
-        ));
-    }
     Ok(json!({
         "replicas": 2,
         "killed_at_slot": kill_slot,
@@ -156,10 +105,168 @@ pub async fn replica_killed(devnet: &mut Devnet) -> Result<Value, String> {
         "failover_s": (failover.as_secs_f64() * 100.0).round() / 100.0,
         "shared_build_served": served,
         "rejoined_as": rejoined_as,
-        "rejoined_s": (rejoined_s * 10.0).round() / 10.0,
+        "rejoined_s": rejoined_s,
         "missed_after_rejoin": missed_after_restart,
         "leader_after_rejoin": leader_after,
         "cross_replica_disagreements": disagreements,
+        "seconds": (start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    }))
+}
+
+/// SIGKILLs replica `a`, waits until `b` leads and [`WATCH_SLOTS`] more slots passed: the
+/// slot of the kill, the time until `b` led, and the slots without a block (at most one).
+async fn kill_a(devnet: &mut Devnet) -> Result<(u64, Duration, Vec<u64>), String> {
+    devnet.kill_eb();
+    let killed = Instant::now();
+    let (kill_slot, _) = devnet.beacon.syncing().await?;
+    let b = &devnet
+        .replica
+        .as_ref()
+        .ok_or("not a replicated devnet")?
+        .admin;
+    let failover = devnet
+        .until("replica b to lead", slots(10), || async {
+            (role(b).await.as_deref() == Some("leader")).then(|| killed.elapsed())
+        })
+        .await?;
+    let missed = blocks_after(devnet, kill_slot, "replica a was killed").await?;
+    Ok((kill_slot, failover, missed))
+}
+
+/// Waits [`WATCH_SLOTS`] slots past `from`: the slots without a block since, at most one.
+async fn blocks_after(devnet: &Devnet, from: u64, what: &str) -> Result<Vec<u64>, String> {
+    let beacon = &devnet.beacon;
+    let watched_to = devnet
+        .until(
+            &format!("blocks after {what}"),
+            slots(WATCH_SLOTS + 6),
+            || async {
+                let (head, _) = beacon.syncing().await.ok()?;
+                (head >= from + WATCH_SLOTS).then_some(head)
+            },
+        )
+        .await?;
+    let missed = missed_slots(devnet, from + 1, watched_to).await?;
+    if missed.len() > 1 {
+        return Err(format!(
+            "slots without a block after {what} at slot {from}: {missed:?}"
+        ));
+    }
+    Ok(missed)
+}
+
+/// Restarts replica `a` and waits until it is back in the cluster: its role then, and the
+/// seconds it took.
+async fn rejoin(devnet: &mut Devnet) -> Result<(String, f64), String> {
+    devnet.restart_eb()?;
+    let restarted = Instant::now();
+    let admin = &devnet.admin;
+    let role = devnet
+        .until("replica a to rejoin the cluster", slots(15), || async {
+            let status = admin.status().await.ok()?;
+            let up = status["cluster"]["store_up"] == true;
+            let role = status["cluster"]["role"].as_str()?.to_owned();
+            (up && (role == "follower" || role == "leader")).then_some(role)
+        })
+        .await?;
+    Ok((
+        role,
+        (restarted.elapsed().as_secs_f64() * 10.0).round() / 10.0,
+    ))
+}
+
+/// The heads of the forkchoiceUpdated calls a replica forwarded (its recording).
+fn forwarded_heads(cases: &[Case]) -> Vec<String> {
+    cases
+        .iter()
+        .filter(|c| c.method.starts_with("forkchoiceUpdated"))
+        .filter_map(|c| c.block_hash.as_deref().map(str::to_ascii_lowercase))
+        .collect()
+}
+
+/// Two beacon nodes on the same ELs: the first (the validators) through replicas `a` and `b`,
+/// the second (no validators, peered with the first) through `b` alone. While `a` leads, `b`
+/// forwards no forkchoiceUpdated for a head `a` did not drive, and the second node stays on the
+/// head; `a` killed, `b` leads and the chain goes on.
+pub async fn two_cls(devnet: &mut Devnet) -> Result<Value, String> {
+    let start = Instant::now();
+    let replica = devnet.replica.as_ref().ok_or("not a replicated devnet")?;
+    let second = replica
+        .second_beacon
+        .as_ref()
+        .ok_or("no second beacon node")?;
+    let (beacon, a, b) = (&devnet.beacon, &devnet.admin, &replica.admin);
+    let on_one_head = || async {
+        let first = beacon.head_execution_hash().await.ok()?;
+        (second.head_execution_hash().await.ok()? == first).then_some(first)
+    };
+    devnet
+        .until(
+            "both beacon nodes on one head, replica a leading",
+            slots(60),
+            || async {
+                let (head, _) = beacon.syncing().await.ok()?;
+                let leads = role(a).await.as_deref() == Some("leader");
+                (head >= 4 && leads && on_one_head().await.is_some()).then_some(())
+            },
+        )
+        .await?;
+    let (from, _) = beacon.syncing().await?;
+    devnet
+        .until(
+            "blocks while replica a leads",
+            slots(WATCH_SLOTS + 6),
+            || async {
+                let (head, _) = beacon.syncing().await.ok()?;
+                (head >= from + WATCH_SLOTS).then_some(())
+            },
+        )
+        .await?;
+    devnet
+        .until("the second beacon node on the head", slots(3), on_one_head)
+        .await?;
+    let (a_heads, b_heads) = (
+        forwarded_heads(&recorded(&devnet.paths.votes())),
+        forwarded_heads(&recorded(&replica.votes)),
+    );
+    let foreign: Vec<&String> = b_heads.iter().filter(|h| !a_heads.contains(h)).collect();
+    if !foreign.is_empty() {
+        return Err(format!(
+            "replica b forwarded forkchoiceUpdated for heads replica a never drove: {foreign:?}"
+        ));
+    }
+    let held_b = metric(b, "eb_cluster_held_total").await;
+
+    let (kill_slot, failover, missed) = kill_a(devnet).await?;
+    let replica = devnet.replica.as_ref().ok_or("not a replicated devnet")?;
+    let second = replica
+        .second_beacon
+        .as_ref()
+        .ok_or("no second beacon node")?;
+    let beacon = &devnet.beacon;
+    devnet
+        .until(
+            "the second beacon node on the head after the kill",
+            slots(3),
+            || async {
+                let first = beacon.head_execution_hash().await.ok()?;
+                (second.head_execution_hash().await.ok()? == first).then_some(())
+            },
+        )
+        .await?;
+    let (rejoined_as, rejoined_s) = rejoin(devnet).await?;
+    Ok(json!({
+        "replicas": 2,
+        "beacon_nodes": 2,
+        "forkchoice_forwarded": {"a": a_heads.len(), "b": b_heads.len()},
+        "b_forwarded_heads_a_did_not_drive": foreign.len(),
+        "b_held": held_b,
+        "killed_at_slot": kill_slot,
+        "failover_s": (failover.as_secs_f64() * 100.0).round() / 100.0,
+        "missed_after_kill": missed,
+        "second_node_on_head": true,
+        "rejoined_as": rejoined_as,
+        "rejoined_s": rejoined_s,
         "seconds": (start.elapsed().as_secs_f64() * 10.0).round() / 10.0,
     }))
 }
