@@ -1,12 +1,14 @@
 //! The cluster stage: what eb replicas share through a [`Store`] — the builds eb handed
-//! payloadIds for, and the first final answer (VALID or INVALID) given for each block.
+//! payloadIds for, the first final answer (VALID or INVALID) given for each block, the leader
+//! lease ([`lease`]), the admin changes made on each replica ([`changes`]) and the replicas
+//! themselves with their policies ([`replicas`]).
 //!
 //! A standalone eb runs the same code over a [`LocalStore`]; `--etcd` puts an [`EtcdStore`] in
 //! its place. Every store call on an answer's path is bounded by `--etcd-timeout`: a store that
 //! fails or is slow is marked down, answers come from the replica's own state at once, and what
 //! it decided is queued and written back when the store answers again (liveness before
 //! coordination; a write-back that finds another replica's different answer is a conflict,
-//! counted and logged). One replica at a time leads: see [`lease`].
+//! counted and logged).
 
 pub mod changes;
 pub mod etcd;
