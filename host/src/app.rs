@@ -150,24 +150,17 @@ impl App {
                 .position(|n| n.url == url)
                 .ok_or_else(|| format!("no node {url} here"))
         };
+        fn done<T, E: std::fmt::Display>(result: Result<T, E>) -> Result<(), String> {
+            result.map(drop).map_err(|e| e.to_string())
+        }
         let applied = match &change {
             Change::AddNodes { specs } => {
                 let specs: Vec<&str> = specs.iter().map(String::as_str).collect();
-                self.add_nodes(&specs).map(drop).map_err(|e| e.to_string())
+                done(self.add_nodes(&specs))
             }
-            Change::RemoveNode { url } => index_of(url)
-                .and_then(|i| self.nodes.remove(i).map(drop).map_err(|e| e.to_string())),
-            Change::Drain { url, on } => index_of(url).and_then(|i| {
-                self.nodes
-                    .drain(i, *on)
-                    .map(drop)
-                    .map_err(|e| e.to_string())
-            }),
-            Change::ReloadPolicy => self
-                .reload_policy(false)
-                .await
-                .map(drop)
-                .map_err(|e| e.to_string()),
+            Change::RemoveNode { url } => index_of(url).and_then(|i| done(self.nodes.remove(i))),
+            Change::Drain { url, on } => index_of(url).and_then(|i| done(self.nodes.drain(i, *on))),
+            Change::ReloadPolicy => done(self.reload_policy(false).await),
         };
         match applied {
             Ok(()) => tracing::info!(?change, "applied a change made on another replica"),

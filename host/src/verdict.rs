@@ -2,7 +2,7 @@
 //! of one state-changing call, as one [`Settled`] value that [`answer`](crate::answer) only
 //! renders. Verdicts are counted and logged here, once.
 
-use crate::cluster::{Claim, Cluster};
+use crate::cluster::{Claim, Cluster, SharedVerdict};
 use crate::fanout::{Collected, VoteCall};
 use crate::memory::{Kind, Recall, Remembered, VerdictMemory};
 use crate::metrics::Metrics;
@@ -117,14 +117,7 @@ impl Verdicts {
                 .cluster
                 .await_verdict(kind.name(), head)
                 .await
-                .map(|v| {
-                    let remembered = Remembered {
-                        status: v.status(),
-                        result: Bytes::from(v.result),
-                    };
-                    self.memory.adopt(kind, head, remembered.clone());
-                    remembered
-                }),
+                .map(|shared| self.adopt(kind, head, shared)),
         };
         tracing::info!(method = %call.method, block = %head.get(..12).unwrap_or(head),
             answer = remembered.as_ref().map_or("SYNCING", |r| r.status.name()),
@@ -189,15 +182,21 @@ impl Verdicts {
         }
         tracing::warn!(block = %hash, replica = %earlier.replica, theirs = earlier.status().name(),
             ours = status.name(), "another replica answered this block otherwise first");
-        let remembered = Remembered {
-            status: earlier.status(),
-            result: Bytes::from(earlier.result),
-        };
-        self.memory.adopt(kind, hash, remembered.clone());
+        let remembered = self.adopt(kind, hash, earlier);
         Recall::Keep {
             remembered,
             flip: true,
         }
+    }
+
+    /// Remembers another replica's final answer for `hash` as this replica's own.
+    fn adopt(&self, kind: Kind, hash: &str, shared: SharedVerdict) -> Remembered {
+        let remembered = Remembered {
+            status: shared.status(),
+            result: Bytes::from(shared.result),
+        };
+        self.memory.adopt(kind, hash, remembered.clone());
+        remembered
     }
 
     /// The answer for a block answered VALID or INVALID before (by this replica or another).

@@ -146,47 +146,72 @@ impl EtcdStore {
         path: &str,
         body: Value,
     ) -> Result<T, StoreError> {
+        let text = self
+            .first_answer(path, &body.to_string(), true, |answer| answer.bytes())
+            .await?;
+        serde_json::from_slice(&text).map_err(|e| StoreError::Malformed(e.to_string()))
+    }
+
+    /// POSTs `body` to `path` on each endpoint in turn from the preferred one, until one
+    /// answers with success and `read` takes its answer: a member that cannot be reached, has
+    /// no leader (a server error) or breaks off its answer leaves it to the next. With `whole`
+    /// the exchange is bounded by [`REQUEST_TIMEOUT`]; without, only until the answer starts
+    /// (a watch streams on).
+    async fn first_answer<T, F, Fut>(
+        &self,
+        path: &str,
+        body: &str,
+        whole: bool,
+        read: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(reqwest::Response) -> Fut,
+        Fut: std::future::Future<Output = Result<T, reqwest::Error>>,
+    {
         let first = self.preferred.load(Ordering::Relaxed);
         let mut unreachable = Vec::new();
         for step in 0..self.endpoints.len() {
             let i = (first + step) % self.endpoints.len();
-            let url = format!("{}{path}", self.endpoints[i]);
-            let sent = self
+            let endpoint = &self.endpoints[i];
+            let mut request = self
                 .client
-                .post(&url)
-                .timeout(REQUEST_TIMEOUT)
+                .post(format!("{endpoint}{path}"))
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.to_string())
-                .send()
-                .await;
-            let response = match sent {
-                Ok(response) => response,
-                Err(e) => {
-                    unreachable.push(format!("{}: {e}", self.endpoints[i]));
+                .body(body.to_owned());
+            if whole {
+                request = request.timeout(REQUEST_TIMEOUT);
+            }
+            let response = match tokio::time::timeout(REQUEST_TIMEOUT, request.send()).await {
+                Ok(Ok(response)) => response,
+                Ok(Err(e)) => {
+                    unreachable.push(format!("{endpoint}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    unreachable.push(format!("{endpoint}: no answer within {REQUEST_TIMEOUT:?}"));
                     continue;
                 }
             };
             let status = response.status();
-            let text = match response.bytes().await {
-                Ok(text) => text,
-                Err(e) => {
-                    unreachable.push(format!("{}: {e}", self.endpoints[i]));
-                    continue;
-                }
-            };
             if !status.is_success() {
+                let text = response.bytes().await.unwrap_or_default();
                 let message = serde_json::from_slice::<GatewayError>(&text)
                     .map(|e| e.message)
                     .unwrap_or_else(|_| String::from_utf8_lossy(&text).chars().take(200).collect());
                 if status.is_server_error() {
                     // A member without a leader or shutting down: the next may do better.
-                    unreachable.push(format!("{}: {status} {message}", self.endpoints[i]));
+                    unreachable.push(format!("{endpoint}: {status} {message}"));
                     continue;
                 }
                 return Err(StoreError::Refused(format!("{status} {message}")));
             }
-            self.preferred.store(i, Ordering::Relaxed);
-            return serde_json::from_slice(&text).map_err(|e| StoreError::Malformed(e.to_string()));
+            match read(response).await {
+                Ok(answer) => {
+                    self.preferred.store(i, Ordering::Relaxed);
+                    return Ok(answer);
+                }
+                Err(e) => unreachable.push(format!("{endpoint}: {e}")),
+            }
         }
         Err(StoreError::Unreachable(unreachable.join("; ")))
     }
@@ -363,8 +388,8 @@ impl EtcdStore {
         answer.kvs.iter().map(|kv| decode(&kv.value)).collect()
     }
 
-    /// [`Store::watch`]: one `/v3/watch` stream from the preferred endpoint (the next one when
-    /// it does not connect), read line by line.
+    /// [`Store::watch`]: one `/v3/watch` stream from the first endpoint that answers, read
+    /// line by line.
     async fn watch_prefix(
         &self,
         prefix: String,
@@ -377,30 +402,11 @@ impl EtcdStore {
             create["start_revision"] = json!((after + 1).to_string());
         }
         let body = json!({ "create_request": create }).to_string();
-        let first = self.preferred.load(Ordering::Relaxed);
-        let mut response = None;
-        let mut unreachable = Vec::new();
-        for step in 0..self.endpoints.len() {
-            let endpoint = &self.endpoints[(first + step) % self.endpoints.len()];
-            let sent = self
-                .client
-                .post(format!("{endpoint}/v3/watch"))
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone())
-                .send();
-            match tokio::time::timeout(REQUEST_TIMEOUT, sent).await {
-                Ok(Ok(answer)) if answer.status().is_success() => {
-                    response = Some(answer);
-                    break;
-                }
-                Ok(Ok(answer)) => unreachable.push(format!("{endpoint}: {}", answer.status())),
-                Ok(Err(e)) => unreachable.push(format!("{endpoint}: {e}")),
-                Err(_) => unreachable.push(format!("{endpoint}: no answer")),
-            }
-        }
-        let Some(mut response) = response else {
-            return Err(StoreError::Unreachable(unreachable.join("; ")));
-        };
+        let mut response = self
+            .first_answer("/v3/watch", &body, false, |answer| {
+                std::future::ready(Ok::<_, reqwest::Error>(answer))
+            })
+            .await?;
         let mut buffer = Vec::new();
         loop {
             let chunk = response

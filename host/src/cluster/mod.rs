@@ -18,7 +18,6 @@ pub mod replicas;
 
 pub use changes::Change;
 pub use etcd::EtcdStore;
-pub use lease::{Lead, Leader, LEASE_TTL};
 pub use local::LocalStore;
 pub use replicas::ReplicaInfo;
 
@@ -705,7 +704,7 @@ mod tests {
         assert!(a.leads());
         b.called();
         // A stops renewing (killed): its lease holds until its TTL is past, then B takes it.
-        tokio::time::advance(LEASE_TTL - Duration::from_millis(1)).await;
+        tokio::time::advance(lease::LEASE_TTL - Duration::from_millis(1)).await;
         assert!(!b.may_drive("0xH").await, "A's lease still holds");
         tokio::time::advance(Duration::from_millis(1)).await;
         assert!(
@@ -785,7 +784,7 @@ mod tests {
         b.called();
         b.renew().await;
         assert!(!b.leads(), "A's last renewal holds its TTL");
-        tokio::time::advance(LEASE_TTL).await;
+        tokio::time::advance(lease::LEASE_TTL).await;
         b.called();
         b.renew().await;
         assert!(b.leads(), "taken by the replica whose CL calls");

@@ -4,7 +4,7 @@
 //! the chain must lose at most one slot, and `a` restarted must rejoin.
 
 use super::observe::{follows_valid, recorded, Admin};
-use super::scenarios::{missed_slots, slots};
+use super::scenarios::{blocks_after, slots};
 use super::Devnet;
 use crate::proxy::sample;
 use policy_sdk::fixture::{Action, Case};
@@ -85,7 +85,8 @@ pub async fn replica_killed(devnet: &mut Devnet) -> Result<Value, String> {
 
     let (rejoined_as, rejoined_s) = rejoin(devnet).await?;
     let (restart_slot, _) = devnet.beacon.syncing().await?;
-    let missed_after_restart = blocks_after(devnet, restart_slot, "replica a rejoined").await?;
+    let missed_after_restart =
+        blocks_after(devnet, restart_slot, WATCH_SLOTS, "replica a rejoined").await?;
     let leader_after = devnet.admin.status().await?["cluster"]["leader"].clone();
 
     let replica = devnet.replica.as_ref().ok_or("not a replicated devnet")?;
@@ -129,30 +130,8 @@ async fn kill_a(devnet: &mut Devnet) -> Result<(u64, Duration, Vec<u64>), String
             (role(b).await.as_deref() == Some("leader")).then(|| killed.elapsed())
         })
         .await?;
-    let missed = blocks_after(devnet, kill_slot, "replica a was killed").await?;
+    let (_, missed) = blocks_after(devnet, kill_slot, WATCH_SLOTS, "replica a was killed").await?;
     Ok((kill_slot, failover, missed))
-}
-
-/// Waits [`WATCH_SLOTS`] slots past `from`: the slots without a block since, at most one.
-async fn blocks_after(devnet: &Devnet, from: u64, what: &str) -> Result<Vec<u64>, String> {
-    let beacon = &devnet.beacon;
-    let watched_to = devnet
-        .until(
-            &format!("blocks after {what}"),
-            slots(WATCH_SLOTS + 6),
-            || async {
-                let (head, _) = beacon.syncing().await.ok()?;
-                (head >= from + WATCH_SLOTS).then_some(head)
-            },
-        )
-        .await?;
-    let missed = missed_slots(devnet, from + 1, watched_to).await?;
-    if missed.len() > 1 {
-        return Err(format!(
-            "slots without a block after {what} at slot {from}: {missed:?}"
-        ));
-    }
-    Ok(missed)
 }
 
 /// Restarts replica `a` and waits until it is back in the cluster: its role then, and the

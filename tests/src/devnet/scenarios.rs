@@ -42,6 +42,34 @@ pub(crate) async fn missed_slots(devnet: &Devnet, from: u64, to: u64) -> Result<
     Ok(missed)
 }
 
+/// Waits `watch` slots past `from` (`what` happened then): the last slot watched, and the
+/// slots without a block since (at most one).
+pub(crate) async fn blocks_after(
+    devnet: &Devnet,
+    from: u64,
+    watch: u64,
+    what: &str,
+) -> Result<(u64, Vec<u64>), String> {
+    let beacon = &devnet.beacon;
+    let watched_to = devnet
+        .until(
+            &format!("blocks after {what}"),
+            slots(watch + 6),
+            || async {
+                let (head, _) = beacon.syncing().await.ok()?;
+                (head >= from + watch).then_some(head)
+            },
+        )
+        .await?;
+    let missed = missed_slots(devnet, from + 1, watched_to).await?;
+    if missed.len() > 1 {
+        return Err(format!(
+            "slots without a block after {what} at slot {from}: {missed:?}"
+        ));
+    }
+    Ok((watched_to, missed))
+}
+
 /// What the devnet's report leads with: the CL's version, each EL's (`web3_clientVersion`), and
 /// the blocks in the CL's chain so far.
 pub async fn summary(devnet: &Devnet) -> Result<Value, String> {
@@ -185,23 +213,8 @@ pub async fn primary_killed(devnet: &mut Devnet) -> Result<Value, String> {
             },
         )
         .await?;
-    let beacon = &devnet.beacon;
-    let watched_to = devnet
-        .until(
-            "blocks after the kill",
-            slots(KILL_WATCH_SLOTS + 6),
-            || async {
-                let (head, _) = beacon.syncing().await.ok()?;
-                (head >= kill_slot + KILL_WATCH_SLOTS).then_some(head)
-            },
-        )
-        .await?;
-    let missed = missed_slots(devnet, kill_slot + 1, watched_to).await?;
-    if missed.len() > 1 {
-        return Err(format!(
-            "slots without a block after EL {victim} was killed at slot {kill_slot}: {missed:?}"
-        ));
-    }
+    let what = format!("EL {victim} was killed");
+    let (watched_to, missed) = blocks_after(devnet, kill_slot, KILL_WATCH_SLOTS, &what).await?;
     let restarted = Instant::now();
     devnet.restart_el(victim).await?;
     let restarted_ms = now_ms();
