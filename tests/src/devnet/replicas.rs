@@ -68,6 +68,10 @@ pub async fn replica_killed(devnet: &mut Devnet) -> Result<Value, String> {
     let deadline = Instant::now() + slots(10);
     loop {
         if builds().await.is_some_and(|n| n > before) {
+            // The build is counted before its answer is written: give the answer time to
+            // reach Lodestar (its getPayload comes at the next slot's start, a second later),
+            // or a kill in between makes Lodestar ask replica b for a new build instead.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             break;
         }
         if Instant::now() > deadline {
@@ -85,7 +89,7 @@ pub async fn replica_killed(devnet: &mut Devnet) -> Result<Value, String> {
 
     let (rejoined_as, rejoined_s) = rejoin(devnet).await?;
     let (restart_slot, _) = devnet.beacon.syncing().await?;
-    let missed_after_restart =
+    let (_, missed_after_restart) =
         blocks_after(devnet, restart_slot, WATCH_SLOTS, "replica a rejoined").await?;
     let leader_after = devnet.admin.status().await?["cluster"]["leader"].clone();
 
